@@ -1,0 +1,260 @@
+//! Configuration: one TOML file (+ `CHORUS__SECTION__KEY` environment overrides)
+//! turned into a validated, typed [`Config`].
+//!
+//! Loading never reads the environment implicitly from defaults; the only
+//! environment input is the documented override prefix.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration of one chorus process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// The servers chorus fronts: exactly one leader, any number of followers.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// Who may connect to chorus, and how they prove it.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// Where chorus accepts client connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// PostgreSQL wire-protocol listener.
+    pub postgres: Option<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { postgres: Some(SocketAddr::from(([127, 0, 0, 1], 6432))) }
+    }
+}
+
+/// Resource limits that protect chorus and the servers behind it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections accepted at once; more get SQLSTATE 53300.
+    pub max_client_connections: usize,
+    /// Largest protocol message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+    /// How long to wait for a server connection to be established.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Idle server connections kept per node and database for reuse.
+    pub idle_server_connections: usize,
+    /// How long a client may take to finish startup and authentication.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_connections: 1000,
+            max_message_bytes: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            idle_server_connections: 32,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Periodic node health checking.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed checks before a node leaves the read rotation.
+    pub failures_before_down: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(2000),
+            failures_before_down: 1,
+        }
+    }
+}
+
+/// TLS for client connections (rustls). Without it chorus answers 'N' to SSLRequest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+/// One database server behind chorus, and chorus's own credentials for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Database used for health checks and catalog look-ups.
+    #[serde(default = "default_admin_db")]
+    pub admin_database: String,
+}
+
+fn default_admin_db() -> String {
+    "postgres".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    ScramSha256,
+    Trust,
+}
+
+/// A user allowed to connect to chorus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// Plain password, or a PostgreSQL SCRAM verifier (`SCRAM-SHA-256$...`).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_auth")]
+    pub auth: AuthMethod,
+}
+
+fn default_auth() -> AuthMethod {
+    AuthMethod::ScramSha256
+}
+
+/// Everything wrong with a configuration, each with its key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Load a TOML file, apply `CHORUS__SECTION__KEY` overrides, validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CHORUS")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text without environment overrides (tests, generated configs).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Report every problem at once, each with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let leaders = self.nodes.iter().filter(|n| n.role == Role::Leader).count();
+        if self.nodes.is_empty() {
+            problems.push("nodes: at least one node (the leader) is required".to_string());
+        } else if leaders != 1 {
+            problems.push(format!("nodes: exactly one node must have role = \"leader\", found {leaders}"));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.name.is_empty() {
+                problems.push(format!("nodes[{i}].name: must not be empty"));
+            }
+            if self.nodes.iter().filter(|m| m.name == n.name).count() > 1 {
+                problems.push(format!("nodes[{i}].name: duplicate node name {:?}", n.name));
+            }
+            if n.host.is_empty() {
+                problems.push(format!("nodes[{i}].host: must not be empty"));
+            }
+            if n.port == 0 {
+                problems.push(format!("nodes[{i}].port: must be between 1 and 65535"));
+            }
+            if n.user.is_empty() {
+                problems.push(format!("nodes[{i}].user: must not be empty"));
+            }
+        }
+        if self.users.is_empty() {
+            problems.push("users: at least one user is required".to_string());
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() {
+                problems.push(format!("users[{i}].name: must not be empty"));
+            }
+            if self.users.iter().filter(|m| m.name == u.name).count() > 1 {
+                problems.push(format!("users[{i}].name: duplicate user {:?}", u.name));
+            }
+            if u.auth == AuthMethod::ScramSha256 && u.password.as_deref().unwrap_or("").is_empty() {
+                problems.push(format!("users[{i}].password: required for auth = \"scram-sha-256\""));
+            }
+        }
+        if self.listen.postgres.is_none() {
+            problems.push("listen.postgres: a listen address is required".to_string());
+        }
+        if self.limits.max_client_connections == 0 {
+            problems.push("limits.max_client_connections: must be at least 1".to_string());
+        }
+        if self.limits.max_message_bytes < 1024 {
+            problems.push("limits.max_message_bytes: must be at least 1024".to_string());
+        }
+        if self.health.interval.is_zero() {
+            problems.push("health.interval: must be greater than zero".to_string());
+        }
+        if let Some(tls) = &self.tls {
+            if !tls.cert.exists() {
+                problems.push(format!("tls.cert: file {} does not exist", tls.cert.display()));
+            }
+            if !tls.key.exists() {
+                problems.push(format!("tls.key: file {} does not exist", tls.key.display()));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    pub fn leader(&self) -> &Node {
+        self.nodes.iter().find(|n| n.role == Role::Leader).expect("validated: one leader")
+    }
+}

@@ -1,0 +1,3 @@
+//! Client-side wire protocols: how chorus talks to applications.
+
+pub mod auth;

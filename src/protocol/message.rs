@@ -1,0 +1,233 @@
+//! PostgreSQL protocol framing: read whole messages as bytes, forward them untouched.
+//!
+//! chorus decodes only the few messages it must (Query, Parse, Bind, Close,
+//! ReadyForQuery, ErrorResponse...); everything else passes through as the exact
+//! bytes the peer sent, which keeps formats, tags and notices intact.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// One tagged protocol message: `tag`, then the whole frame (tag + length + body).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub tag: u8,
+    /// The complete frame as it travels on the wire.
+    pub frame: Bytes,
+}
+
+impl Message {
+    /// The body after the tag and length.
+    pub fn body(&self) -> &[u8] {
+        &self.frame[5..]
+    }
+
+    pub fn new(tag: u8, body: &[u8]) -> Message {
+        let mut buf = BytesMut::with_capacity(body.len() + 5);
+        buf.put_u8(tag);
+        buf.put_i32(body.len() as i32 + 4);
+        buf.put_slice(body);
+        Message { tag, frame: buf.freeze() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid message length {0}")]
+    BadLength(i64),
+    #[error("message of {0} bytes exceeds the limit of {1} bytes")]
+    TooLarge(usize, usize),
+}
+
+/// Buffered reader of framed messages.
+pub struct MessageReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_len: usize,
+}
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    pub fn new(inner: R, max_len: usize) -> Self {
+        MessageReader { inner, buf: BytesMut::with_capacity(16 * 1024), max_len }
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+
+    pub fn from_parts(inner: R, buf: BytesMut, max_len: usize) -> Self {
+        MessageReader { inner, buf, max_len }
+    }
+
+    /// True when a complete message is already buffered (no read needed).
+    pub fn has_buffered_message(&self) -> bool {
+        if self.buf.len() < 5 {
+            return false;
+        }
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        len >= 4 && self.buf.len() >= len as usize + 1
+    }
+
+    async fn fill(&mut self, need: usize) -> Result<(), FrameError> {
+        while self.buf.len() < need {
+            if self.buf.capacity() - self.buf.len() < 8192 {
+                self.buf.reserve((need - self.buf.len()).max(16 * 1024));
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(FrameError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read one tagged message. Cancel-safe: a partially read message stays buffered.
+    pub async fn read(&mut self) -> Result<Message, FrameError> {
+        self.fill(5).await?;
+        let tag = self.buf[0];
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(FrameError::BadLength(len as i64));
+        }
+        let total = len as usize + 1;
+        if total > self.max_len {
+            return Err(FrameError::TooLarge(total, self.max_len));
+        }
+        self.fill(total).await?;
+        let frame = self.buf.split_to(total).freeze();
+        Ok(Message { tag, frame })
+    }
+
+    /// Read the untagged startup-phase packet (length + body), returning the body.
+    pub async fn read_startup(&mut self, max: usize) -> Result<Bytes, FrameError> {
+        self.fill(4).await?;
+        let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if len < 8 {
+            return Err(FrameError::BadLength(len as i64));
+        }
+        if len as usize > max {
+            return Err(FrameError::TooLarge(len as usize, max));
+        }
+        self.fill(len as usize).await?;
+        let mut frame = self.buf.split_to(len as usize);
+        frame.advance(4);
+        Ok(frame.freeze())
+    }
+}
+
+/// Cursor over a message body for the few fields chorus decodes.
+pub struct Fields<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Fields { data }
+    }
+    pub fn cstr(&mut self) -> Option<&'a str> {
+        let end = self.data.iter().position(|b| *b == 0)?;
+        let s = std::str::from_utf8(&self.data[..end]).ok()?;
+        self.data = &self.data[end + 1..];
+        Some(s)
+    }
+    pub fn i16(&mut self) -> Option<i16> {
+        if self.data.len() < 2 {
+            return None;
+        }
+        let v = i16::from_be_bytes([self.data[0], self.data[1]]);
+        self.data = &self.data[2..];
+        Some(v)
+    }
+    pub fn i32(&mut self) -> Option<i32> {
+        if self.data.len() < 4 {
+            return None;
+        }
+        let v = i32::from_be_bytes([self.data[0], self.data[1], self.data[2], self.data[3]]);
+        self.data = &self.data[4..];
+        Some(v)
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.data.split_first()?;
+        self.data = rest;
+        Some(b)
+    }
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.data.len() < n {
+            return None;
+        }
+        let (a, b) = self.data.split_at(n);
+        self.data = b;
+        Some(a)
+    }
+    pub fn rest(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// Builders for the messages chorus itself writes.
+pub mod build {
+    use super::Message;
+    use bytes::{BufMut, BytesMut};
+
+    fn with_body(tag: u8, f: impl FnOnce(&mut BytesMut)) -> Message {
+        let mut body = BytesMut::new();
+        f(&mut body);
+        Message::new(tag, &body)
+    }
+
+    pub fn query(sql: &str) -> Message {
+        with_body(b'Q', |b| {
+            b.put_slice(sql.as_bytes());
+            b.put_u8(0);
+        })
+    }
+    pub fn sync() -> Message {
+        Message::new(b'S', &[])
+    }
+    pub fn terminate() -> Message {
+        Message::new(b'X', &[])
+    }
+    pub fn close_statement(name: &str) -> Message {
+        with_body(b'C', |b| {
+            b.put_u8(b'S');
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+        })
+    }
+    pub fn ready_for_query(status: u8) -> Message {
+        Message::new(b'Z', &[status])
+    }
+    pub fn command_complete(tag: &str) -> Message {
+        with_body(b'C', |b| {
+            b.put_slice(tag.as_bytes());
+            b.put_u8(0);
+        })
+    }
+    pub fn parameter_status(name: &str, value: &str) -> Message {
+        with_body(b'S', |b| {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_slice(value.as_bytes());
+            b.put_u8(0);
+        })
+    }
+    pub fn backend_key_data(pid: i32, secret: i32) -> Message {
+        with_body(b'K', |b| {
+            b.put_i32(pid);
+            b.put_i32(secret);
+        })
+    }
+    pub fn auth(code: i32, payload: &[u8]) -> Message {
+        with_body(b'R', |b| {
+            b.put_i32(code);
+            b.put_slice(payload);
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! PostgreSQL wire-protocol pieces shared by the client and server sides.
+
+pub mod error;
+pub mod message;
+
+pub use error::{ClientError, ServerError, sqlstate};
+pub use message::{Fields, FrameError, Message, MessageReader, build};

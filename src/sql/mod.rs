@@ -1,0 +1,94 @@
+//! SQL understanding: pure classification of statement text, cached by text.
+//!
+//! Nothing here does I/O. The router combines a [`Classification`] with the
+//! session's state and the topology to pick a target.
+
+pub mod cache;
+pub mod classify;
+
+pub use cache::ClassifyCache;
+pub use classify::classify;
+
+/// Why a query must run on the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderReason {
+    /// INSERT / UPDATE / DELETE / MERGE / COPY FROM / SELECT INTO ...
+    Write,
+    /// CREATE / ALTER / DROP / GRANT / TRUNCATE / COMMENT ...
+    Ddl,
+    /// SELECT ... FOR UPDATE / SHARE / NO KEY UPDATE / KEY SHARE.
+    LockingRead,
+    /// WITH x AS (INSERT/UPDATE/DELETE ...) ...
+    WritableCte,
+    /// Calls a function known to have side effects or to be volatile (nextval, setval, random, ...).
+    VolatileFunction(String),
+    /// Starts a read-write (or unspecified) explicit transaction.
+    Transaction,
+    /// Utility commands that only make sense on the leader (VACUUM, CALL, DO, NOTIFY, LOCK, CHECKPOINT ...).
+    Utility,
+    /// The text did not parse; the leader decides what it means.
+    Unparsed,
+}
+
+/// Why a session must stay on the leader for the rest of its life: the state it
+/// creates exists on one server only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinReason {
+    TempTable,
+    Listen,
+    AdvisoryLock,
+    Prepare,
+    HoldCursor,
+    SetConfig,
+}
+
+/// The special single-statement shapes the session handles itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// A lone `BEGIN` / `START TRANSACTION`; `read_only` is `Some(true)` for READ ONLY,
+    /// `Some(false)` for READ WRITE, `None` when unspecified. `plain` is true when it
+    /// carries no options at all (only then may chorus defer it).
+    Begin { read_only: Option<bool>, plain: bool },
+    /// A lone `SET TRANSACTION ... READ ONLY` (possibly with an isolation level).
+    SetTransactionReadOnly,
+    /// A lone `COMMIT` / `END` (not `COMMIT PREPARED`, not `AND CHAIN`).
+    Commit,
+    /// A lone `ROLLBACK` / `ABORT` (not `TO SAVEPOINT`, not `PREPARED`, not `AND CHAIN`).
+    Rollback,
+    #[default]
+    Other,
+}
+
+/// A session-level setting change that must be replayed on every server
+/// connection the session uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingChange {
+    /// `SET [SESSION] name ...`: `name` lower-case (e.g. "timezone", "search_path",
+    /// "client_encoding", "role"), `sql` a statement that re-applies it.
+    Set { name: String, sql: String },
+    /// `RESET name`.
+    Reset { name: String },
+    /// `RESET ALL` or `DISCARD ALL`.
+    ResetAll,
+}
+
+/// What one query text (one or more statements) needs from the router.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Classification {
+    /// `None`: a read a follower may serve. `Some`: must run on the leader.
+    pub leader_reason: Option<LeaderReason>,
+    /// Set when the query creates state that pins the session to the leader.
+    pub pin_reason: Option<PinReason>,
+    /// Transaction-control shape when the text is a single such statement.
+    pub shape: Shape,
+    /// Session settings changed if the query succeeds, in order.
+    pub settings: Vec<SettingChange>,
+    /// Functions called that are not known to be harmless, lower-case as written
+    /// (schema-qualified if written so); the router checks them against the
+    /// leader's catalog and sends the query to the leader if any is volatile or unknown.
+    pub functions: Vec<String>,
+    /// Relations referenced, lower-case as written (for policies).
+    pub tables: Vec<String>,
+    /// Number of statements in the text (0 for an empty query).
+    pub statement_count: usize,
+}

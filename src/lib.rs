@@ -15,4 +15,5 @@ pub mod auth;
 pub mod config;
 pub mod frontend;
 pub mod protocol;
+pub mod server;
 pub mod sql;

@@ -3,6 +3,7 @@
 
 use super::message::{Fields, Message};
 use bytes::BytesMut;
+use std::borrow::Cow;
 use pgwire::messages::Message as _;
 use pgwire::messages::response::ErrorResponse;
 
@@ -26,17 +27,22 @@ pub mod sqlstate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
     pub severity: &'static str,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl ClientError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: "ERROR", code, message: message.into(), hint: None }
+        ClientError { severity: "ERROR", code: Cow::Borrowed(code), message: message.into(), hint: None }
     }
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: "FATAL", code, message: message.into(), hint: None }
+        ClientError { severity: "FATAL", code: Cow::Borrowed(code), message: message.into(), hint: None }
+    }
+    /// Relay a server's error in chorus's own words (e.g. from an out-of-band step).
+    pub fn from_server(e: &ServerError, fatal: bool) -> Self {
+        let code = if e.code.is_empty() { Cow::Borrowed(sqlstate::INTERNAL_ERROR) } else { Cow::Owned(e.code.clone()) };
+        ClientError { severity: if fatal { "FATAL" } else { "ERROR" }, code, message: e.message.clone(), hint: None }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

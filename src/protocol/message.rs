@@ -231,3 +231,20 @@ pub mod build {
         })
     }
 }
+
+impl MessageReader<tokio::net::tcp::OwnedReadHalf> {
+    /// Without blocking, tell whether the peer closed the connection or sent
+    /// something unsolicited that ends it (an ErrorResponse, typically FATAL on
+    /// server shutdown). Used before reusing an idle server connection.
+    pub fn is_closed_nonblocking(&mut self) -> bool {
+        loop {
+            match self.inner.try_read_buf(&mut self.buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
+        self.buf.first() == Some(&b'E')
+    }
+}

@@ -1,0 +1,272 @@
+//! Extended-protocol batches (Parse/Bind/Describe/Execute/Close up to Sync or
+//! Flush) and COPY FROM STDIN data.
+//!
+//! A batch is routed as a whole when it ends: to the leader if any statement in
+//! it needs the leader, else to a follower. Before forwarding, statements the
+//! batch uses that were prepared on another server are prepared on the target.
+
+use super::statements::{Statement, bind_head, parse_head, target_head};
+use super::{Inflight, Session, SessionError};
+use crate::protocol::{ClientError, Message, sqlstate};
+use crate::router::decide;
+use crate::sql::{LeaderReason, SettingChange};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What routing needs to know about a batch.
+#[derive(Default)]
+struct BatchNeeds {
+    leader: bool,
+    functions: Vec<String>,
+    settings: Vec<SettingChange>,
+    ddl: bool,
+    pin: Option<crate::sql::PinReason>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    pub(super) async fn on_extended(&mut self, m: Message) -> Result<(), SessionError> {
+        if let Some(node) = self.open_batch {
+            // The batch was already routed (by Flush): the rest follows it.
+            let lazy = self.missing_statements(node, std::slice::from_ref(&m));
+            if !lazy.is_empty() {
+                // Cannot prepare out of band mid-batch; the server reports the
+                // missing statement itself.
+                tracing::debug!(?lazy, "statement used mid-batch is not prepared on this server");
+            }
+            self.commit_messages(node, std::slice::from_ref(&m));
+            let conn = self.conns[node].as_mut().expect("open batch node is connected");
+            conn.queue(&m.frame);
+            return Ok(());
+        }
+        if self.batch.len() >= 100_000 {
+            return Err(SessionError::Fatal(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "too many extended-protocol messages without Sync",
+            )));
+        }
+        self.batch.push(m);
+        Ok(())
+    }
+
+    pub(super) async fn on_sync(&mut self, m: Message) -> Result<(), SessionError> {
+        if self.owed_sync {
+            // Completes an extended-protocol COPY: its reply is already expected.
+            self.owed_sync = false;
+            let node = self.active.expect("owed sync has an active node");
+            return self.send_now(node, &m).await;
+        }
+        if let Some(node) = self.open_batch.take() {
+            let inflight = Inflight { settings: vec![], ddl: false, extended: true, failed: false };
+            return self.forward_request(node, &[m], inflight).await;
+        }
+        let Some((node, needs)) = self.route_batch(&m).await? else { return Ok(()) };
+        let lazy = self.missing_statements(node, &self.batch.clone());
+        if let Err(e) = self.prepare_missing(node, &lazy).await {
+            self.batch.clear();
+            self.reply_error(&e, true);
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        self.commit_messages(node, &batch);
+        batch.push(m);
+        if let Some(p) = needs.pin {
+            self.pinned.get_or_insert(p);
+        }
+        let inflight = Inflight { settings: needs.settings, ddl: needs.ddl, extended: true, failed: false };
+        self.forward_request(node, &batch, inflight).await
+    }
+
+    pub(super) async fn on_flush(&mut self, m: Message) -> Result<(), SessionError> {
+        if let Some(node) = self.open_batch {
+            return self.send_now(node, &m).await;
+        }
+        if self.batch.is_empty() {
+            if self.busy() {
+                let node = self.active.expect("busy implies active");
+                return self.send_now(node, &m).await;
+            }
+            return Ok(());
+        }
+        let Some((node, _)) = self.route_batch(&m).await? else { return Ok(()) };
+        let lazy = self.missing_statements(node, &self.batch.clone());
+        if let Err(e) = self.prepare_missing(node, &lazy).await {
+            self.batch.clear();
+            self.reply_error(&e, false);
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.commit_messages(node, &batch);
+        self.set_active(node);
+        self.open_batch = Some(node);
+        let conn = self.conns[node].as_mut().expect("routed");
+        for b in &batch {
+            conn.queue(&b.frame);
+        }
+        self.send_now(node, &m).await
+    }
+
+    /// Queue one message to `node` and flush.
+    async fn send_now(&mut self, node: usize, m: &Message) -> Result<(), SessionError> {
+        let conn = self.conns[node].as_mut().expect("connected");
+        conn.queue(&m.frame);
+        let r = conn.flush().await;
+        r.map_err(|e| self.server_lost(node, e))
+    }
+
+    /// Pick the batch's server (the terminator `m` is kept for a stall).
+    async fn route_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds)>, SessionError> {
+        let needs = self.batch_needs().await;
+        let leader = needs.leader || self.deferred_begin;
+        let want = decide(leader, self.view());
+        Ok(self.route(want, m).await?.map(|node| (node, needs)))
+    }
+
+    /// Classify the batch without changing any state (it may be stalled and
+    /// looked at again).
+    async fn batch_needs(&self) -> BatchNeeds {
+        let mut needs = BatchNeeds::default();
+        let mut parsed: Vec<(String, Arc<crate::sql::Classification>)> = Vec::new();
+        for m in &self.batch {
+            let class = match m.tag {
+                b'P' => match parse_head(m) {
+                    Some((name, sql)) => {
+                        let c = self.ctx.classify.get(sql);
+                        parsed.push((name.to_string(), c.clone()));
+                        c
+                    }
+                    None => {
+                        needs.leader = true;
+                        continue;
+                    }
+                },
+                b'B' => {
+                    let Some((_, stmt)) = bind_head(m) else {
+                        needs.leader = true;
+                        continue;
+                    };
+                    let c = parsed
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n == stmt)
+                        .map(|(_, c)| c.clone())
+                        .or_else(|| self.statements.get(stmt).map(|s| s.class.clone()));
+                    match c {
+                        Some(c) => {
+                            needs.settings.extend(c.settings.iter().cloned());
+                            c
+                        }
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            needs.leader |= class.leader_reason.is_some() || class.pin_reason.is_some();
+            needs.ddl |= matches!(class.leader_reason, Some(LeaderReason::Ddl));
+            if needs.pin.is_none() {
+                needs.pin = class.pin_reason;
+            }
+            needs.functions.extend(class.functions.iter().cloned());
+        }
+        if !needs.leader && !needs.functions.is_empty() {
+            needs.leader = !self.ctx.catalog.all_safe(&self.database, &needs.functions).await;
+        }
+        needs
+    }
+
+    /// Statements the messages use that `node` does not have and that are not
+    /// parsed earlier in the same messages.
+    fn missing_statements(&self, node: usize, messages: &[Message]) -> Vec<String> {
+        let Some(conn) = self.conns[node].as_ref() else { return vec![] };
+        let mut parsed_here: HashSet<&str> = HashSet::new();
+        let mut missing = Vec::new();
+        for m in messages {
+            let used = match m.tag {
+                b'P' => {
+                    if let Some((name, _)) = parse_head(m) {
+                        parsed_here.insert(name);
+                    }
+                    continue;
+                }
+                b'B' => bind_head(m).map(|(_, s)| s),
+                b'D' => target_head(m).and_then(|(k, n)| (k == b'S').then_some(n)),
+                _ => None,
+            };
+            let Some(name) = used else { continue };
+            if parsed_here.contains(name) || missing.iter().any(|m: &String| m == name) {
+                continue;
+            }
+            let Some(stmt) = self.statements.get(name) else { continue };
+            let present = if name.is_empty() {
+                conn.unnamed.as_deref() == Some(&*stmt.sql)
+            } else {
+                conn.prepared.contains(name)
+            };
+            if !present {
+                missing.push(name.to_string());
+            }
+        }
+        missing
+    }
+
+    /// Record what forwarding these messages to `node` does to the session's
+    /// and the connections' statement state.
+    fn commit_messages(&mut self, node: usize, messages: &[Message]) {
+        for m in messages {
+            match m.tag {
+                b'P' => {
+                    let Some((name, sql)) = parse_head(m) else { continue };
+                    let class = self.ctx.classify.get(sql);
+                    let sql: Arc<str> = sql.into();
+                    self.statements.define(name, Statement { parse: m.clone(), sql: sql.clone(), class });
+                    let conn = self.conns[node].as_mut().expect("connected");
+                    if name.is_empty() {
+                        conn.unnamed = Some(sql);
+                    } else if let Some(k) = self.statements.name_key(name) {
+                        conn.prepared.insert(k);
+                    }
+                }
+                b'B' => {
+                    if let Some((portal, stmt)) = bind_head(m) {
+                        if let Some(c) = self.statements.get(stmt).map(|s| s.class.clone()) {
+                            self.statements.bind_portal(portal, c);
+                        }
+                    }
+                }
+                b'C' => {
+                    let Some((b'S', name)) = target_head(m) else { continue };
+                    if name.is_empty() {
+                        continue;
+                    }
+                    let key = self.statements.name_key(name);
+                    self.statements.close(name);
+                    for (i, c) in self.conns.iter_mut().enumerate() {
+                        let Some(c) = c else { continue };
+                        if c.prepared.remove(name) && i != node {
+                            if let Some(k) = key.clone() {
+                                c.to_close.push(k);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// COPY FROM STDIN: client data goes straight to the server running the COPY.
+    pub(super) async fn forward_copy(&mut self, m: Message) -> Result<(), SessionError> {
+        let node = self.active.expect("copy has an active node");
+        if matches!(m.tag, b'c' | b'f') {
+            self.copy_in = false;
+        }
+        let flush = !self.client.has_buffered_message() || m.tag != b'd';
+        let conn = self.conns[node].as_mut().expect("connected");
+        conn.queue(&m.frame);
+        if flush || conn.queued_len() >= 256 * 1024 {
+            let r = conn.flush().await;
+            r.map_err(|e| self.server_lost(node, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! One client session: the relay loop between a client and the server
+//! connections it uses.
+//!
+//! The session reads client messages, decides where each request goes (simple
+//! Query at once; extended-protocol messages as a batch at Sync/Flush), forwards
+//! the client's bytes, and relays server replies back untouched. While a server
+//! connection has requests in flight, later requests that may run there are
+//! pipelined to it; a request that must run elsewhere waits until it is idle, so
+//! replies always reach the client in order.
+
+mod conns;
+mod extended;
+mod query;
+mod relay;
+pub mod settings;
+pub mod statements;
+
+use crate::backend::ServerConn;
+use crate::cancel::CancelSlot;
+use crate::context::Context;
+use crate::protocol::{ClientError, FrameError, Message, MessageReader, build, sqlstate};
+use crate::sql::{PinReason, SettingChange};
+use bytes::{BufMut, BytesMut};
+use settings::Settings;
+use statements::Statements;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client disconnected")]
+    ClientGone,
+    #[error("client terminated the session")]
+    Terminated,
+    #[error("client connection: {0}")]
+    ClientIo(FrameError),
+    /// Sent to the client as a FATAL error, then the connection closes.
+    #[error("{0}")]
+    Fatal(ClientError),
+    #[error("chorus is shutting down")]
+    Shutdown,
+}
+
+/// Client output buffered beyond this is written even if more replies are coming.
+const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A request sent to a server whose ReadyForQuery has not arrived yet.
+struct Inflight {
+    settings: Vec<SettingChange>,
+    ddl: bool,
+    extended: bool,
+    failed: bool,
+}
+
+/// What a session asks for at startup.
+pub struct StartupInfo {
+    pub user: String,
+    pub database: String,
+    /// Session parameters (application_name, DateStyle, and `options -c` pairs).
+    pub params: Vec<(String, String)>,
+}
+
+pub struct Session<R, W> {
+    ctx: Arc<Context>,
+    id: u64,
+    client: MessageReader<R>,
+    out: W,
+    cout: BytesMut,
+    database: Arc<str>,
+    /// The session's server connections, indexed by node.
+    conns: Vec<Option<ServerConn>>,
+    /// Node whose connection has requests in flight (or last had).
+    active: Option<usize>,
+    inflight: VecDeque<Inflight>,
+    /// Extended-protocol messages since the last Sync, not yet forwarded.
+    batch: Vec<Message>,
+    /// A batch partially forwarded by Flush: the rest goes to this node.
+    open_batch: Option<usize>,
+    txn_node: Option<usize>,
+    pinned: Option<PinReason>,
+    statements: Statements,
+    settings: Settings,
+    /// The client said BEGIN; chorus answered and will send it with the first
+    /// statement, to the server that statement needs.
+    deferred_begin: bool,
+    copy_in: bool,
+    /// Extended-protocol COPY: the server ignored the batch's Sync, so the
+    /// client's next Sync completes the request.
+    owed_sync: bool,
+    last_tag_rollback: bool,
+    /// A client message that must wait until the busy connection is idle.
+    stalled: Option<Message>,
+    cancel: CancelSlot,
+    cancel_pid: i32,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    /// Finish startup after authentication: pick a first server connection,
+    /// apply the client's parameters, and report ParameterStatus, BackendKeyData
+    /// and ReadyForQuery.
+    pub async fn start(
+        ctx: Arc<Context>,
+        client: MessageReader<R>,
+        out: W,
+        info: StartupInfo,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Session<R, W>, (W, SessionError)> {
+        let (pid, secret, cancel) = ctx.cancels.register();
+        let n = ctx.topology.nodes().len();
+        let mut s = Session {
+            id: ctx.next_session_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            client,
+            out,
+            cout: BytesMut::with_capacity(16 * 1024),
+            database: info.database.as_str().into(),
+            conns: (0..n).map(|_| None).collect(),
+            active: None,
+            inflight: VecDeque::new(),
+            batch: Vec::new(),
+            open_batch: None,
+            txn_node: None,
+            pinned: None,
+            statements: Statements::default(),
+            settings: Settings::from_startup(&info.params),
+            deferred_begin: false,
+            copy_in: false,
+            owed_sync: false,
+            last_tag_rollback: false,
+            stalled: None,
+            cancel,
+            cancel_pid: pid,
+            shutdown,
+            ctx,
+        };
+        match s.first_connection().await {
+            Ok(node) => {
+                let is_follower = node != s.ctx.topology.leader();
+                let conn = s.conns[node].as_ref().expect("connected");
+                let mut params: Vec<(&String, &String)> = conn.params.iter().collect();
+                params.sort();
+                for (k, v) in params {
+                    // Follower connections are read-only on the server side; that
+                    // is chorus's guard, not the session's state.
+                    let v = if is_follower && k == "default_transaction_read_only" { "off" } else { v.as_str() };
+                    s.cout.put_slice(&build::parameter_status(k, v).frame);
+                }
+                s.cout.put_slice(&build::backend_key_data(pid, secret).frame);
+                s.cout.put_slice(&build::ready_for_query(b'I').frame);
+                if let Err(e) = s.flush_client().await {
+                    s.release();
+                    return Err((s.out, e));
+                }
+                Ok(s)
+            }
+            Err(e) => {
+                s.release();
+                Err((s.out, SessionError::Fatal(e)))
+            }
+        }
+    }
+
+    /// A first server connection: the leader if it answers, else a follower.
+    async fn first_connection(&mut self) -> Result<usize, ClientError> {
+        let leader = self.ctx.topology.leader();
+        let mut candidates = vec![leader];
+        candidates.extend(self.ctx.topology.nodes().iter().map(|n| n.index).filter(|&i| i != leader));
+        let mut last = None;
+        for node in candidates {
+            match self.connect_node(node).await {
+                Ok(()) => {}
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            }
+            // Apply the client's startup parameters; a bad value is the client's
+            // error, reported as the server reported it.
+            return match self.sync_conn(node).await {
+                Ok(()) => Ok(node),
+                Err(e) => Err(ClientError { severity: "FATAL", ..e }),
+            };
+        }
+        let e = last.unwrap_or_else(|| ClientError::new(sqlstate::CANNOT_CONNECT_NOW, "no server configured"));
+        Err(ClientError { severity: "FATAL", ..e })
+    }
+
+    /// Serve the session until the client leaves or a fatal error.
+    pub async fn run(mut self) -> W {
+        let span = tracing::debug_span!("session", id = self.id, db = %self.database);
+        let _enter = span.enter();
+        let result = self.serve().await;
+        match &result {
+            Err(SessionError::Fatal(e)) => {
+                tracing::debug!(error = %e, "session ended with an error");
+                self.cout.put_slice(&e.to_message().frame);
+                let _ = self.flush_client().await;
+            }
+            Err(SessionError::Shutdown) => {
+                let e = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because chorus is shutting down");
+                self.cout.put_slice(&e.to_message().frame);
+                let _ = self.flush_client().await;
+            }
+            Err(SessionError::ClientIo(FrameError::TooLarge(n, max))) => {
+                let e = ClientError::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("message of {n} bytes exceeds the limit of {max} bytes (limits.max_message_bytes)"),
+                );
+                self.cout.put_slice(&e.to_message().frame);
+                let _ = self.flush_client().await;
+            }
+            Err(SessionError::ClientIo(FrameError::BadLength(n))) => {
+                let e = ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid message length {n}"));
+                self.cout.put_slice(&e.to_message().frame);
+                let _ = self.flush_client().await;
+            }
+            Err(e) => tracing::debug!(reason = %e, "session ended"),
+            Ok(()) => {}
+        }
+        self.release();
+        let _ = self.out.shutdown().await;
+        self.out
+    }
+
+    fn busy(&self) -> bool {
+        !self.inflight.is_empty() || self.open_batch.is_some() || self.copy_in || self.owed_sync
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        loop {
+            let active_buffered = self.active.and_then(|a| self.conns[a].as_ref()).is_some_and(|c| c.has_buffered());
+            if !self.cout.is_empty() && (!active_buffered || self.cout.len() >= CLIENT_FLUSH_BYTES) {
+                self.flush_client().await?;
+            }
+            if let Some(m) = self.stalled.take() {
+                if !self.busy() {
+                    self.on_client(m).await?;
+                } else {
+                    self.stalled = Some(m);
+                    let a = self.active.expect("busy implies an active connection");
+                    let conn = self.conns[a].as_mut().expect("active connection exists");
+                    let m = conn.read().await.map_err(|e| self.server_lost(a, e))?;
+                    self.on_server(a, m).await?;
+                }
+                continue;
+            }
+            if self.busy() {
+                let a = self.active.expect("busy implies an active connection");
+                let conn = self.conns[a].as_mut().expect("active connection exists");
+                let ev = tokio::select! {
+                    biased;
+                    r = conn.read() => Ok(r),
+                    r = self.client.read() => Err(r),
+                };
+                match ev {
+                    Ok(r) => {
+                        let m = r.map_err(|e| self.server_lost(a, e))?;
+                        self.on_server(a, m).await?;
+                    }
+                    Err(r) => {
+                        let m = r.map_err(client_err)?;
+                        self.on_client(m).await?;
+                    }
+                }
+            } else {
+                // Idle: wait for the client; a pinned session also hears its
+                // leader connection (LISTEN notifications, notices).
+                let leader = self.ctx.topology.leader();
+                let watch_leader = self.pinned.is_some() && self.conns[leader].is_some();
+                let mut shutdown = self.shutdown.clone();
+                let ev = if watch_leader {
+                    let conn = self.conns[leader].as_mut().expect("checked");
+                    tokio::select! {
+                        r = self.client.read() => Ok(r),
+                        r = conn.read() => Err(r),
+                        _ = shutdown.wait_for(|s| *s) => return Err(SessionError::Shutdown),
+                    }
+                } else {
+                    tokio::select! {
+                        r = self.client.read() => Ok(r),
+                        _ = shutdown.wait_for(|s| *s) => return Err(SessionError::Shutdown),
+                    }
+                };
+                match ev {
+                    Ok(r) => {
+                        let m = r.map_err(client_err)?;
+                        self.on_client(m).await?;
+                    }
+                    Err(r) => {
+                        let m = r.map_err(|e| self.server_lost(leader, e))?;
+                        self.on_async_server_message(leader, m);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_client(&mut self, m: Message) -> Result<(), SessionError> {
+        if self.copy_in {
+            return self.forward_copy(m).await;
+        }
+        match m.tag {
+            b'Q' => self.on_query(m).await,
+            b'P' | b'B' | b'D' | b'E' | b'C' => {
+                self.on_extended(m).await
+            }
+            b'S' => self.on_sync(m).await,
+            b'H' => self.on_flush(m).await,
+            b'F' => self.on_function_call(m).await,
+            // CopyData/CopyDone/CopyFail outside COPY: PostgreSQL ignores them
+            // (a COPY failed and the client is still sending).
+            b'd' | b'c' | b'f' => Ok(()),
+            b'X' => Err(SessionError::Terminated),
+            t => Err(SessionError::Fatal(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {}", printable(t)),
+            ))),
+        }
+    }
+
+    async fn flush_client(&mut self) -> Result<(), SessionError> {
+        if self.cout.is_empty() {
+            return Ok(());
+        }
+        let data = self.cout.split();
+        self.out.write_all(&data).await.map_err(|_| SessionError::ClientGone)?;
+        Ok(())
+    }
+
+    /// Reply to the client in chorus's own name with an error and, when the
+    /// request was a complete one, ReadyForQuery.
+    fn reply_error(&mut self, e: &ClientError, ready: bool) {
+        tracing::debug!(error = %e, "request refused");
+        self.cout.put_slice(&e.to_message().frame);
+        if ready {
+            let status = match self.txn_node {
+                Some(_) => b'E',
+                None if self.deferred_begin => b'E',
+                None => b'I',
+            };
+            self.cout.put_slice(&build::ready_for_query(status).frame);
+        }
+    }
+
+    /// Hand every server connection back (to the pool if clean).
+    fn release(&mut self) {
+        self.ctx.cancels.unregister(self.cancel_pid);
+        let busy = self.busy();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if let Some(mut conn) = c.take() {
+                if busy && self.active == Some(i) {
+                    conn.broken = true;
+                }
+                self.ctx.topology.node(i).pool.checkin(conn);
+            }
+        }
+    }
+}
+
+fn client_err(e: FrameError) -> SessionError {
+    match e {
+        FrameError::Closed => SessionError::ClientGone,
+        e => SessionError::ClientIo(e),
+    }
+}
+
+fn printable(t: u8) -> String {
+    if t.is_ascii_graphic() { format!("\"{}\"", t as char) } else { format!("0x{t:02x}") }
+}

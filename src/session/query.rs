@@ -1,0 +1,155 @@
+//! Simple-query requests (Query, FunctionCall), and the deferred BEGIN.
+//!
+//! A plain `BEGIN` is answered by chorus and sent on with the transaction's first
+//! statement: if that is `SET TRANSACTION READ ONLY` the whole transaction can run
+//! on a follower; anything else takes it to the leader.
+
+use super::{Inflight, Session, SessionError};
+use crate::protocol::{ClientError, Fields, Message, build, sqlstate};
+use crate::router::{SessionView, Want, decide};
+use crate::sql::{Classification, LeaderReason, Shape};
+use bytes::BufMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    pub(super) fn view(&self) -> SessionView {
+        SessionView {
+            txn_node: self.txn_node,
+            busy_node: if self.busy() { self.active } else { None },
+            pinned: self.pinned.is_some(),
+            leader: self.ctx.topology.leader(),
+        }
+    }
+
+    /// Does this classification need the leader, counting functions the
+    /// leader's catalog does not know as safe?
+    pub(super) async fn needs_leader(&self, c: &Classification) -> bool {
+        c.leader_reason.is_some()
+            || c.pin_reason.is_some()
+            || !self.ctx.catalog.all_safe(&self.database, &c.functions).await
+    }
+
+    pub(super) async fn on_query(&mut self, m: Message) -> Result<(), SessionError> {
+        let Some(sql) = Fields::new(m.body()).cstr() else {
+            return Err(SessionError::Fatal(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "invalid Query message: the query text is not a valid UTF-8 string",
+            )));
+        };
+        let class = self.ctx.classify.get(sql);
+
+        if self.deferred_begin {
+            // Nothing reached a server since BEGIN: end it here.
+            let tag = match class.shape {
+                Shape::Commit => Some("COMMIT"),
+                Shape::Rollback => Some("ROLLBACK"),
+                _ => None,
+            };
+            if let Some(tag) = tag {
+                self.deferred_begin = false;
+                self.cout.put_slice(&build::command_complete(tag).frame);
+                self.cout.put_slice(&build::ready_for_query(b'I').frame);
+                return Ok(());
+            }
+        } else if !self.busy()
+            && self.txn_node.is_none()
+            && matches!(class.shape, Shape::Begin { read_only: None, plain: true })
+        {
+            self.deferred_begin = true;
+            self.cout.put_slice(&build::command_complete("BEGIN").frame);
+            self.cout.put_slice(&build::ready_for_query(b'T').frame);
+            return Ok(());
+        }
+
+        let needs_leader = if self.deferred_begin {
+            class.shape != Shape::SetTransactionReadOnly
+        } else {
+            self.needs_leader(&class).await
+        };
+        let want = decide(needs_leader, self.view());
+        let Some(node) = self.route(want, &m).await? else { return Ok(()) };
+        if let Some(p) = class.pin_reason {
+            if self.pinned.is_none() {
+                tracing::debug!(reason = ?p, "session pinned to the leader");
+                self.pinned = Some(p);
+            }
+        }
+        self.forward_request(
+            node,
+            &[m],
+            Inflight {
+                settings: class.settings.clone(),
+                ddl: matches!(class.leader_reason, Some(LeaderReason::Ddl)),
+                extended: false,
+                failed: false,
+            },
+        )
+        .await
+    }
+
+    /// FunctionCall: a legacy way to call a function; always the leader.
+    pub(super) async fn on_function_call(&mut self, m: Message) -> Result<(), SessionError> {
+        let want = decide(true, self.view());
+        let Some(node) = self.route(want, &m).await? else { return Ok(()) };
+        self.forward_request(node, &[m], Inflight { settings: vec![], ddl: false, extended: false, failed: false })
+            .await
+    }
+
+    /// Resolve `want` to a ready connection. `None` means the request was
+    /// answered already (an error) or stalled until the busy connection drains.
+    pub(super) async fn route(&mut self, want: Want, m: &Message) -> Result<Option<usize>, SessionError> {
+        if self.busy() {
+            let target = match want {
+                Want::Node(n) => n,
+                Want::Leader => self.ctx.topology.leader(),
+                Want::AnyFollower => self.active.expect("busy implies active"),
+            };
+            if Some(target) != self.active {
+                self.stalled = Some(m.clone());
+                return Ok(None);
+            }
+            // Pipelining onto the busy connection: it is already set up.
+            return Ok(Some(target));
+        }
+        let node = match self.acquire(want).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.refuse(e, m);
+                return Ok(None);
+            }
+        };
+        if let Err(e) = self.sync_conn(node).await {
+            self.refuse(e, m);
+            return Ok(None);
+        }
+        Ok(Some(node))
+    }
+
+    /// Answer a request chorus could not place. A Query or Sync gets its
+    /// ReadyForQuery; a Flush-terminated batch does not.
+    fn refuse(&mut self, e: ClientError, m: &Message) {
+        self.batch.clear();
+        self.reply_error(&e, m.tag != b'H');
+    }
+
+    /// Send a complete request (ending in Query/Sync/FunctionCall) to `node`.
+    pub(super) async fn forward_request(
+        &mut self,
+        node: usize,
+        messages: &[Message],
+        inflight: Inflight,
+    ) -> Result<(), SessionError> {
+        self.set_active(node);
+        let conn = self.conns[node].as_mut().expect("routed to a connected node");
+        for m in messages {
+            if m.tag == b'Q' {
+                // A simple query destroys the unnamed statement.
+                conn.unnamed = None;
+            }
+            conn.queue(&m.frame);
+        }
+        self.inflight.push_back(inflight);
+        let r = conn.flush().await;
+        r.map_err(|e| self.server_lost(node, e))
+    }
+}

@@ -1,0 +1,88 @@
+//! Server replies on their way to the client: forwarded as bytes, with the few
+//! facts chorus needs picked up on the way (ReadyForQuery status, errors, COPY
+//! mode, ParameterStatus, command tags).
+
+use super::{Session, SessionError};
+use crate::protocol::{Fields, Message};
+use bytes::BufMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    pub(super) async fn on_server(&mut self, node: usize, m: Message) -> Result<(), SessionError> {
+        match m.tag {
+            b'Z' => self.on_ready(node, &m),
+            b'E' => {
+                if let Some(f) = self.inflight.front_mut() {
+                    f.failed = true;
+                }
+                // An error ends COPY FROM STDIN on the server's side.
+                self.copy_in = false;
+            }
+            b'C' => self.last_tag_rollback = m.body().starts_with(b"ROLLBACK"),
+            b'G' => {
+                self.copy_in = true;
+                if self.inflight.front().is_some_and(|f| f.extended) {
+                    // The server ignored the batch's Sync; the client sends
+                    // another after CopyDone.
+                    self.owed_sync = true;
+                }
+                self.cout.put_slice(&m.frame);
+                return self.flush_client().await;
+            }
+            b'S' => {
+                if !self.note_parameter(node, &m) {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        self.cout.put_slice(&m.frame);
+        Ok(())
+    }
+
+    /// A message from an idle connection: notifications, notices, parameter changes.
+    pub(super) fn on_async_server_message(&mut self, node: usize, m: Message) {
+        if m.tag == b'S' && !self.note_parameter(node, &m) {
+            return;
+        }
+        self.cout.put_slice(&m.frame);
+    }
+
+    /// Record a ParameterStatus; false if the client must not see it.
+    fn note_parameter(&mut self, node: usize, m: &Message) -> bool {
+        if let Some(c) = self.conns[node].as_mut() {
+            c.note_parameter(m);
+        }
+        let is_follower = node != self.ctx.topology.leader();
+        let name = Fields::new(m.body()).cstr().unwrap_or("");
+        !(is_follower && name == "default_transaction_read_only")
+    }
+
+    fn on_ready(&mut self, node: usize, m: &Message) {
+        let status = m.body().first().copied().unwrap_or(b'I');
+        if let Some(c) = self.conns[node].as_mut() {
+            c.status = status;
+        }
+        let Some(done) = self.inflight.pop_front() else {
+            tracing::warn!("ReadyForQuery with no request in flight");
+            return;
+        };
+        if !done.failed {
+            self.settings.stage(&done.settings);
+            if done.ddl {
+                self.ctx.catalog.invalidate(&self.database);
+            }
+        }
+        if status == b'I' {
+            self.txn_node = None;
+            if self.settings.finish_transaction(!self.last_tag_rollback) {
+                // The connection that ran the SETs already has them.
+                if let Some(c) = self.conns[node].as_mut() {
+                    c.settings_version = self.settings.version;
+                }
+            }
+        } else {
+            self.txn_node = Some(node);
+        }
+    }
+}

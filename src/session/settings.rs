@@ -1,0 +1,132 @@
+//! Session settings (startup parameters and SETs) that must hold on every server
+//! connection a session uses, not just the one that ran the SET.
+//!
+//! Settings changed inside a transaction only count once it commits: PostgreSQL
+//! reverts them on rollback.
+
+use crate::sql::SettingChange;
+
+/// Settings a follower connection never takes from a client: they would turn the
+/// server-side read-only guard off.
+const FOLLOWER_SKIP: &[&str] = &["default_transaction_read_only", "transaction_read_only", "session_characteristics"];
+
+#[derive(Default)]
+pub struct Settings {
+    /// (name, SQL that re-applies it), in the order they were set.
+    entries: Vec<(String, String)>,
+    /// Bumped on every committed change; each server connection records the
+    /// version it has applied.
+    pub version: u64,
+    /// Changes made inside the current transaction.
+    pending: Vec<SettingChange>,
+}
+
+/// Quote a string as a SQL literal.
+pub fn quote_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    if s.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+impl Settings {
+    /// Settings from the client's startup packet, applied with set_config so the
+    /// value is taken exactly as the server would take it from a startup packet.
+    pub fn from_startup(params: &[(String, String)]) -> Settings {
+        let mut s = Settings::default();
+        for (k, v) in params {
+            let name = k.to_ascii_lowercase();
+            let sql = format!("SELECT pg_catalog.set_config({}, {}, false)", quote_literal(k), quote_literal(v));
+            s.apply(&SettingChange::Set { name, sql });
+        }
+        s.version = 1;
+        s
+    }
+
+    fn apply(&mut self, change: &SettingChange) {
+        match change {
+            SettingChange::Set { name, sql } => {
+                self.entries.retain(|(n, _)| n != name);
+                self.entries.push((name.clone(), sql.clone()));
+            }
+            SettingChange::Reset { name } => self.entries.retain(|(n, _)| n != name),
+            SettingChange::ResetAll => self.entries.clear(),
+        }
+    }
+
+    /// Record changes that succeeded; they count when the transaction commits.
+    pub fn stage(&mut self, changes: &[SettingChange]) {
+        self.pending.extend_from_slice(changes);
+    }
+
+    /// The transaction ended: apply staged changes if it committed. Returns true
+    /// if the settings changed.
+    pub fn finish_transaction(&mut self, committed: bool) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if !committed {
+            return false;
+        }
+        for c in &pending {
+            self.apply(c);
+        }
+        self.version += 1;
+        true
+    }
+
+    /// One simple-query script that brings a connection to exactly these settings.
+    pub fn script(&self, follower: bool) -> String {
+        let mut sql = String::from("RESET ALL");
+        for (name, stmt) in &self.entries {
+            if follower && FOLLOWER_SKIP.contains(&name.as_str()) {
+                continue;
+            }
+            sql.push_str("; ");
+            sql.push_str(stmt);
+        }
+        sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
+    }
+
+    #[test]
+    fn rollback_discards_and_commit_applies() {
+        let mut s = Settings::from_startup(&[("TimeZone".into(), "UTC".into())]);
+        assert_eq!(s.version, 1);
+        s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
+        assert!(!s.finish_transaction(false));
+        assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
+        s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
+        assert!(s.finish_transaction(true));
+        assert_eq!(s.version, 2);
+        assert!(s.script(false).ends_with("; SET search_path = a"));
+        s.stage(&[SettingChange::Set { name: "default_transaction_read_only".into(), sql: "SET default_transaction_read_only = off".into() }]);
+        s.finish_transaction(true);
+        assert!(s.script(false).contains("default_transaction_read_only"));
+        assert!(!s.script(true).contains("default_transaction_read_only"));
+        s.stage(&[SettingChange::ResetAll]);
+        s.finish_transaction(true);
+        assert_eq!(s.script(false), "RESET ALL");
+    }
+}

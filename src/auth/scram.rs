@@ -9,9 +9,7 @@ use super::verifier::{KEY_LEN, ct_eq, hmac, sha256};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-pub use super::verifier::{
-    DEFAULT_ITERATIONS, SCRAM_SHA_256, ScramVerifier, VerifierError, saslprep,
-};
+pub use super::verifier::{DEFAULT_ITERATIONS, SCRAM_SHA_256, ScramVerifier, VerifierError};
 
 /// Random bytes in the server's part of the nonce (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
 const RAW_NONCE_LEN: usize = 18;

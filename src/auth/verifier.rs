@@ -82,8 +82,9 @@ impl ScramVerifier {
         })
     }
 
-    /// Derive a verifier from a password, SASLprep'ing it the way PostgreSQL does
-    /// (see [`saslprep`]).
+    /// Derive a verifier from a password, SASLprep'ing it the way PostgreSQL does.
+    /// Exact for ASCII passwords; see `saslprep` for the non-ASCII gap, which
+    /// [`ScramVerifier::for_config_password`] does not have.
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramVerifier {
         let salted = hi(&saslprep(password), salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
@@ -173,7 +174,7 @@ impl fmt::Debug for ScramVerifier {
 /// normalization, which needs the `stringprep` crate as a direct dependency; until
 /// then they are used raw here. [`ScramVerifier::for_config_password`] does not
 /// go through this function and is exact for every password.
-pub fn saslprep(password: &str) -> Vec<u8> {
+fn saslprep(password: &str) -> Vec<u8> {
     password.as_bytes().to_vec()
 }
 

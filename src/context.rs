@@ -1,12 +1,11 @@
 //! Process-wide state every session shares: config, topology, caches, registries.
 
-use crate::auth::AuthUser;
+use crate::auth::AuthUsers;
 use crate::cancel::CancelRegistry;
 use crate::catalog::FunctionCatalog;
 use crate::config::Config;
 use crate::sql::ClassifyCache;
 use crate::topology::Topology;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -16,17 +15,15 @@ pub struct Context {
     pub classify: ClassifyCache,
     pub catalog: FunctionCatalog,
     pub cancels: CancelRegistry,
-    pub users: HashMap<String, AuthUser>,
+    pub users: AuthUsers,
     pub next_session_id: AtomicU64,
 }
 
 impl Context {
     pub fn new(config: Config) -> Result<Context, String> {
-        let mut users = HashMap::new();
-        for u in &config.users {
-            let au = AuthUser::from_config(u).map_err(|e| format!("users.{}: {e}", u.name))?;
-            users.insert(u.name.clone(), au);
-        }
+        let users = AuthUsers::from_config(&config.users).map_err(|errs| {
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        })?;
         Ok(Context {
             topology: Arc::new(Topology::new(&config)),
             classify: ClassifyCache::new(16 * 1024),

@@ -8,12 +8,22 @@
 //!        --> session (per-client relay loop, prepared statements, settings)
 //!        --> sql (classify, cached by text) --> router (pure: pick a target)
 //!        --> backend (server connections, pools) --> leader | follower
-//! topology: nodes, roles, health (checked by health), read rotation
+//! topology: nodes, roles, health (checked by `health`), read rotation
+//! catalog: which functions are safe on followers (from the leader's pg_proc)
+//! cancel: chorus-issued cancel keys -> the server running the session's query
 //! ```
 
 pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod catalog;
 pub mod config;
+pub mod context;
 pub mod frontend;
+pub mod health;
 pub mod protocol;
+pub mod router;
 pub mod server;
+pub mod session;
 pub mod sql;
+pub mod topology;

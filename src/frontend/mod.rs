@@ -1,3 +1,4 @@
 //! Client-side wire protocols: how chorus talks to applications.
 
 pub mod auth;
+pub mod startup;

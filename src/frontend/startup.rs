@@ -69,11 +69,22 @@ async fn read_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<BytesMut, Startu
     Ok(body)
 }
 
-/// Run the startup phase on a fresh connection.
+/// Send a startup rejection to the client before giving up on it.
+async fn report<S: AsyncWrite + Unpin, T>(s: &mut S, r: Result<T, StartupError>) -> Result<T, StartupError> {
+    if let Err(StartupError::Reject(e)) = &r {
+        let _ = s.write_all(&e.to_message().frame).await;
+        let _ = s.shutdown().await;
+    }
+    r
+}
+
+/// Run the startup phase on a fresh connection. Rejections (bad packets,
+/// unsupported protocol versions) are reported to the client before returning.
 pub async fn negotiate(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Result<(ClientStream, Startup), StartupError> {
     let mut plain = stream;
     loop {
-        let body = read_packet(&mut plain).await?;
+        let r = read_packet(&mut plain).await;
+        let body = report(&mut plain, r).await?;
         let mut f = Fields::new(&body);
         let code = f.i32().unwrap_or(0);
         match code {
@@ -81,8 +92,10 @@ pub async fn negotiate(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Result<(
                 Some(acceptor) => {
                     plain.write_all(b"S").await?;
                     let mut s = acceptor.accept(plain).await?;
-                    let body = read_packet(&mut s).await?;
-                    return match parse_startup(&body, &mut s).await? {
+                    let r = read_packet(&mut s).await;
+                    let body = report(&mut s, r).await?;
+                    let r = parse_startup(&body, &mut s).await;
+                    return match report(&mut s, r).await? {
                         Some(st) => Ok((ClientStream::Tls(Box::new(s)), st)),
                         None => Err(reject(sqlstate::PROTOCOL_VIOLATION, "unexpected SSLRequest after TLS")),
                     };
@@ -91,7 +104,8 @@ pub async fn negotiate(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Result<(
             },
             GSSENC_REQUEST => plain.write_all(b"N").await?,
             _ => {
-                return match parse_startup(&body, &mut plain).await? {
+                let r = parse_startup(&body, &mut plain).await;
+                return match report(&mut plain, r).await? {
                     Some(st) => Ok((ClientStream::Plain(plain), st)),
                     None => Err(reject(sqlstate::PROTOCOL_VIOLATION, "unexpected encryption request")),
                 };

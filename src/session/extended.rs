@@ -22,6 +22,8 @@ struct BatchNeeds {
     settings: Vec<SettingChange>,
     ddl: bool,
     pin: Option<crate::sql::PinReason>,
+    /// Set when the batch would write inside a follower's read-only transaction.
+    refuse: Option<ClientError>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -117,6 +119,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Pick the batch's server (the terminator `m` is kept for a stall).
     async fn route_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds)>, SessionError> {
         let needs = self.batch_needs().await;
+        if let Some(e) = &needs.refuse {
+            self.batch.clear();
+            self.reply_error(e, m.tag == b'S');
+            return Ok(None);
+        }
         let leader = needs.leader || self.deferred_begin;
         let want = decide(leader, self.view());
         Ok(self.route(want, m).await?.map(|node| (node, needs)))
@@ -161,7 +168,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 _ => continue,
             };
-            needs.leader |= class.leader_reason.is_some() || class.pin_reason.is_some();
+            if needs.refuse.is_none() {
+                needs.refuse = self.follower_txn_guard(&class);
+            }
+            needs.leader |= class.leader_reason.is_some()
+                || class.pin_reason.is_some()
+                || super::query::touches_read_only_guard(&class);
             needs.ddl |= matches!(class.leader_reason, Some(LeaderReason::Ddl));
             if needs.pin.is_none() {
                 needs.pin = class.pin_reason;

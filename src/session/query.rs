@@ -26,7 +26,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) async fn needs_leader(&self, c: &Classification) -> bool {
         c.leader_reason.is_some()
             || c.pin_reason.is_some()
+            || touches_read_only_guard(c)
             || !self.ctx.catalog.all_safe(&self.database, &c.functions).await
+    }
+
+    /// A read-only transaction running on a follower must stay read-only: a
+    /// write there would silently diverge the follower, so chorus refuses it
+    /// before the follower sees it.
+    pub(super) fn follower_txn_guard(&self, c: &Classification) -> Option<ClientError> {
+        let node = self.txn_node?;
+        if node == self.ctx.topology.leader() {
+            return None;
+        }
+        let writes = matches!(
+            c.leader_reason,
+            Some(LeaderReason::Write | LeaderReason::Ddl | LeaderReason::WritableCte | LeaderReason::LockingRead | LeaderReason::Utility | LeaderReason::Unparsed)
+        );
+        (writes || touches_read_only_guard(c) || c.pin_reason.is_some()).then(|| {
+            ClientError::new(
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                "cannot execute this statement in a read-only transaction served by a follower",
+            )
+            .with_hint("Start the transaction without READ ONLY to run writes on the leader.")
+        })
     }
 
     pub(super) async fn on_query(&mut self, m: Message) -> Result<(), SessionError> {
@@ -61,6 +83,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(());
         }
 
+        if let Some(e) = self.follower_txn_guard(&class) {
+            self.reply_error(&e, true);
+            return Ok(());
+        }
         let needs_leader = if self.deferred_begin {
             class.shape != Shape::SetTransactionReadOnly
         } else {
@@ -152,4 +178,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let r = conn.flush().await;
         r.map_err(|e| self.server_lost(node, e))
     }
+}
+
+/// Does the statement change the settings that keep follower connections read-only?
+pub(super) fn touches_read_only_guard(c: &Classification) -> bool {
+    c.settings.iter().any(|s| match s {
+        crate::sql::SettingChange::Set { name, .. } | crate::sql::SettingChange::Reset { name } => {
+            super::settings::FOLLOWER_SKIP.contains(&name.as_str())
+        }
+        crate::sql::SettingChange::ResetAll => false,
+    })
 }

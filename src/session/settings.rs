@@ -8,7 +8,7 @@ use crate::sql::SettingChange;
 
 /// Settings a follower connection never takes from a client: they would turn the
 /// server-side read-only guard off.
-const FOLLOWER_SKIP: &[&str] = &["default_transaction_read_only", "transaction_read_only", "session_characteristics"];
+pub(super) const FOLLOWER_SKIP: &[&str] = &["default_transaction_read_only", "transaction_read_only", "session_characteristics"];
 
 #[derive(Default)]
 pub struct Settings {

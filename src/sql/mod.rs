@@ -5,6 +5,11 @@
 
 pub mod cache;
 pub mod classify;
+mod collect;
+mod fallback;
+mod functions;
+mod settings;
+mod split;
 
 pub use cache::ClassifyCache;
 pub use classify::classify;

@@ -18,7 +18,11 @@ use super::{Classification, LeaderReason, Shape, fallback, split};
 /// Classify one query text. Never fails: what does not parse goes to the leader.
 pub fn classify(sql: &str) -> Classification {
     let Ok(split) = split::split(sql) else {
-        return Classification { leader_reason: Some(LeaderReason::Unparsed), statement_count: 1, ..Default::default() };
+        return Classification {
+            leader_reason: Some(LeaderReason::Unparsed),
+            statement_count: 1,
+            ..Default::default()
+        };
     };
     let count = split.chunks.len();
     let mut collector = Collector::default();
@@ -376,7 +380,10 @@ mod tests {
         let c = classify("SET search_path = a; CREATE TEMP TABLE x (a int); LISTEN ch");
         assert_eq!(c.pin_reason, Some(PinReason::TempTable));
         assert_eq!(c.leader_reason, Some(Ddl));
-        assert_eq!(c.settings, vec![SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
+        assert_eq!(
+            c.settings,
+            vec![SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]
+        );
 
         let c = classify("SELECT f(1); SELECT g(2), f(3)");
         assert_eq!(c.functions, vec!["f", "g"]);

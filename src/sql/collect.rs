@@ -474,3 +474,114 @@ fn fold(name: &ObjectName) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::classify;
+    use super::super::{LeaderReason, PinReason};
+    use LeaderReason::*;
+    use PinReason::*;
+
+    #[test]
+    fn pins_and_their_leader_reasons() {
+        let vf = |n: &str| Some(VolatileFunction(n.to_string()));
+        let cases: Vec<(&str, Option<PinReason>, Option<LeaderReason>)> = vec![
+            ("CREATE TEMP TABLE x (a int)", Some(TempTable), Some(Ddl)),
+            ("CREATE TEMPORARY TABLE x (a int) ON COMMIT DROP", Some(TempTable), Some(Ddl)),
+            ("CREATE GLOBAL TEMPORARY TABLE x (a int)", Some(TempTable), Some(Ddl)),
+            ("CREATE TEMP TABLE x AS SELECT * FROM t", Some(TempTable), Some(Write)),
+            ("SELECT * INTO TEMP newt FROM t", Some(TempTable), Some(Write)),
+            ("SELECT * INTO TEMPORARY TABLE newt FROM t", Some(TempTable), Some(Write)),
+            ("CREATE TEMP VIEW v AS SELECT 1", Some(TempTable), Some(Ddl)),
+            ("CREATE TEMP SEQUENCE s", Some(TempTable), Some(Ddl)),
+            ("CREATE TABLE x (a int)", None, Some(Ddl)),
+            ("SELECT * INTO newt FROM t", None, Some(Write)),
+            ("LISTEN ch", Some(Listen), Some(Utility)),
+            ("listen \"Chan\"", Some(Listen), Some(Utility)),
+            ("UNLISTEN ch", None, Some(Utility)),
+            ("SELECT pg_advisory_lock(1)", Some(AdvisoryLock), vf("pg_advisory_lock")),
+            ("SELECT pg_advisory_lock_shared(1, 2)", Some(AdvisoryLock), vf("pg_advisory_lock_shared")),
+            ("SELECT pg_try_advisory_lock(1)", Some(AdvisoryLock), vf("pg_try_advisory_lock")),
+            (
+                "SELECT pg_catalog.pg_try_advisory_lock_shared(1)",
+                Some(AdvisoryLock),
+                vf("pg_catalog.pg_try_advisory_lock_shared"),
+            ),
+            (
+                "SELECT * FROM t WHERE pg_try_advisory_lock(t.id) LIMIT 1",
+                Some(AdvisoryLock),
+                vf("pg_try_advisory_lock"),
+            ),
+            ("SELECT pg_advisory_xact_lock(1)", None, vf("pg_advisory_xact_lock")),
+            ("SELECT pg_try_advisory_xact_lock_shared(1)", None, vf("pg_try_advisory_xact_lock_shared")),
+            ("SELECT pg_advisory_unlock(1)", None, vf("pg_advisory_unlock")),
+            ("EXPLAIN SELECT pg_advisory_lock(1)", None, None),
+            ("CREATE VIEW v AS SELECT pg_advisory_lock(1)", None, Some(Ddl)),
+            ("PREPARE p (int) AS SELECT $1", Some(Prepare), Some(Utility)),
+            ("PREPARE p AS INSERT INTO t VALUES (1)", Some(Prepare), Some(Utility)),
+            ("PREPARE p AS SELECT pg_advisory_lock(1)", Some(Prepare), Some(Utility)),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", Some(HoldCursor), Some(Utility)),
+            (
+                "DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM t FOR UPDATE",
+                Some(HoldCursor),
+                Some(LockingRead),
+            ),
+            ("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", None, None),
+            ("DECLARE c CURSOR FOR SELECT 1", None, None),
+            ("SELECT set_config('search_path', 'a', false)", Some(SetConfig), vf("set_config")),
+            ("SELECT pg_catalog.set_config('search_path', '', false)", Some(SetConfig), vf("pg_catalog.set_config")),
+            ("SELECT set_config('a.b', $1, $2)", Some(SetConfig), vf("set_config")),
+            ("SELECT set_config('a.b', 'c', 'off')", Some(SetConfig), vf("set_config")),
+            ("SELECT set_config('a.b', 'c', true)", None, vf("set_config")),
+            ("SELECT set_config('a.b', 'c', 'on')", None, vf("set_config")),
+            ("SELECT set_config('a.b', 'c')", Some(SetConfig), vf("set_config")),
+            // The first pin wins; the leader reason is the first telling one.
+            ("LISTEN a; CREATE TEMP TABLE x (a int)", Some(Listen), Some(Utility)),
+            ("BEGIN; SELECT pg_advisory_lock(1); COMMIT", Some(AdvisoryLock), vf("pg_advisory_lock")),
+        ];
+        for (sql, pin, leader) in cases {
+            let c = classify(sql);
+            assert_eq!(c.pin_reason, pin, "{sql}");
+            assert_eq!(c.leader_reason, leader, "{sql}");
+        }
+    }
+
+    #[test]
+    fn tables_referenced() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SELECT 1", &[]),
+            ("SELECT * FROM t", &["t"]),
+            ("SELECT * FROM T AS x JOIN s.U u ON true, \"Quoted\" q", &["t", "s.u", "Quoted"]),
+            ("SELECT * FROM \"MySchema\".\"MyTable\"", &["MySchema.MyTable"]),
+            ("SELECT * FROM t, t AS t2, public.t", &["t", "public.t"]),
+            ("SELECT * FROM t WHERE a IN (SELECT b FROM u WHERE EXISTS (SELECT 1 FROM v))", &["t", "u", "v"]),
+            ("SELECT * FROM (SELECT * FROM inner_t) AS d", &["inner_t"]),
+            ("WITH x AS (SELECT * FROM t) SELECT * FROM x JOIN u ON true", &["t", "u"]),
+            ("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r", &[]),
+            ("WITH d AS (DELETE FROM t RETURNING *) INSERT INTO archive SELECT * FROM d", &["t", "archive"]),
+            ("SELECT * FROM generate_series(1, 3) AS g, f(1)", &[]),
+            ("TABLE t", &["t"]),
+            ("SELECT 1 UNION TABLE s.t", &["s.t"]),
+            ("INSERT INTO s.t (a) SELECT b FROM u ON CONFLICT (a) DO UPDATE SET a = excluded.a", &["s.t", "u"]),
+            ("UPDATE t SET a = u.a FROM u WHERE t.id = u.id", &["t", "u"]),
+            ("DELETE FROM t USING u WHERE t.id = u.id", &["t", "u"]),
+            ("MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE", &["t", "s"]),
+            ("COPY t FROM STDIN", &["t"]),
+            ("COPY s.t TO STDOUT", &["s.t"]),
+            ("COPY (SELECT * FROM u) TO STDOUT", &["u"]),
+            ("SELECT * INTO newt FROM t", &["newt", "t"]),
+            ("CREATE TABLE x AS SELECT * FROM t", &["x", "t"]),
+            ("CREATE INDEX i ON t (a)", &["t"]),
+            ("DROP TABLE a, b.c", &["a", "b.c"]),
+            ("TRUNCATE t", &["t"]),
+            ("LOCK TABLE t IN SHARE MODE", &["t"]),
+            ("ALTER TABLE t ADD COLUMN b int", &["t"]),
+            ("EXPLAIN SELECT * FROM t", &["t"]),
+            ("SELECT * FROM t; SELECT * FROM u; SELECT * FROM t", &["t", "u"]),
+            ("WITH t AS (SELECT 1) SELECT * FROM t; SELECT * FROM t", &["t"]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(classify(sql).tables, *want, "{sql}");
+        }
+    }
+}

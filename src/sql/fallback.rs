@@ -37,7 +37,8 @@ pub(super) fn rewrite(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
         }
         if Some(i) == table_at {
             let space = Token::Whitespace(Whitespace::Space);
-            for token in [Token::make_keyword("SELECT"), space.clone(), Token::Mul, space, Token::make_keyword("FROM")] {
+            for token in [Token::make_keyword("SELECT"), space.clone(), Token::Mul, space, Token::make_keyword("FROM")]
+            {
                 out.push(TokenWithSpan { token, span: t.span });
             }
         } else {
@@ -119,4 +120,86 @@ fn significant(tokens: &[TokenWithSpan]) -> impl Iterator<Item = usize> + '_ {
 
 fn is_word(t: &Token, kw: &str) -> bool {
     matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LeaderReason, PinReason, Shape, classify};
+    use LeaderReason::*;
+
+    /// Statements sqlparser 0.63 rejects, and what the fallback makes of them.
+    #[test]
+    fn unparsable_statements_by_keyword() {
+        let cases: Vec<(&str, Option<LeaderReason>, Option<PinReason>)> = vec![
+            ("REFRESH MATERIALIZED VIEW mv", Some(Write), None),
+            ("CLUSTER t USING i", Some(Utility), None),
+            ("REINDEX INDEX CONCURRENTLY i", Some(Utility), None),
+            ("CHECKPOINT", Some(Utility), None),
+            ("DO LANGUAGE plpgsql $$ BEGIN NULL; END $$", Some(Utility), None),
+            ("VACUUM (VERBOSE, ANALYZE) t", Some(Utility), None),
+            ("PREPARE TRANSACTION 'gid'", Some(Utility), None),
+            ("COMMIT PREPARED 'gid'", Some(Utility), None),
+            ("ROLLBACK PREPARED 'gid'", Some(Utility), None),
+            ("ALTER SYSTEM RESET ALL", Some(Utility), None),
+            ("CREATE CAST (int AS text) WITH INOUT", Some(Ddl), None),
+            (
+                "CREATE OR REPLACE TEMP VIEW v AS SELECT 1 WITH LOCAL CHECK OPTION",
+                Some(Ddl),
+                Some(PinReason::TempTable),
+            ),
+            (
+                "CREATE LOCAL TEMPORARY TABLE t (LIKE u INCLUDING ALL) WITH (fillfactor=70)",
+                Some(Ddl),
+                Some(PinReason::TempTable),
+            ),
+            ("DROP OWNED BY a CASCADE", Some(Ddl), None),
+            ("SECURITY LABEL FOR selinux ON TABLE t IS 'x'", Some(Ddl), None),
+            ("MOVE FORWARD 5 IN c", None, None),
+            ("SET XML OPTION CONTENT", None, None),
+            ("FROBNICATE everything", Some(Unparsed), None),
+            ("\"SET\" x = 1", Some(Unparsed), None),
+        ];
+        for (sql, leader, pin) in cases {
+            let c = classify(sql);
+            assert_eq!((c.leader_reason, c.pin_reason), (leader, pin), "{sql}");
+            assert_eq!(c.statement_count, 1, "{sql}");
+        }
+    }
+
+    #[test]
+    fn rewrites_keep_tables_and_functions() {
+        let c = classify("SELECT f(a) FROM t JOIN u ON true FOR NO KEY UPDATE OF t SKIP LOCKED");
+        assert_eq!(c.leader_reason, Some(LockingRead));
+        assert_eq!(c.tables, vec!["t", "u"]);
+        assert_eq!(c.functions, vec!["f"]);
+        let c = classify("SELECT * FROM t FOR KEY SHARE");
+        assert_eq!((c.leader_reason, c.tables), (Some(LockingRead), vec!["t".to_string()]));
+        let c = classify("TABLE s.t ORDER BY 1 LIMIT 3");
+        assert_eq!((c.leader_reason, c.tables), (None, vec!["s.t".to_string()]));
+        // `key` as a column name is no locking clause.
+        let c = classify("SELECT key FROM t");
+        assert_eq!((c.leader_reason, c.tables), (None, vec!["t".to_string()]));
+    }
+
+    #[test]
+    fn begin_with_modes_sqlparser_lacks() {
+        let cases: &[(&str, Option<LeaderReason>, Shape)] = &[
+            ("BEGIN DEFERRABLE", Some(Transaction), Shape::Begin { read_only: None, plain: false }),
+            ("BEGIN READ ONLY DEFERRABLE", None, Shape::Begin { read_only: Some(true), plain: false }),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE, NOT DEFERRABLE",
+                Some(Transaction),
+                Shape::Begin { read_only: Some(false), plain: false },
+            ),
+            (
+                "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
+                None,
+                Shape::Begin { read_only: Some(true), plain: false },
+            ),
+        ];
+        for (sql, leader, shape) in cases {
+            let c = classify(sql);
+            assert_eq!((&c.leader_reason, c.shape), (leader, *shape), "{sql}");
+        }
+    }
 }

@@ -223,4 +223,35 @@ mod tests {
         }
         assert_eq!(function_kind(&[]), Unknown);
     }
+
+    #[test]
+    fn functions_reported_for_the_catalog_check() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SELECT 1", &[]),
+            ("SELECT count(*), sum(a), max(b), coalesce(c, 0), lower(d), now() FROM t", &[]),
+            ("SELECT CURRENT_TIMESTAMP, current_date, localtime, current_user, session_user", &[]),
+            ("SELECT pg_catalog.now(), pg_catalog.format_type(1, 2)", &[]),
+            ("SELECT count(*) FILTER (WHERE a > 1) OVER (PARTITION BY b) FROM t", &[]),
+            ("SELECT * FROM generate_series(1, 3) g", &[]),
+            ("SELECT my_func(1)", &["my_func"]),
+            ("SELECT MY_FUNC(1), \"MyFunc\"(2), public.F(3), \"S\".g(4)", &["my_func", "MyFunc", "public.f", "S.g"]),
+            ("SELECT public.lower('A')", &["public.lower"]),
+            ("SELECT f(g(h(1)))", &["f", "g", "h"]),
+            ("SELECT f(1), f(2), F(3)", &["f"]),
+            ("SELECT * FROM t WHERE a = ANY(SELECT f(b) FROM u)", &["f"]),
+            ("SELECT * FROM srf(1) AS s, LATERAL other_srf(s.a) AS o", &["srf", "other_srf"]),
+            ("UPDATE t SET a = random() WHERE b = f(1)", &["random", "f"]),
+            ("INSERT INTO t VALUES (nextval('s'), mine())", &["nextval", "mine"]),
+            ("SELECT set_config('a.b', 'c', true)", &["set_config"]),
+            ("EXPLAIN SELECT f(1)", &[]),
+            ("EXPLAIN ANALYZE SELECT f(1)", &["f"]),
+            ("PREPARE p AS SELECT f(1)", &[]),
+            ("CREATE VIEW v AS SELECT f(1)", &[]),
+            ("CREATE FUNCTION f() RETURNS int AS $$ SELECT g() $$ LANGUAGE sql", &[]),
+            ("CALL proc(1)", &[]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(super::super::classify(sql).functions, *want, "{sql}");
+        }
+    }
 }

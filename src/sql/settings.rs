@@ -159,9 +159,15 @@ mod tests {
     #[test]
     fn settings_of_single_statements() {
         let cases: Vec<(&str, Vec<SettingChange>)> = vec![
-            ("SET search_path TO public, \"My Schema\"", vec![set("search_path", "SET search_path TO public, \"My Schema\"")]),
+            (
+                "SET search_path TO public, \"My Schema\"",
+                vec![set("search_path", "SET search_path TO public, \"My Schema\"")],
+            ),
             ("set search_path = a;", vec![set("search_path", "set search_path = a")]),
-            ("SET SESSION statement_timeout = '5s'", vec![set("statement_timeout", "SET SESSION statement_timeout = '5s'")]),
+            (
+                "SET SESSION statement_timeout = '5s'",
+                vec![set("statement_timeout", "SET SESSION statement_timeout = '5s'")],
+            ),
             ("SET \"TimeZone\" = 'UTC'", vec![set("timezone", "SET \"TimeZone\" = 'UTC'")]),
             ("SET TIMEZONE TO -7", vec![set("timezone", "SET TIMEZONE TO -7")]),
             ("SET TIME ZONE 'Europe/Paris'", vec![set("timezone", "SET TIME ZONE 'Europe/Paris'")]),
@@ -172,7 +178,10 @@ mod tests {
             ("SET ROLE bob", vec![set("role", "SET ROLE bob")]),
             ("SET SESSION ROLE NONE", vec![set("role", "SET SESSION ROLE NONE")]),
             ("SET SESSION AUTHORIZATION bob", vec![set("session_authorization", "SET SESSION AUTHORIZATION bob")]),
-            ("SET SESSION AUTHORIZATION DEFAULT", vec![set("session_authorization", "SET SESSION AUTHORIZATION DEFAULT")]),
+            (
+                "SET SESSION AUTHORIZATION DEFAULT",
+                vec![set("session_authorization", "SET SESSION AUTHORIZATION DEFAULT")],
+            ),
             (
                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
                 vec![set("session_characteristics", "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")],

@@ -17,26 +17,33 @@ use super::{Classification, LeaderReason, Shape, fallback, split};
 
 /// Classify one query text. Never fails: what does not parse goes to the leader.
 pub fn classify(sql: &str) -> Classification {
-    let Ok(split) = split::split(sql) else {
+    let Ok(chunks) = split::split(sql) else {
         return Classification {
             leader_reason: Some(LeaderReason::Unparsed),
             statement_count: 1,
             ..Default::default()
         };
     };
-    let count = split.chunks.len();
+    let count = chunks.len();
     let mut collector = Collector::default();
     let mut shape = Shape::Other;
-    for chunk in &split.chunks {
-        let tokens = &split.tokens[chunk.tokens.clone()];
+    for chunk in chunks {
         collector.start_statement(chunk.text);
-        let parsed = parse(tokens.to_vec()).or_else(|| fallback::rewrite(tokens).and_then(parse));
+        // The tokens go to the parser; the rare statement it rejects is
+        // tokenized again from its text for the fallback.
+        let (parsed, tokens) = match parse(chunk.tokens) {
+            Some(stmt) => (Some(stmt), Vec::new()),
+            None => {
+                let tokens = split::tokenize(chunk.text).unwrap_or_default();
+                (fallback::rewrite(&tokens).and_then(parse), tokens)
+            }
+        };
         let this_shape = match parsed {
             Some(stmt) => {
                 let _ = stmt.visit(&mut collector);
                 shape_of(&stmt)
             }
-            None => fallback::classify(tokens, chunk.text, &mut collector),
+            None => fallback::classify(&tokens, chunk.text, &mut collector),
         };
         if count == 1 {
             shape = this_shape;

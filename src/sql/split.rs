@@ -2,70 +2,59 @@
 //! each statement is parsed on its own (a statement sqlparser does not know does
 //! not hide the ones around it) and its original text is at hand for replay.
 
-use std::ops::Range;
-
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 /// One statement of a query text.
 pub(super) struct Chunk<'a> {
-    /// Its tokens in [`Split::tokens`], whitespace and comments included (the
-    /// parser skips them), semicolons excluded.
-    pub tokens: Range<usize>,
+    /// Its tokens, whitespace and comments included (the parser skips them),
+    /// semicolons excluded.
+    pub tokens: Vec<TokenWithSpan>,
     /// Its original text, from the first to the last significant token.
     pub text: &'a str,
-}
-
-/// A tokenized query text cut into statements; empty statements are dropped.
-pub(super) struct Split<'a> {
-    pub tokens: Vec<TokenWithSpan>,
-    pub chunks: Vec<Chunk<'a>>,
 }
 
 /// The text does not tokenize (unterminated quote or comment ...).
 #[derive(Debug)]
 pub(super) struct TokenizeError;
 
-pub(super) fn split(sql: &str) -> Result<Split<'_>, TokenizeError> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(true)
-        .tokenize_with_location()
-        .map_err(|_| TokenizeError)?;
+/// Tokenizes `sql` and cuts it into statements; empty statements are dropped.
+pub(super) fn split(sql: &str) -> Result<Vec<Chunk<'_>>, TokenizeError> {
+    let tokens = tokenize(sql)?;
     let lines = LineIndex::new(sql);
     let mut chunks = Vec::new();
-    let mut start = 0;
+    let mut current = Vec::new();
     let mut routine = RoutineBody::default();
-    for (i, t) in tokens.iter().enumerate() {
+    for t in tokens {
         match &t.token {
             Token::SemiColon if routine.depth == 0 => {
-                push_chunk(sql, &lines, &tokens, start..i, &mut chunks);
-                start = i + 1;
+                push_chunk(sql, &lines, std::mem::take(&mut current), &mut chunks);
                 routine = RoutineBody::default();
+                continue;
             }
             Token::Whitespace(_) | Token::EOF => {}
             other => routine.see(other),
         }
+        current.push(t);
     }
-    push_chunk(sql, &lines, &tokens, start..tokens.len(), &mut chunks);
-    Ok(Split { tokens, chunks })
+    push_chunk(sql, &lines, current, &mut chunks);
+    Ok(chunks)
 }
 
-fn push_chunk<'a>(
-    sql: &'a str,
-    lines: &LineIndex,
-    tokens: &[TokenWithSpan],
-    range: Range<usize>,
-    chunks: &mut Vec<Chunk<'a>>,
-) {
+/// PostgreSQL tokens of `sql`, with locations.
+pub(super) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizeError> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql).with_unescape(true).tokenize_with_location().map_err(|_| TokenizeError)
+}
+
+fn push_chunk<'a>(sql: &'a str, lines: &LineIndex, tokens: Vec<TokenWithSpan>, chunks: &mut Vec<Chunk<'a>>) {
     let significant = |t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_) | Token::EOF);
-    let slice = &tokens[range.clone()];
-    let (Some(first), Some(last)) = (slice.iter().find(significant), slice.iter().rev().find(significant)) else {
+    let (Some(first), Some(last)) = (tokens.iter().find(significant), tokens.iter().rev().find(significant)) else {
         return;
     };
     let (from, to) = (lines.offset(sql, first.span.start), lines.offset(sql, last.span.end));
     let text = sql.get(from..to.max(from)).unwrap_or("").trim();
-    chunks.push(Chunk { tokens: range, text });
+    chunks.push(Chunk { tokens, text });
 }
 
 /// Tracks SQL-standard routine bodies (`CREATE FUNCTION ... BEGIN ATOMIC ...; END`),
@@ -141,7 +130,7 @@ mod tests {
     use super::*;
 
     fn texts(sql: &str) -> Vec<&str> {
-        split(sql).unwrap().chunks.iter().map(|c| c.text).collect()
+        split(sql).unwrap().into_iter().map(|c| c.text).collect()
     }
 
     #[test]
@@ -186,10 +175,10 @@ mod tests {
 
     #[test]
     fn chunk_tokens_exclude_semicolons() {
-        let s = split("SELECT 1; SELECT 2").unwrap();
-        for c in &s.chunks {
-            assert!(s.tokens[c.tokens.clone()].iter().all(|t| t.token != Token::SemiColon));
+        let chunks = split("SELECT 1; SELECT 2").unwrap();
+        for c in &chunks {
+            assert!(c.tokens.iter().all(|t| t.token != Token::SemiColon));
         }
-        assert_eq!(s.chunks.len(), 2);
+        assert_eq!(chunks.len(), 2);
     }
 }

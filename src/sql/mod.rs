@@ -5,6 +5,11 @@
 
 pub mod cache;
 pub mod classify;
+mod collect;
+mod fallback;
+mod functions;
+mod settings;
+mod split;
 
 pub use cache::ClassifyCache;
 pub use classify::classify;
@@ -64,7 +69,8 @@ pub enum Shape {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettingChange {
     /// `SET [SESSION] name ...`: `name` lower-case (e.g. "timezone", "search_path",
-    /// "client_encoding", "role"), `sql` a statement that re-applies it.
+    /// "client_encoding", "role"), `sql` a statement that re-applies it: the
+    /// statement's own original text (trimmed, no trailing semicolon).
     Set { name: String, sql: String },
     /// `RESET name`.
     Reset { name: String },
@@ -75,7 +81,9 @@ pub enum SettingChange {
 /// What one query text (one or more statements) needs from the router.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Classification {
-    /// `None`: a read a follower may serve. `Some`: must run on the leader.
+    /// `None`: a read a follower may serve. `Some`: must run on the leader. Over
+    /// several statements the first reason counts, except that a BEGIN's
+    /// `Transaction` gives way to a later, more telling one (`BEGIN; INSERT ...` is a `Write`).
     pub leader_reason: Option<LeaderReason>,
     /// Set when the query creates state that pins the session to the leader.
     pub pin_reason: Option<PinReason>,
@@ -83,11 +91,14 @@ pub struct Classification {
     pub shape: Shape,
     /// Session settings changed if the query succeeds, in order.
     pub settings: Vec<SettingChange>,
-    /// Functions called that are not known to be harmless, lower-case as written
-    /// (schema-qualified if written so); the router checks them against the
-    /// leader's catalog and sends the query to the leader if any is volatile or unknown.
+    /// Functions called that are not known to be harmless, deduplicated, named as
+    /// PostgreSQL folds them (unquoted lower-cased, quoted kept as written, parts
+    /// joined with `.`; schema-qualified if written so). Includes the volatile ones
+    /// already behind `leader_reason`. The router checks them against the leader's
+    /// catalog and sends the query to the leader if any is volatile or unknown.
     pub functions: Vec<String>,
-    /// Relations referenced, lower-case as written (for policies).
+    /// Relations referenced (for policies), deduplicated, folded like `functions`;
+    /// CTE names and functions in FROM are not relations.
     pub tables: Vec<String>,
     /// Number of statements in the text (0 for an empty query).
     pub statement_count: usize,

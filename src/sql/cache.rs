@@ -41,23 +41,32 @@ impl ClassifyCache {
         ClassifyCache { map: DashMap::new(), capacity, evicting: AtomicBool::new(false) }
     }
 
-    /// Classification of `sql`, parsed at most once while cached.
+    /// Classification of `sql`, parsed at most once while cached. The key is
+    /// the text with its literals stripped ([`super::normalize`]), so queries
+    /// that differ only in literal values share one entry.
     pub fn get(&self, sql: &str) -> Arc<Classification> {
-        if let Some(e) = self.map.get(sql) {
+        let key = super::normalize::normalize(sql);
+        if let Some(e) = self.map.get(&*key) {
             // Load first: no cache-line write on the hot path once marked.
             if !e.used.load(Ordering::Relaxed) {
                 e.used.store(true, Ordering::Relaxed);
             }
             return e.class.clone();
         }
-        let class = Arc::new(super::classify(sql));
-        if self.capacity == 0 || sql.len() > MAX_CACHED_TEXT {
+        let class = super::classify(&key);
+        if !class.settings.is_empty() && matches!(key, std::borrow::Cow::Owned(_)) {
+            // A SET's replay text carries its literal values: classify the
+            // original text, and don't cache what is specific to one value.
+            return Arc::new(super::classify(sql));
+        }
+        let class = Arc::new(class);
+        if self.capacity == 0 || key.len() > MAX_CACHED_TEXT {
             return class;
         }
         if self.map.len() >= self.capacity {
             self.evict();
         }
-        self.map.insert(sql.into(), Entry { class: class.clone(), used: AtomicBool::new(false) });
+        self.map.insert(key.into_owned().into_boxed_str(), Entry { class: class.clone(), used: AtomicBool::new(false) });
         class
     }
 
@@ -103,14 +112,17 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.statement_count, 1);
         assert_eq!(cache.len(), 1);
-        assert!(!Arc::ptr_eq(&a, &cache.get("SELECT 2")));
+        assert!(!Arc::ptr_eq(&a, &cache.get("SELECT c2")));
+        // Literal values do not make a new entry.
+        assert!(Arc::ptr_eq(&a, &cache.get("SELECT 2")));
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]
     fn stays_bounded() {
         let cache = ClassifyCache::new(100);
         for i in 0..1000 {
-            cache.get(&format!("SELECT {i}"));
+            cache.get(&format!("SELECT c{i}"));
             assert!(cache.len() <= 100, "{} entries after {i}", cache.len());
         }
         assert!(cache.len() >= 50);
@@ -121,7 +133,7 @@ mod tests {
         let cache = ClassifyCache::new(100);
         let hot = cache.get("SELECT hot");
         for i in 0..1000 {
-            cache.get(&format!("SELECT {i}"));
+            cache.get(&format!("SELECT c{i}"));
             // Used between every two eviction passes.
             assert!(Arc::ptr_eq(&hot, &cache.get("SELECT hot")), "evicted at {i}");
         }
@@ -131,7 +143,7 @@ mod tests {
     fn all_hot_still_makes_room() {
         let cache = ClassifyCache::new(10);
         for i in 0..10 {
-            let sql = format!("SELECT {i}");
+            let sql = format!("SELECT c{i}");
             cache.get(&sql);
             cache.get(&sql);
         }
@@ -141,13 +153,25 @@ mod tests {
     }
 
     #[test]
+    fn set_statements_keep_their_values() {
+        let cache = ClassifyCache::new(10);
+        let a = cache.get("SET search_path = 'a'");
+        let b = cache.get("SET search_path = 'b'");
+        assert_ne!(a.settings, b.settings);
+        match &b.settings[0] {
+            crate::sql::SettingChange::Set { sql, .. } => assert_eq!(sql, "SET search_path = 'b'"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn zero_capacity_and_huge_texts_are_not_cached() {
         let cache = ClassifyCache::new(0);
         assert_eq!(cache.get("SELECT 1").statement_count, 1);
         assert!(cache.is_empty());
 
         let cache = ClassifyCache::new(10);
-        let huge = format!("SELECT '{}'", "x".repeat(MAX_CACHED_TEXT));
+        let huge = format!("SELECT {}", "x".repeat(MAX_CACHED_TEXT));
         assert_eq!(cache.get(&huge).statement_count, 1);
         assert!(cache.is_empty());
     }

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod classify;
+pub mod normalize;
 mod collect;
 mod fallback;
 mod functions;

@@ -14,7 +14,7 @@ pub mod binaries;
 pub mod guardian;
 pub mod node;
 
-pub use binaries::{INSTALL_HINT, PgBinaries, run_with_timeout};
+pub use binaries::{CommandOutput, INSTALL_HINT, PgBinaries, run_with_timeout};
 pub use node::PgNode;
 
 use crate::config::Role;

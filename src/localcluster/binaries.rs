@@ -185,30 +185,55 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Result<Output, ClusterError
     }
 }
 
-/// Run a command, collecting its output, and kill it if it outlives `timeout`
-/// (so a hung client fails a test instead of hanging it). `Ok(None)` on timeout.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<(Option<ExitStatus>, Output)> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+/// What [`run_with_timeout`] saw.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// `None` when the command was killed for running too long.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+/// Run a command with `input` on its stdin, collecting its output, and kill it if
+/// it outlives `timeout` (so a hung client fails a test instead of hanging it).
+pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> std::io::Result<CommandOutput> {
+    let mut child = cmd
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
+    let feeder = child.stdin.take().map(|mut stdin| {
+        let input = input.unwrap_or_default().to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        })
+    });
+    let status = match wait_for_exit(&mut child, timeout) {
+        Some(status) => Some(status),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            None
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
-    let output = Output {
-        status: status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(9)),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    Ok((status, output))
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    let text = |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
+    Ok(CommandOutput { status, stdout: text(stdout), stderr: text(stderr) })
 }
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "chorus", version, about = "A PostgreSQL wire-protocol proxy: writes to the leader, reads to followers")]
+#[command(
+    name = "chorus",
+    version,
+    about = "A PostgreSQL wire-protocol proxy: writes to the leader, reads to followers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,9 +29,7 @@ enum Command {
     },
     /// Validate a configuration file: print every problem and exit non-zero, or
     /// print "configuration OK".
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Start a local leader and followers from the installed PostgreSQL binaries,
     /// chorus in front of them, and write DIR/demo.env; runs until SIGINT/SIGTERM.
     Demo {
@@ -48,7 +50,9 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo { dir, followers } => runtime().and_then(|rt| {
             rt.block_on(async {
-                demo::run(DemoOptions { dir, followers }, shutdown_signal()).await.context("chorus demo failed")
+                demo::run(DemoOptions { dir, followers }, shutdown_signal())
+                    .await
+                    .context("chorus demo failed")
             })
         }),
     };
@@ -80,11 +84,17 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

@@ -85,7 +85,12 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
         Err(_) => panic!("chorus did not start within 30 s"),
     };
     config.listen.postgres = Some(addr);
-    Chorus { addr, config, stop: Some(stop), finished }
+    Chorus {
+        addr,
+        config,
+        stop: Some(stop),
+        finished,
+    }
 }
 
 impl Chorus {
@@ -109,7 +114,13 @@ impl Chorus {
 
     /// URL of database `db` through chorus with other credentials (auth tests).
     pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
-        format!("postgres://{}:{}@{}/{}", url_encode(user), url_encode(password), self.addr, url_encode(db))
+        format!(
+            "postgres://{}:{}@{}/{}",
+            url_encode(user),
+            url_encode(password),
+            self.addr,
+            url_encode(db)
+        )
     }
 
     /// A tokio-postgres connection to `db` through chorus (panics on failure).
@@ -135,10 +146,10 @@ impl Chorus {
 impl Drop for Chorus {
     fn drop(&mut self) {
         let result = self.stop_and_wait();
-        if let Err(e) = result {
-            if !std::thread::panicking() {
-                panic!("chorus: {e}");
-            }
+        if let Err(e) = result
+            && !std::thread::panicking()
+        {
+            panic!("chorus: {e}");
         }
     }
 }

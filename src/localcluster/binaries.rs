@@ -166,10 +166,10 @@ pub fn check_server_user_can_use(dir: &Path) -> Result<(), ClusterError> {
 
 /// Run a command to completion; a non-zero exit is an error that carries its output.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<Output, ClusterError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| ClusterError::Io { context: format!("cannot run {what}"), source })?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|source| ClusterError::Io {
+        context: format!("cannot run {what}"),
+        source,
+    })?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -232,8 +232,13 @@ pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Durati
     if let Some(feeder) = feeder {
         let _ = feeder.join();
     }
-    let text = |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
-    Ok(CommandOutput { status, stdout: text(stdout), stderr: text(stderr) })
+    let text =
+        |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
+    Ok(CommandOutput {
+        status,
+        stdout: text(stdout),
+        stderr: text(stderr),
+    })
 }
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {

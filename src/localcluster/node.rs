@@ -160,10 +160,10 @@ impl PgNode {
     /// If its port was taken meanwhile, a new free port is picked.
     pub fn start(&self) -> Result<(), ClusterError> {
         let mut guard = self.process.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = guard.as_mut() {
-            if matches!(r.child.try_wait(), Ok(None)) {
-                return Ok(());
-            }
+        if let Some(r) = guard.as_mut()
+            && matches!(r.child.try_wait(), Ok(None))
+        {
+            return Ok(());
         }
         *guard = None;
         let mut attempt = 0;
@@ -175,8 +175,10 @@ impl PgNode {
                     return Ok(());
                 }
                 Err(StartError::PortTaken) if attempt < PORT_ATTEMPTS => {
-                    let port = super::free_ports(1)
-                        .map_err(|source| ClusterError::Io { context: "cannot pick a free port".into(), source })?;
+                    let port = super::free_ports(1).map_err(|source| ClusterError::Io {
+                        context: "cannot pick a free port".into(),
+                        source,
+                    })?;
                     self.port.store(port[0], Ordering::SeqCst);
                 }
                 Err(StartError::PortTaken) => {
@@ -246,7 +248,9 @@ impl PgNode {
             .open(&self.log_file)
             .map_err(io(format!("cannot open {}", self.log_file.display())))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let log_err = log.try_clone().map_err(io("cannot duplicate the log file handle".into()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io("cannot duplicate the log file handle".into()))?;
         let mut cmd = binaries::server_command(&self.bins.tool("postgres"));
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -276,7 +280,9 @@ impl PgNode {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(StartError::Other(self.failure("did not start: not ready within 60 s", log_start)));
+                return Err(StartError::Other(
+                    self.failure("did not start: not ready within 60 s", log_start),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -297,7 +303,11 @@ impl PgNode {
         // A Unix socket path longer than ~107 bytes cannot be bound: skip the socket
         // then (everything here connects over TCP anyway).
         let socket_dir = self.node_dir.display().to_string();
-        let socket_dir = if socket_dir.len() + 20 < 107 { socket_dir } else { String::new() };
+        let socket_dir = if socket_dir.len() + 20 < 107 {
+            socket_dir
+        } else {
+            String::new()
+        };
         format!(
             "# Written by chorus on every start of this node.\nport = {}\ncluster_name = '{}'\nunix_socket_directories = '{}'\n",
             self.port(),
@@ -332,7 +342,10 @@ pub(super) async fn connect(node: &str, cfg: tokio_postgres::Config) -> Result<t
     let (client, connection) = cfg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|source| ClusterError::Sql { node: node.to_string(), source })?;
+        .map_err(|source| ClusterError::Sql {
+            node: node.to_string(),
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -378,12 +391,12 @@ fn child_pids(pid: i32) -> Vec<i32> {
 
 fn log_since(path: &Path, offset: u64) -> String {
     let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let mut buf = Vec::new();
-            let _ = f.read_to_end(&mut buf);
-            text = String::from_utf8_lossy(&buf).into_owned();
-        }
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        text = String::from_utf8_lossy(&buf).into_owned();
     }
     text
 }

@@ -1,2 +1,131 @@
-//! The `chorus` command line.
-fn main() {}
+//! The `chorus` command line: serve a configuration, check one, or bring up a local demo.
+
+use anyhow::Context;
+use chorus::config::Config;
+use chorus::demo::{self, DemoOptions};
+use chorus::server::Server;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "A PostgreSQL wire-protocol proxy: writes to the leader, reads to followers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients with the given configuration until SIGINT/SIGTERM.
+    Run {
+        /// The TOML configuration file (CHORUS__SECTION__KEY variables override it).
+        #[arg(long, short, env = "CHORUS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: print every problem and exit non-zero, or
+    /// print "configuration OK".
+    CheckConfig { file: PathBuf },
+    /// Start a local leader and followers from the installed PostgreSQL binaries,
+    /// chorus in front of them, and write DIR/demo.env; runs until SIGINT/SIGTERM.
+    Demo {
+        /// Where the servers' data, the generated config and demo.env go.
+        #[arg(long, default_value = demo::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// How many followers to start besides the leader.
+        #[arg(long, default_value_t = 2)]
+        followers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Demo { dir, followers } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                demo::run(DemoOptions { dir, followers }, shutdown_signal())
+                    .await
+                    .context("chorus demo failed")
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, "a: b: c", skipping a cause whose text its parent
+/// already includes (errors that both print and expose their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&config_path).with_context(|| format!("{}", config_path.display()))?;
+    let server = Server::bind(config).await?;
+    tracing::info!(addr = %server.local_addr(), "chorus is listening");
+    server.run(shutdown_signal()).await?;
+    tracing::info!("chorus stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("cannot install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("cannot install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,155 @@
+//! chorus in-process for a test: its own thread and tokio runtime, a free port,
+//! stopped when the handle drops.
+//!
+//! Its own runtime, not the test's: a test may block (psql, pgbench, a node
+//! restart) without starving the proxy, and each `#[tokio::test]` runtime dies
+//! with its test while chorus may be shared.
+
+use chorus::config::Config;
+use chorus::localcluster::{PgCluster, url_encode};
+use chorus::server::Server;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The user tests log in to chorus as (SCRAM-SHA-256); it also exists, as a
+/// superuser, on every node of the harness's clusters.
+pub const CHORUS_USER: &str = "chorus_test";
+pub const CHORUS_PASSWORD: &str = "chorus_test_pw";
+
+/// A running chorus. Dropping it shuts chorus down (waiting up to 10 s).
+pub struct Chorus {
+    addr: SocketAddr,
+    config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    finished: mpsc::Receiver<Result<(), String>>,
+}
+
+/// The configuration [`start_chorus`] uses: every node of `cluster`, listening on
+/// a free loopback port, user [`CHORUS_USER`].
+pub fn chorus_config(cluster: &PgCluster) -> Config {
+    let toml = cluster.chorus_config_toml(
+        "127.0.0.1:0".parse().expect("valid address"),
+        CHORUS_USER,
+        CHORUS_PASSWORD,
+    );
+    Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"))
+}
+
+/// chorus in front of every node of `cluster`, with the default configuration.
+pub fn start_chorus(cluster: &PgCluster) -> Chorus {
+    start_chorus_with(cluster, |_| {})
+}
+
+/// chorus in front of `cluster`, after `tweak` adjusted the configuration
+/// (e.g. `|c| c.health.interval = Duration::from_millis(100)`).
+pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -> Chorus {
+    let mut config = chorus_config(cluster);
+    tweak(&mut config);
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (finished_tx, finished) = mpsc::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_config = config.clone();
+    std::thread::Builder::new()
+        .name("chorus".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("chorus-worker")
+                .enable_all()
+                .build()
+                .expect("cannot build chorus's runtime");
+            let result = rt.block_on(async move {
+                let server = match Server::bind(server_config).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return Ok(());
+                    }
+                };
+                let _ = addr_tx.send(Ok(server.local_addr()));
+                server
+                    .run(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            rt.shutdown_timeout(Duration::from_secs(2));
+            let _ = finished_tx.send(result);
+        })
+        .expect("cannot spawn chorus's thread");
+    let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => panic!("chorus did not start: {e}"),
+        Err(_) => panic!("chorus did not start within 30 s"),
+    };
+    config.listen.postgres = Some(addr);
+    Chorus {
+        addr,
+        config,
+        stop: Some(stop),
+        finished,
+    }
+}
+
+impl Chorus {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The configuration chorus runs with (listen address filled in).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// URL of database `db` through chorus, as [`CHORUS_USER`].
+    pub fn url(&self, db: &str) -> String {
+        self.url_as(CHORUS_USER, CHORUS_PASSWORD, db)
+    }
+
+    /// URL of database `db` through chorus with other credentials (auth tests).
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgres://{}:{}@{}/{}",
+            url_encode(user),
+            url_encode(password),
+            self.addr,
+            url_encode(db)
+        )
+    }
+
+    /// A tokio-postgres connection to `db` through chorus (panics on failure).
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        crate::connect(&self.url(db)).await
+    }
+
+    /// Stop chorus and report how its server loop ended.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.stop_and_wait()
+    }
+
+    fn stop_and_wait(&mut self) -> Result<(), String> {
+        let Some(stop) = self.stop.take() else { return Ok(()) };
+        let _ = stop.send(());
+        match self.finished.recv_timeout(Duration::from_secs(10)) {
+            Ok(result) => result,
+            Err(_) => Err("chorus did not shut down within 10 s".to_string()),
+        }
+    }
+}
+
+impl Drop for Chorus {
+    fn drop(&mut self) {
+        let result = self.stop_and_wait();
+        if let Err(e) = result
+            && !std::thread::panicking()
+        {
+            panic!("chorus: {e}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# THE test command of chorus (README, CI): installs what the tests need when it
+# can, builds the workspace, runs every test against real servers.
+#
+#   bash scripts/test.sh [extra `cargo test` arguments, e.g. a test name filter]
+#
+# As root on Debian/Ubuntu it installs missing packages with apt-get; otherwise it
+# says exactly what to install and exits non-zero. Tests start their own servers
+# on free loopback ports (never the machine's own PostgreSQL) and stop them when
+# they finish, also when they fail or are interrupted.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- what the tests need --------------------------------------------------
+pg_bin_has() { # any /usr/lib/postgresql/*/bin holding all of "$@"
+  local dir tool
+  for dir in /usr/lib/postgresql/*/bin; do
+    for tool in "$@"; do [ -x "$dir/$tool" ] || continue 2; done
+    return 0
+  done
+  return 1
+}
+
+missing=()
+pg_bin_has initdb postgres pgbench || missing+=(postgresql)
+pg_bin_has psql || command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev) # ring (TLS) and the linker need a C toolchain
+command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# (MariaDB server and client will join this list with the MySQL frontend.)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "error: missing packages: ${missing[*]}" >&2
+    echo "install them (Debian/Ubuntu):  sudo apt-get install -y ${missing[*]}" >&2
+    echo "or run this script as root, which installs them itself." >&2
+    exit 1
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found. Install a current stable Rust toolchain (edition 2024):" >&2
+  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
+  exit 1
+fi
+
+# --- build and test -------------------------------------------------------
+# Plain `cargo test`, not nextest: the harness shares one PostgreSQL cluster among
+# the tests of a binary, which needs the tests to share a process.
+log "cargo build --workspace"
+cargo build --workspace
+log "cargo test --workspace"
+cargo test --workspace "$@"
+log "all tests passed"

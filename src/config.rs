@@ -131,9 +131,10 @@ fn default_admin_db() -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "trust")]
     Trust,
 }
 

@@ -71,7 +71,7 @@ logfile = $WORK/pgbouncer.log
 INI
 echo '"bench" "bench"' > "$WORK/userlist.txt"
 [ "$(id -u)" = 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
-if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer "$WORK/pgbouncer.ini" & else pgbouncer "$WORK/pgbouncer.ini" & fi
+if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer -q "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 & else pgbouncer -q "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 & fi
 BOUNCER_PID=$!
 wait_port "$CHORUS_PORT"; wait_port "$BOUNCER_PORT"
 

@@ -72,7 +72,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             return false;
         }
         let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-        len >= 4 && self.buf.len() >= len as usize + 1
+        len >= 4 && self.buf.len() > len as usize
     }
 
     async fn fill(&mut self, need: usize) -> Result<(), FrameError> {

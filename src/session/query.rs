@@ -94,12 +94,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         let want = decide(needs_leader, self.view());
         let Some(node) = self.route(want, &m).await? else { return Ok(()) };
-        if let Some(p) = class.pin_reason {
-            if self.pinned.is_none() {
+        if let Some(p) = class.pin_reason
+            && self.pinned.is_none() {
                 tracing::debug!(reason = ?p, "session pinned to the leader");
                 self.pinned = Some(p);
             }
-        }
         self.forward_request(
             node,
             &[m],

@@ -29,11 +29,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.cout.put_slice(&m.frame);
                 return self.flush_client().await;
             }
-            b'S' => {
-                if !self.note_parameter(node, &m) {
+            b'S'
+                if !self.note_parameter(node, &m) => {
                     return Ok(());
                 }
-            }
             _ => {}
         }
         self.cout.put_slice(&m.frame);

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Make sure the session has a live connection to `node`.
     pub(super) async fn connect_node(&mut self, node: usize) -> Result<(), ClientError> {
+        let holds_txn = self.txn_node == Some(node);
         if let Some(c) = self.conns[node].as_mut() {
             if !c.is_dead() {
                 return Ok(());
@@ -21,6 +22,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if self.active == Some(node) {
                 self.active = None;
             }
+        }
+        if holds_txn {
+            // A new connection would run the statement outside the transaction.
+            self.lose_transaction();
+            return Err(ClientError::new(
+                sqlstate::CONNECTION_FAILURE,
+                "the server connection holding this transaction was lost; the transaction is aborted",
+            )
+            .with_hint("ROLLBACK and retry the transaction."));
         }
         let state = self.ctx.topology.node(node);
         match state.pool.checkout(&self.database).await {
@@ -103,6 +113,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 if self.active == Some(node) {
                     self.active = None;
+                }
+                if self.txn_node == Some(node) {
+                    self.lose_transaction();
                 }
                 let name = self.ctx.topology.node(node).name.clone();
                 tracing::warn!(node = %name, error = %other, "server connection failed");

@@ -62,6 +62,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let inflight = Inflight { settings: vec![], ddl: false, extended: true, failed: false };
             return self.forward_request(node, &[m], inflight).await;
         }
+        if self.local_abort {
+            self.local_abort_batch();
+            return Ok(());
+        }
         let Some((node, needs)) = self.route_batch(&m).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
         if let Err(e) = self.prepare_missing(node, &lazy).await {
@@ -119,9 +123,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Pick the batch's server (the terminator `m` is kept for a stall).
     async fn route_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds)>, SessionError> {
         let needs = self.batch_needs().await;
-        if let Some(e) = &needs.refuse {
-            self.batch.clear();
-            self.reply_error(e, m.tag == b'S');
+        if let Some(e) = needs.refuse {
+            if m.tag == b'S' {
+                self.refuse_request(e).await?;
+            } else {
+                self.batch.clear();
+                self.reply_error(&e, false);
+            }
             return Ok(None);
         }
         let leader = needs.leader || self.deferred_begin;

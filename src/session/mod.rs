@@ -8,6 +8,7 @@
 //! pipelined to it; a request that must run elsewhere waits until it is idle, so
 //! replies always reach the client in order.
 
+mod abort;
 mod conns;
 mod extended;
 mod query;
@@ -85,6 +86,8 @@ pub struct Session<R, W> {
     /// The client said BEGIN; chorus answered and will send it with the first
     /// statement, to the server that statement needs.
     deferred_begin: bool,
+    /// The client's transaction is aborted and exists on no server (see abort.rs).
+    local_abort: bool,
     copy_in: bool,
     /// Extended-protocol COPY: the server ignored the batch's Sync, so the
     /// client's next Sync completes the request.
@@ -126,6 +129,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             statements: Statements::default(),
             settings: Settings::from_startup(&info.params),
             deferred_begin: false,
+            local_abort: false,
             copy_in: false,
             owed_sync: false,
             last_tag_rollback: false,
@@ -334,12 +338,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     fn reply_error(&mut self, e: &ClientError, ready: bool) {
         tracing::debug!(error = %e, "request refused");
         self.cout.put_slice(&e.to_message().frame);
+        if self.deferred_begin {
+            // The transaction never reached a server; it is aborted now.
+            self.deferred_begin = false;
+            self.local_abort = true;
+        }
         if ready {
-            let status = match self.txn_node {
-                Some(_) => b'E',
-                None if self.deferred_begin => b'E',
-                None => b'I',
-            };
+            let status = if self.txn_node.is_some() || self.local_abort { b'E' } else { b'I' };
             self.cout.put_slice(&build::ready_for_query(status).frame);
         }
     }

@@ -60,6 +60,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         let class = self.ctx.classify.get(sql);
 
+        if self.local_abort {
+            self.local_abort_query(class.shape);
+            return Ok(());
+        }
         if self.deferred_begin {
             // Nothing reached a server since BEGIN: end it here.
             let tag = match class.shape {
@@ -84,8 +88,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
 
         if let Some(e) = self.follower_txn_guard(&class) {
-            self.reply_error(&e, true);
-            return Ok(());
+            return self.refuse_request(e).await;
         }
         let needs_leader = if self.deferred_begin {
             class.shape != Shape::SetTransactionReadOnly

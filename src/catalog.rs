@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(30);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 struct Entry {
     safe: Arc<HashSet<String>>,
@@ -43,6 +44,10 @@ impl FunctionCatalog {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(db, error = %e, "function catalog unavailable; routing to the leader");
+                    // Remember the failure briefly so a down leader does not
+                    // cost every read a connection attempt.
+                    let loaded = Instant::now().checked_sub(TTL - RETRY_AFTER_FAILURE).unwrap_or_else(Instant::now);
+                    self.dbs.insert(db.to_string(), Entry { safe: Arc::new(HashSet::new()), loaded });
                     return false;
                 }
             },

@@ -26,10 +26,13 @@
 //! `<target>/chorus-tests`.
 
 mod clients;
+mod panics;
 mod proxy;
+pub mod raw;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
+pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
 
 use std::path::PathBuf;

@@ -44,6 +44,7 @@ pub fn start_chorus(cluster: &PgCluster) -> Chorus {
 /// chorus in front of `cluster`, after `tweak` adjusted the configuration
 /// (e.g. `|c| c.health.interval = Duration::from_millis(100)`).
 pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -> Chorus {
+    crate::watch_chorus_panics();
     let mut config = chorus_config(cluster);
     tweak(&mut config);
     let (addr_tx, addr_rx) = mpsc::channel();

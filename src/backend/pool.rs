@@ -40,10 +40,18 @@ impl Pool {
         p
     }
 
-    /// An idle connection to `database`, or a new one.
+    /// An idle connection to `database`, or a new one. Idle connections the
+    /// server closed meanwhile (restart, pg_terminate_backend,
+    /// idle_session_timeout) are dropped here, not handed to a session whose
+    /// first request would then fail.
     pub async fn checkout(&self, database: &str) -> Result<ServerConn, BackendError> {
-        if let Some(conn) = self.idle.lock().get_mut(database).and_then(|v| v.pop()) {
-            return Ok(conn);
+        loop {
+            let idle = self.idle.lock().get_mut(database).and_then(|v| v.pop());
+            let Some(mut conn) = idle else { break };
+            if !conn.is_dead() {
+                return Ok(conn);
+            }
+            tracing::debug!(node = %self.node.name, "dropping an idle server connection the server closed");
         }
         ServerConn::connect(self.node_index, &self.node, database, &self.startup_params(), self.connect_timeout).await
     }

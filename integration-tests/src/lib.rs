@@ -21,17 +21,19 @@
 //! # }
 //! ```
 //!
-//! Environment: `CHORUS_KEEP_TEST_DATA=1` keeps the servers' directories (and
+//! Environment: `RUST_LOG=chorus=debug` shows chorus's logs; `CHORUS_KEEP_TEST_DATA=1` keeps the servers' directories (and
 //! logs) after the run; `CHORUS_TEST_DIR` puts them somewhere else than
 //! `<target>/chorus-tests`.
 
 mod clients;
+mod logging;
 mod panics;
 mod proxy;
 pub mod raw;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
+pub use logging::init_logging_from_env;
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
 

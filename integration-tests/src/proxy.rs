@@ -45,6 +45,7 @@ pub fn start_chorus(cluster: &PgCluster) -> Chorus {
 /// (e.g. `|c| c.health.interval = Duration::from_millis(100)`).
 pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -> Chorus {
     crate::watch_chorus_panics();
+    crate::init_logging_from_env();
     let mut config = chorus_config(cluster);
     tweak(&mut config);
     let (addr_tx, addr_rx) = mpsc::channel();

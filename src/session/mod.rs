@@ -192,9 +192,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     /// Serve the session until the client leaves or a fatal error.
-    pub async fn run(mut self) -> W {
+    pub async fn run(self) -> W {
+        // Instrument, not `span.enter()`: an entered guard held across awaits
+        // stays on the worker thread while the task is parked, and other tasks'
+        // events (other sessions, the accept loop) get logged inside this span.
         let span = tracing::debug_span!("session", id = self.id, db = %self.database);
-        let _enter = span.enter();
+        tracing::Instrument::instrument(self.run_in_span(), span).await
+    }
+
+    async fn run_in_span(mut self) -> W {
         let result = self.serve().await;
         match &result {
             Err(SessionError::Fatal(e)) => {

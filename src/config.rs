@@ -117,6 +117,10 @@ pub struct Node {
     pub name: String,
     pub role: Role,
     pub host: String,
+    /// 1-65535. Read as any integer, so that a value out of range is reported
+    /// by [`Config::validate`] together with every other problem instead of
+    /// aborting the load on its own (it becomes 0, which validation rejects).
+    #[serde(deserialize_with = "port_number")]
     pub port: u16,
     pub user: String,
     #[serde(default)]
@@ -124,6 +128,11 @@ pub struct Node {
     /// Database used for health checks and catalog look-ups.
     #[serde(default = "default_admin_db")]
     pub admin_database: String,
+}
+
+fn port_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let n = i64::deserialize(d)?;
+    Ok(u16::try_from(n).unwrap_or(0))
 }
 
 fn default_admin_db() -> String {
@@ -257,5 +266,29 @@ impl Config {
 
     pub fn leader(&self) -> &Node {
         self.nodes.iter().find(|n| n.role == Role::Leader).expect("validated: one leader")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_of_range_port_is_reported_with_the_other_problems() {
+        let toml = "[[nodes]]\nname = \"a\"\nrole = \"follower\"\nhost = \"h\"\nport = 70000\nuser = \"u\"\n\
+                    [[nodes]]\nname = \"b\"\nrole = \"leader\"\nhost = \"h\"\nport = -1\nuser = \"u\"\n\
+                    [[users]]\nname = \"app\"\n";
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(toml) else { panic!("accepted") };
+        assert_eq!(
+            problems,
+            [
+                "nodes[0].port: must be between 1 and 65535",
+                "nodes[1].port: must be between 1 and 65535",
+                "users[0].password: required for auth = \"scram-sha-256\"",
+            ]
+        );
+        let ok = toml.replace("70000", "5432").replace("-1", "65535").replace("name = \"app\"", "name = \"app\"\npassword = \"p\"");
+        let cfg = Config::from_toml_str(&ok).unwrap();
+        assert_eq!((cfg.nodes[0].port, cfg.nodes[1].port), (5432, 65535));
     }
 }

@@ -25,6 +25,7 @@
 //! logs) after the run; `CHORUS_TEST_DIR` puts them somewhere else than
 //! `<target>/chorus-tests`.
 
+mod cli;
 mod clients;
 mod logging;
 mod panics;
@@ -32,6 +33,7 @@ mod proxy;
 pub mod raw;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
+pub use cli::{chorus_binary, run_chorus};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
 pub use logging::init_logging_from_env;
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};

@@ -103,7 +103,11 @@ impl RawConn {
             .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         let _ = stream.set_nodelay(true);
-        RawConn { stream, buf: Vec::new(), key: None }
+        RawConn {
+            stream,
+            buf: Vec::new(),
+            key: None,
+        }
     }
 
     /// Send bytes. Errors are returned, not raised: chorus may already have
@@ -150,7 +154,10 @@ impl RawConn {
                 let total = len as usize + 1;
                 if self.buf.len() >= total {
                     let frame: Vec<u8> = self.buf.drain(..total).collect();
-                    let msg = BackendMsg { tag: frame[0], body: frame[5..].to_vec() };
+                    let msg = BackendMsg {
+                        tag: frame[0],
+                        body: frame[5..].to_vec(),
+                    };
                     if msg.tag == b'K' && msg.body.len() == 8 {
                         self.key = Some(BackendKey {
                             pid: i32::from_be_bytes(msg.body[..4].try_into().expect("4 bytes")),
@@ -200,8 +207,16 @@ impl RawConn {
     pub async fn expect_fatal_then_close(&mut self) -> ErrorFields {
         let msgs = self.until_closed().await;
         let errors: Vec<&BackendMsg> = msgs.iter().filter(|m| m.tag == b'E').collect();
-        assert_eq!(errors.len(), 1, "expected one ErrorResponse before the close, got {msgs:?}");
-        assert_eq!(msgs.last().map(|m| m.tag), Some(b'E'), "the error must be the last message: {msgs:?}");
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected one ErrorResponse before the close, got {msgs:?}"
+        );
+        assert_eq!(
+            msgs.last().map(|m| m.tag),
+            Some(b'E'),
+            "the error must be the last message: {msgs:?}"
+        );
         errors[0].error()
     }
 
@@ -226,7 +241,10 @@ impl RawConn {
         assert!(
             msgs.iter().all(|m| m.tag != b'E'),
             "{sql:?} failed: {:?}",
-            msgs.iter().filter(|m| m.tag == b'E').map(|m| m.error()).collect::<Vec<_>>()
+            msgs.iter()
+                .filter(|m| m.tag == b'E')
+                .map(|m| m.error())
+                .collect::<Vec<_>>()
         );
         msgs
     }

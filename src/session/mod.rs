@@ -167,10 +167,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     /// A first server connection: the leader if it answers, else a follower.
+    /// Nodes the health check has marked down are tried last, so a leader that
+    /// hangs (accepts TCP but never answers) does not cost every new session a
+    /// full connect timeout.
     async fn first_connection(&mut self) -> Result<usize, ClientError> {
-        let leader = self.ctx.topology.leader();
+        let topo = self.ctx.topology.clone();
+        let leader = topo.leader();
         let mut candidates = vec![leader];
-        candidates.extend(self.ctx.topology.nodes().iter().map(|n| n.index).filter(|&i| i != leader));
+        candidates.extend(topo.nodes().iter().map(|n| n.index).filter(|&i| i != leader));
+        // Stable: the leader stays first among the healthy (and the unhealthy).
+        candidates.sort_by_key(|&i| !topo.node(i).is_healthy());
         let mut last = None;
         for node in candidates {
             match self.connect_node(node).await {

@@ -342,3 +342,92 @@ async fn a_leader_killed_during_a_write_ends_that_request_with_an_error() {
     );
     assert_no_chorus_panics();
 }
+
+/// SIGSTOPs a server's postmaster and its children (a hung server: the kernel
+/// still accepts TCP connections, nothing answers); SIGCONT on drop.
+struct Frozen(i32);
+
+impl Frozen {
+    fn freeze(node: &PgNode) -> Frozen {
+        let pid = node.pid().expect("the node runs");
+        signal_tree("-STOP", pid);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal_tree("-CONT", self.0);
+        // As root the server runs under `runuser`, which stops itself when its
+        // child stops (job-control emulation) and must be continued too.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
+        if !ppid.is_empty() && ppid != std::process::id().to_string() {
+            let _ = std::process::Command::new("kill").args(["-CONT", ppid]).status();
+        }
+    }
+}
+
+/// Signal the postmaster `pid` and its direct children (the backends).
+fn signal_tree(sig: &str, pid: i32) {
+    let pid = pid.to_string();
+    let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().expect("pgrep");
+    let mut pids: Vec<String> =
+        String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_string).collect();
+    pids.push(pid);
+    let status = std::process::Command::new("kill").arg(sig).args(&pids).status().expect("kill");
+    assert!(status.success(), "kill {sig} {pids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_leader_does_not_hold_up_new_sessions_or_reads() {
+    let cluster = private_cluster(1);
+    let db = fresh_database_on(&cluster).await;
+    db.execute_on_all("CREATE TABLE t (id int)").await;
+    let connect_timeout = Duration::from_secs(4);
+    let chorus = start_chorus_with(&cluster, |c| {
+        fast_health(c);
+        c.limits.connect_timeout = connect_timeout;
+    });
+    let follower = port_of(&cluster.followers()[0]);
+
+    let frozen = Frozen::freeze(cluster.leader());
+    // Let the health check (timeout 1 s) mark the leader down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A new session starts without first waiting out a connect to the leader.
+    let started = Instant::now();
+    let client = tokio::time::timeout(Duration::from_secs(20), try_connect(&chorus.url(db.name())))
+        .await
+        .expect("connecting hung")
+        .unwrap_or_else(|e| panic!("no session while the leader hangs: {e:?}"));
+    assert!(
+        started.elapsed() < connect_timeout / 2,
+        "a new session waited {:?} for the hung leader",
+        started.elapsed()
+    );
+    let ports = reads_ok(&client, 4, "leader hung").await;
+    assert!(ports.iter().all(|p| *p == follower), "{ports:?}");
+    // A write gets 57P03 once the connect to the leader times out: an error, not a hang.
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), client.execute("INSERT INTO t VALUES (1)", &[]))
+        .await
+        .expect("a write hung while the leader was frozen");
+    let e = r.expect_err("a write succeeded on a frozen leader");
+    assert_eq!(sqlstate(&e), "57P03", "{e:?}");
+    assert!(started.elapsed() < connect_timeout * 2, "{:?}", started.elapsed());
+    reads_ok(&client, 2, "after the failed write").await;
+
+    drop(frozen);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.execute("INSERT INTO t VALUES (2)", &[]).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(INTERVAL).await;
+            }
+            Err(e) => panic!("writes still fail after the leader thawed: {e:?}"),
+        }
+    }
+    assert_no_chorus_panics();
+}

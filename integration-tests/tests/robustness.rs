@@ -552,3 +552,127 @@ async fn server_errors_reach_the_client_and_the_session_goes_on() {
     assert!(!out.success() && out.stderr.contains("does not exist"), "{out:?}");
     assert_no_chorus_panics();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_authentication_messages() {
+    let db = fresh_database().await;
+    let chorus = start_chorus_with(cluster(), |c| c.limits.max_message_bytes = 4096);
+    let bystander = chorus.connect(db.name()).await;
+    let startup = startup_packet(PROTOCOL_3_0, &[("user", CHORUS_USER), ("database", db.name())]);
+
+    let mut initial = b"SCRAM-SHA-256\0".to_vec();
+    let first = b"n,,n=,r=abcdefghijklmnop";
+    initial.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    initial.extend_from_slice(first);
+    let mut huge = vec![b'p'];
+    huge.extend_from_slice(&1_000_000i32.to_be_bytes());
+    let mut wrong_len = b"SCRAM-SHA-256\0".to_vec();
+    wrong_len.extend_from_slice(&100i32.to_be_bytes());
+    wrong_len.extend_from_slice(b"n,,n=,r=short");
+    // (what, messages after AuthenticationSASL, expected SQLSTATE)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a Query instead of a SASL response", query("SELECT 1"), "08P01"),
+        (
+            "an unknown mechanism",
+            message(b'p', b"SCRAM-SHA-1\0\xff\xff\xff\xff"),
+            "08P01",
+        ),
+        (
+            "SCRAM-SHA-256-PLUS, not offered",
+            message(b'p', b"SCRAM-SHA-256-PLUS\0\xff\xff\xff\xff"),
+            "08P01",
+        ),
+        ("an empty SASLInitialResponse", message(b'p', &[]), "08P01"),
+        ("a data length that lies", message(b'p', &wrong_len), "08P01"),
+        (
+            "garbage as client-first-message",
+            message(b'p', &[b"SCRAM-SHA-256\0\0\0\0\x05".as_slice(), b"xx,yy"].concat()),
+            "08P01",
+        ),
+        ("a SASL response beyond max_message_bytes", huge, "08P01"),
+        // A valid first message, then garbage as client-final-message.
+        (
+            "garbage as client-final-message",
+            [message(b'p', &initial), message(b'p', b"c=biws,r=nope,p=AAAA")].concat(),
+            "08P01",
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let mut c = RawConn::connect(chorus.addr()).await;
+        c.send(&startup).await.unwrap();
+        assert_eq!(c.expect_msg().await.auth_code(), 10, "{what}");
+        let _ = c.send(&bytes).await;
+        let mut msgs = c.until_closed().await;
+        // A valid client-first-message gets its challenge before the error.
+        msgs.retain(|m| !(m.tag == b'R' && m.auth_code() == 11));
+        assert_eq!(msgs.len(), 1, "{what}: {msgs:?}");
+        let e = msgs[0].error();
+        assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", code), "{what}: {e:?}");
+        still_works(&bystander, what).await;
+    }
+    // Leaving in the middle of the exchange (psql does this to prompt for a password).
+    let mut c = RawConn::connect(chorus.addr()).await;
+    c.send(&startup).await.unwrap();
+    assert_eq!(c.expect_msg().await.auth_code(), 10);
+    c.shutdown_write().await;
+    assert_eq!(c.until_closed().await, vec![]);
+    still_works(&bystander, "a client leaving during authentication").await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_startup_parameters_are_the_servers_errors() {
+    let db = fresh_database().await;
+    let chorus = start_chorus_with(cluster(), add_trust_user);
+    let cases = [
+        ("TimeZone", "Nowhere/Bogus", "22023"),
+        ("DateStyle", "sideways", "22023"),
+        ("no_such_setting", "1", "42704"),
+        ("options", "-c statement_timeout=soon", "22023"),
+        ("options", "-x", "0A000"),
+    ];
+    for (name, value, code) in cases {
+        let mut c = RawConn::connect(chorus.addr()).await;
+        c.send(&startup_packet(
+            PROTOCOL_3_0,
+            &[("user", TRUST_USER), ("database", db.name()), (name, value)],
+        ))
+        .await
+        .unwrap();
+        let msgs = c.until_closed().await;
+        let errors: Vec<ErrorFields> = msgs.iter().filter(|m| m.tag == b'E').map(|m| m.error()).collect();
+        assert_eq!(errors.len(), 1, "{name}={value}: {msgs:?}");
+        assert_eq!(
+            (errors[0].severity.as_str(), errors[0].code.as_str()),
+            ("FATAL", code),
+            "{name}={value}"
+        );
+        assert!(
+            msgs.iter().all(|m| m.tag != b'Z'),
+            "{name}={value}: the session started: {msgs:?}"
+        );
+    }
+    // Good values do start the session, and apply.
+    let (mut c, _) = RawConn::login_trust(chorus.addr(), TRUST_USER, db.name()).await;
+    c.simple_ok("SELECT 1").await;
+    let mut c2 = RawConn::connect(chorus.addr()).await;
+    c2.send(&startup_packet(
+        PROTOCOL_3_0,
+        &[
+            ("user", TRUST_USER),
+            ("database", db.name()),
+            ("TimeZone", "Asia/Tokyo"),
+            ("options", "-c work_mem=3MB"),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c2.expect_msg().await.auth_code(), 0);
+    c2.until_ready().await;
+    let rows = data_rows(
+        &c2.simple_ok("SELECT current_setting('TimeZone') || ' ' || current_setting('work_mem')")
+            .await,
+    );
+    assert_eq!(rows, ["Asia/Tokyo 3MB"]);
+    assert_no_chorus_panics();
+}

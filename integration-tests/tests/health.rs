@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
+/// Checks every 200 ms. The check timeout stays generous: on a loaded machine
+/// (tests of this binary start clusters in parallel) a slow but healthy node
+/// must not leave the rotation; stopped and killed nodes fail at once anyway.
 fn fast_health(c: &mut chorus::config::Config) {
     c.health.interval = INTERVAL;
-    c.health.timeout = Duration::from_secs(1);
+    c.health.timeout = Duration::from_secs(3);
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -350,6 +353,12 @@ struct Frozen(i32);
 impl Frozen {
     fn freeze(node: &PgNode) -> Frozen {
         let pid = node.pid().expect("the node runs");
+        // The postmaster first, so no backend is forked after we list them.
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
         signal_tree("-STOP", pid);
         Frozen(pid)
     }
@@ -361,7 +370,11 @@ impl Drop for Frozen {
         // As root the server runs under `runuser`, which stops itself when its
         // child stops (job-control emulation) and must be continued too.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .unwrap_or("");
         if !ppid.is_empty() && ppid != std::process::id().to_string() {
             let _ = std::process::Command::new("kill").args(["-CONT", ppid]).status();
         }
@@ -371,11 +384,20 @@ impl Drop for Frozen {
 /// Signal the postmaster `pid` and its direct children (the backends).
 fn signal_tree(sig: &str, pid: i32) {
     let pid = pid.to_string();
-    let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().expect("pgrep");
-    let mut pids: Vec<String> =
-        String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_string).collect();
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &pid])
+        .output()
+        .expect("pgrep");
+    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     pids.push(pid);
-    let status = std::process::Command::new("kill").arg(sig).args(&pids).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .arg(sig)
+        .args(&pids)
+        .status()
+        .expect("kill");
     assert!(status.success(), "kill {sig} {pids:?}");
 }
 
@@ -387,13 +409,18 @@ async fn a_hung_leader_does_not_hold_up_new_sessions_or_reads() {
     let connect_timeout = Duration::from_secs(4);
     let chorus = start_chorus_with(&cluster, |c| {
         fast_health(c);
+        c.health.timeout = Duration::from_secs(1);
         c.limits.connect_timeout = connect_timeout;
     });
     let follower = port_of(&cluster.followers()[0]);
+    // chorus at work (health checks connected) before the leader hangs.
+    let warm = chorus.connect(db.name()).await;
+    warm.execute("INSERT INTO t VALUES (0)", &[]).await.unwrap();
+    tokio::time::sleep(INTERVAL * 2).await;
 
     let frozen = Frozen::freeze(cluster.leader());
     // Let the health check (timeout 1 s) mark the leader down.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     // A new session starts without first waiting out a connect to the leader.
     let started = Instant::now();
     let client = tokio::time::timeout(Duration::from_secs(20), try_connect(&chorus.url(db.name())))

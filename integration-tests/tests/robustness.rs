@@ -491,6 +491,35 @@ async fn max_message_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn large_extended_batches_are_streamed_not_buffered() {
+    // A batch past chorus's early-routing threshold (1 MiB) is routed before
+    // its Sync and streamed to the server; results must be unaffected.
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    let client = chorus.connect(db.name()).await;
+    let big = "y".repeat(3 << 20);
+    let row = client
+        .query_one("SELECT length($1::text), current_setting('port')", &[&big])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3 << 20);
+    let port: String = row.get(1);
+    assert!(db.is_leader_port(&port), "an early-routed batch must go to the leader, went to {port}");
+    // Several large parameters pipelined on one connection, then normal traffic.
+    let futs: Vec<_> = (0..4)
+        .map(|i| {
+            let c = &client;
+            let v = format!("{i}{}", "z".repeat(1 << 20));
+            async move { c.query_one("SELECT left($1::text, 1)", &[&v]).await.unwrap().get::<_, String>(0) }
+        })
+        .collect();
+    let got = futures_util::future::join_all(futs).await;
+    assert_eq!(got, vec!["0", "1", "2", "3"]);
+    still_works(&client, "large batches").await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn server_errors_reach_the_client_and_the_session_goes_on() {
     let db = fresh_database().await;
     db.execute_on_all("CREATE TABLE t (id int PRIMARY KEY)").await;

@@ -14,6 +14,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// A pending batch this large is routed before its Sync, so chorus never
+/// holds more than about this much of one client's unsynced messages.
+const EARLY_ROUTE_BYTES: usize = 1 << 20;
+/// Messages of a routed batch are written on once this much is queued.
+const FORWARD_CHUNK_BYTES: usize = 256 * 1024;
+
 /// What routing needs to know about a batch.
 #[derive(Default)]
 struct BatchNeeds {
@@ -39,6 +45,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.commit_messages(node, std::slice::from_ref(&m));
             let conn = self.conns[node].as_mut().expect("open batch node is connected");
             conn.queue(&m.frame);
+            if conn.queued_len() >= FORWARD_CHUNK_BYTES {
+                let r = conn.flush().await;
+                r.map_err(|e| self.server_lost(node, e))?;
+            }
             return Ok(());
         }
         if self.batch.len() >= 100_000 {
@@ -47,7 +57,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 "too many extended-protocol messages without Sync",
             )));
         }
+        if self.batch.is_empty() {
+            self.batch_bytes = 0;
+        }
+        self.batch_bytes += m.frame.len();
         self.batch.push(m);
+        if self.batch_bytes >= EARLY_ROUTE_BYTES {
+            // Don't hold a huge batch in memory: route it now (to the leader,
+            // which can run anything that follows) and stream the rest.
+            return self.open_batch_now(None).await;
+        }
         Ok(())
     }
 
@@ -94,7 +113,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             return Ok(());
         }
-        let Some((node, _)) = self.route_batch(&m).await? else { return Ok(()) };
+        self.open_batch_now(Some(m)).await
+    }
+
+    /// Route the pending batch and forward it, leaving it open: the rest of
+    /// its messages follow to the same server until Sync. `flush` is the
+    /// client's Flush, forwarded after the batch.
+    async fn open_batch_now(&mut self, flush: Option<Message>) -> Result<(), SessionError> {
+        let terminator = flush.clone().unwrap_or_else(|| Message::new(b'H', &[]));
+        let Some((node, _)) = self.route_batch(&terminator).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
         if let Err(e) = self.prepare_missing(node, &lazy).await {
             self.batch.clear();
@@ -109,7 +136,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         for b in &batch {
             conn.queue(&b.frame);
         }
-        self.send_now(node, &m).await
+        match flush {
+            Some(m) => self.send_now(node, &m).await,
+            None => {
+                let r = conn.flush().await;
+                r.map_err(|e| self.server_lost(node, e))
+            }
+        }
     }
 
     /// Queue one message to `node` and flush.
@@ -132,7 +165,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             return Ok(None);
         }
-        let leader = needs.leader || self.deferred_begin;
+        let leader = needs.leader || self.deferred_begin || self.batch_bytes >= EARLY_ROUTE_BYTES;
         let want = decide(leader, self.view());
         Ok(self.route(want, m).await?.map(|node| (node, needs)))
     }

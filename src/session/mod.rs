@@ -77,6 +77,8 @@ pub struct Session<R, W> {
     inflight: VecDeque<Inflight>,
     /// Extended-protocol messages since the last Sync, not yet forwarded.
     batch: Vec<Message>,
+    /// Bytes in `batch` (reset when a message is pushed onto an empty batch).
+    batch_bytes: usize,
     /// A batch partially forwarded by Flush: the rest goes to this node.
     open_batch: Option<usize>,
     txn_node: Option<usize>,
@@ -123,6 +125,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             active: None,
             inflight: VecDeque::new(),
             batch: Vec::new(),
+            batch_bytes: 0,
             open_batch: None,
             txn_node: None,
             pinned: None,

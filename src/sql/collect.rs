@@ -8,9 +8,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, ObjectType, Query, Select, SetExpr, Statement, TableFactor, TransactionAccessMode,
-    TransactionMode, UtilityOption, Value, Visitor,
+    ContextModifier, CopySource, CopyTarget, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr, Statement,
+    TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
 };
 
 use super::functions::{FunctionKind, function_kind};
@@ -123,6 +123,11 @@ impl<'a> Collector<'a> {
     /// The rules for one statement node (top-level or nested).
     fn statement(&mut self, s: &Statement) {
         use LeaderReason::*;
+        if self.depth == 1 && makes_transaction_writable(s) {
+            // Allowed before a transaction's first query even after BEGIN READ
+            // ONLY: on a follower it would lift the server-side read-only guard.
+            self.lead(Utility);
+        }
         if self.depth == 1
             && let Some(change) = settings::from_statement(s, self.sql)
         {
@@ -448,6 +453,18 @@ fn set_config_is_local(f: &Function) -> bool {
             }
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// `SET TRANSACTION READ WRITE` or `SET LOCAL transaction_read_only`: turns the
+/// current transaction read-write (the session-level forms are settings).
+fn makes_transaction_writable(s: &Statement) -> bool {
+    match s {
+        Statement::Set(Set::SetTransaction { modes, session: false, .. }) => access_mode(modes) == Some(false),
+        Statement::Set(Set::SingleAssignment { scope: Some(ContextModifier::Local), variable, .. }) => {
+            variable.to_string().eq_ignore_ascii_case("transaction_read_only")
+        }
         _ => false,
     }
 }

@@ -2,7 +2,8 @@
 //! connection a session uses, not just the one that ran the SET.
 //!
 //! Settings changed inside a transaction only count once it commits: PostgreSQL
-//! reverts them on rollback.
+//! reverts them on rollback. Startup parameters are the session's defaults:
+//! RESET and RESET ALL return to them, as PostgreSQL does.
 
 use crate::sql::SettingChange;
 
@@ -12,6 +13,8 @@ pub(super) const FOLLOWER_SKIP: &[&str] = &["default_transaction_read_only", "tr
 
 #[derive(Default)]
 pub struct Settings {
+    /// Startup parameters as (name, SQL that applies it): what RESET returns to.
+    startup: Vec<(String, String)>,
     /// (name, SQL that re-applies it), in the order they were set.
     entries: Vec<(String, String)>,
     /// Bumped on every committed change; each server connection records the
@@ -47,7 +50,8 @@ impl Settings {
         for (k, v) in params {
             let name = k.to_ascii_lowercase();
             let sql = format!("SELECT pg_catalog.set_config({}, {}, false)", quote_literal(k), quote_literal(v));
-            s.apply(&SettingChange::Set { name, sql });
+            s.startup.retain(|(n, _)| *n != name);
+            s.startup.push((name, sql));
         }
         s.version = 1;
         s
@@ -70,26 +74,35 @@ impl Settings {
     }
 
     /// The transaction ended: apply staged changes if it committed. Returns true
-    /// if the settings changed.
+    /// if the connection that ran the transaction now holds exactly these
+    /// settings; false if a RESET there went back to the server connection's
+    /// own defaults instead of the session's startup values, so it needs the
+    /// script again.
     pub fn finish_transaction(&mut self, committed: bool) -> bool {
         if self.pending.is_empty() {
-            return false;
+            return true;
         }
         let pending = std::mem::take(&mut self.pending);
         if !committed {
-            return false;
+            return true;
         }
+        let mut in_sync = true;
         for c in &pending {
+            in_sync &= match c {
+                SettingChange::Set { .. } => true,
+                SettingChange::Reset { name } => !self.startup.iter().any(|(n, _)| n == name),
+                SettingChange::ResetAll => self.startup.is_empty(),
+            };
             self.apply(c);
         }
         self.version += 1;
-        true
+        in_sync
     }
 
     /// One simple-query script that brings a connection to exactly these settings.
     pub fn script(&self, follower: bool) -> String {
         let mut sql = String::from("RESET ALL");
-        for (name, stmt) in &self.entries {
+        for (name, stmt) in self.startup.iter().chain(&self.entries) {
             if follower && FOLLOWER_SKIP.contains(&name.as_str()) {
                 continue;
             }
@@ -115,7 +128,8 @@ mod tests {
         let mut s = Settings::from_startup(&[("TimeZone".into(), "UTC".into())]);
         assert_eq!(s.version, 1);
         s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
-        assert!(!s.finish_transaction(false));
+        assert!(s.finish_transaction(false));
+        assert_eq!(s.version, 1);
         assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
         s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
         assert!(s.finish_transaction(true));
@@ -126,7 +140,28 @@ mod tests {
         assert!(s.script(false).contains("default_transaction_read_only"));
         assert!(!s.script(true).contains("default_transaction_read_only"));
         s.stage(&[SettingChange::ResetAll]);
-        s.finish_transaction(true);
-        assert_eq!(s.script(false), "RESET ALL");
+        assert!(!s.finish_transaction(true), "RESET ALL on the server lost the startup TimeZone");
+        assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
+    }
+
+    #[test]
+    fn reset_returns_to_startup_values() {
+        let mut s = Settings::from_startup(&[("application_name".into(), "app".into())]);
+        let set = |name: &str, v: &str| SettingChange::Set { name: name.into(), sql: format!("SET {name} = {v}") };
+        s.stage(&[set("application_name", "other"), set("search_path", "a")]);
+        assert!(s.finish_transaction(true));
+        assert_eq!(
+            s.script(false),
+            "RESET ALL; SELECT pg_catalog.set_config('application_name', 'app', false); \
+             SET application_name = other; SET search_path = a"
+        );
+        s.stage(&[SettingChange::Reset { name: "search_path".into() }]);
+        assert!(s.finish_transaction(true), "not a startup parameter: the server's RESET is right");
+        s.stage(&[SettingChange::Reset { name: "application_name".into() }]);
+        assert!(!s.finish_transaction(true));
+        assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('application_name', 'app', false)");
+        s.stage(&[SettingChange::ResetAll]);
+        assert!(!s.finish_transaction(true));
+        assert_eq!(Settings::default().finish_transaction(true), true);
     }
 }

@@ -186,6 +186,6 @@ pub(super) fn touches_read_only_guard(c: &Classification) -> bool {
         crate::sql::SettingChange::Set { name, .. } | crate::sql::SettingChange::Reset { name } => {
             super::settings::FOLLOWER_SKIP.contains(&name.as_str())
         }
-        crate::sql::SettingChange::ResetAll => false,
+        _ => false,
     })
 }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub version: u64,
     /// Changes made inside the current transaction.
     pending: Vec<SettingChange>,
+    /// The transaction's savepoints: (name, length of `pending` when it was set).
+    savepoints: Vec<(String, usize)>,
 }
 
 /// Quote a string as a SQL literal.
@@ -65,12 +67,32 @@ impl Settings {
             }
             SettingChange::Reset { name } => self.entries.retain(|(n, _)| n != name),
             SettingChange::ResetAll => self.entries.clear(),
+            SettingChange::Savepoint { .. } | SettingChange::RollbackTo { .. } | SettingChange::Release { .. } => {}
         }
     }
 
     /// Record changes that succeeded; they count when the transaction commits.
+    /// `ROLLBACK TO` a savepoint drops the changes made after it, as the server
+    /// reverts them.
     pub fn stage(&mut self, changes: &[SettingChange]) {
-        self.pending.extend_from_slice(changes);
+        for c in changes {
+            match c {
+                SettingChange::Savepoint { name } => self.savepoints.push((name.clone(), self.pending.len())),
+                SettingChange::RollbackTo { name } => {
+                    // The savepoint stays after ROLLBACK TO; later ones are gone.
+                    if let Some(i) = self.savepoints.iter().rposition(|(n, _)| n == name) {
+                        self.pending.truncate(self.savepoints[i].1);
+                        self.savepoints.truncate(i + 1);
+                    }
+                }
+                SettingChange::Release { name } => {
+                    if let Some(i) = self.savepoints.iter().rposition(|(n, _)| n == name) {
+                        self.savepoints.truncate(i);
+                    }
+                }
+                _ => self.pending.push(c.clone()),
+            }
+        }
     }
 
     /// The transaction ended: apply staged changes if it committed. Returns true
@@ -79,6 +101,7 @@ impl Settings {
     /// own defaults instead of the session's startup values, so it needs the
     /// script again.
     pub fn finish_transaction(&mut self, committed: bool) -> bool {
+        self.savepoints.clear();
         if self.pending.is_empty() {
             return true;
         }
@@ -92,6 +115,7 @@ impl Settings {
                 SettingChange::Set { .. } => true,
                 SettingChange::Reset { name } => !self.startup.iter().any(|(n, _)| n == name),
                 SettingChange::ResetAll => self.startup.is_empty(),
+                _ => true,
             };
             self.apply(c);
         }
@@ -142,6 +166,27 @@ mod tests {
         s.stage(&[SettingChange::ResetAll]);
         assert!(!s.finish_transaction(true), "RESET ALL on the server lost the startup TimeZone");
         assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
+    }
+
+    #[test]
+    fn rollback_to_savepoint_drops_later_changes() {
+        let mut s = Settings::default();
+        let set = |name: &str| SettingChange::Set { name: name.into(), sql: format!("SET {name} = x") };
+        let sp = |name: &str| SettingChange::Savepoint { name: name.into() };
+        let rollback_to = |name: &str| SettingChange::RollbackTo { name: name.into() };
+        s.stage(&[set("a"), sp("s1"), set("b"), sp("s2"), set("c")]);
+        s.stage(&[rollback_to("s1")]);
+        // s1 survives its ROLLBACK TO; s2 is gone.
+        s.stage(&[set("d"), rollback_to("s1"), set("e"), rollback_to("s2")]);
+        s.stage(&[SettingChange::Release { name: "s1".into() }, set("f"), rollback_to("s1")]);
+        assert!(s.finish_transaction(true));
+        assert_eq!(s.script(false), "RESET ALL; SET a = x; SET e = x; SET f = x");
+        // Savepoints end with their transaction.
+        s.stage(&[sp("s1")]);
+        s.finish_transaction(false);
+        s.stage(&[set("g"), rollback_to("s1")]);
+        s.finish_transaction(true);
+        assert!(s.script(false).ends_with("SET g = x"));
     }
 
     #[test]

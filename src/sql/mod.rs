@@ -77,6 +77,12 @@ pub enum SettingChange {
     Reset { name: String },
     /// `RESET ALL` or `DISCARD ALL`.
     ResetAll,
+    /// `SAVEPOINT name` (folded): changes after it are undone by `ROLLBACK TO` it.
+    Savepoint { name: String },
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo { name: String },
+    /// `RELEASE [SAVEPOINT] name`.
+    Release { name: String },
 }
 
 /// What one query text (one or more statements) needs from the router.

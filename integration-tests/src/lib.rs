@@ -26,10 +26,12 @@
 //! `<target>/chorus-tests`.
 
 mod clients;
+mod probe;
 mod proxy;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
+pub use probe::{answering_port, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
 
 use std::path::PathBuf;

@@ -64,6 +64,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let Some((node, needs)) = self.route_batch(&m).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
+        if !lazy.is_empty() && self.busy() {
+            // Pipelined onto a connection with replies still to come: an
+            // out-of-band Parse there would read those replies as its own.
+            // Wait until it is idle, then route the batch again.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         if let Err(e) = self.prepare_missing(node, &lazy).await {
             self.batch.clear();
             self.reply_error(&e, true);
@@ -92,6 +99,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let Some((node, _)) = self.route_batch(&m).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
+        if !lazy.is_empty() && self.busy() {
+            // As in on_sync: no out-of-band Parse on a busy connection.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         if let Err(e) = self.prepare_missing(node, &lazy).await {
             self.batch.clear();
             self.reply_error(&e, false);

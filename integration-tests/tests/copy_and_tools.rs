@@ -3,7 +3,7 @@
 //! psql session that must print exactly what it prints against the leader.
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use futures_util::{SinkExt, TryStreamExt};
 use integration_tests::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

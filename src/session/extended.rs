@@ -117,7 +117,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         for b in &batch {
             conn.queue(&b.frame);
         }
-        self.send_now(node, &m).await
+        self.send_now(node, &m).await?;
+        self.placed(node);
+        Ok(())
     }
 
     /// Queue one message to `node` and flush.

@@ -176,7 +176,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         self.inflight.push_back(inflight);
         let r = conn.flush().await;
-        r.map_err(|e| self.server_lost(node, e))
+        r.map_err(|e| self.server_lost(node, e))?;
+        self.placed(node);
+        Ok(())
     }
 }
 

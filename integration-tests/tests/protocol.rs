@@ -484,3 +484,28 @@ async fn cancel_stops_the_running_query_and_the_session_goes_on() {
         .expect("cancelled by another session's key");
     canceller.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_while_chorus_places_the_query_is_not_lost() {
+    let db = fresh_database().await;
+    // A fresh chorus: the session's first read needs a new connection to a
+    // follower (connect, authenticate), and the cancel arrives meanwhile.
+    let chorus = start_chorus(cluster());
+    let client = std::sync::Arc::new(chorus.connect(db.name()).await);
+    let token = client.cancel_token();
+    let start = Instant::now();
+    let running = tokio::spawn({
+        let client = client.clone();
+        async move { client.batch_execute("SELECT pg_sleep(30)").await }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    token.cancel_query(NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the cancel was lost: the query still runs")
+        .unwrap()
+        .expect_err("the query was not cancelled");
+    assert_eq!(sqlstate(&e), "57014", "{}", error_text(&e));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(db.is_follower_port(&answering_port(&client).await));
+}

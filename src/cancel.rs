@@ -8,8 +8,20 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-/// The server connection a session is currently using, updated by the session.
-pub type CancelSlot = Arc<Mutex<Option<CancelKey>>>;
+/// Where a session's cancel requests go, updated by the session.
+pub type CancelSlot = Arc<Mutex<CancelTarget>>;
+
+#[derive(Default)]
+pub struct CancelTarget {
+    /// The server connection the session's requests last went to.
+    pub key: Option<CancelKey>,
+    /// The session is placing a request that has not reached a server yet
+    /// (routing, connecting, looking up the catalog): a cancel must wait for it.
+    pub routing: bool,
+    /// A cancel arrived while `routing`; the session sends it once the request
+    /// is on its server.
+    pub pending: bool,
+}
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -19,7 +31,7 @@ pub struct CancelRegistry {
 impl CancelRegistry {
     /// Issue a fresh (pid, secret) for a session.
     pub fn register(&self) -> (i32, i32, CancelSlot) {
-        let slot: CancelSlot = Arc::new(Mutex::new(None));
+        let slot: CancelSlot = Arc::new(Mutex::new(CancelTarget::default()));
         loop {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             if pid == 0 {
@@ -40,7 +52,15 @@ impl CancelRegistry {
     /// Forward a cancel if the key matches; silently ignore otherwise (as PostgreSQL does).
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let target = match self.sessions.get(&pid) {
-            Some(e) if e.0 == secret => *e.1.lock(),
+            Some(e) if e.0 == secret => {
+                let mut t = e.1.lock();
+                if t.routing {
+                    t.pending = true;
+                    tracing::debug!(pid, "cancel request held until the request reaches its server");
+                    return;
+                }
+                t.key
+            }
             _ => None,
         };
         let Some(key) = target else {
@@ -51,6 +71,15 @@ impl CancelRegistry {
             tracing::warn!(error = %e, "could not forward cancel request");
         }
     }
+}
+
+/// Forward a cancel the session held while its request was being placed.
+pub fn send_held_cancel(key: CancelKey) {
+    tokio::spawn(async move {
+        if let Err(e) = send_cancel(key).await {
+            tracing::warn!(error = %e, "could not forward cancel request");
+        }
+    });
 }
 
 async fn send_cancel(key: CancelKey) -> std::io::Result<()> {

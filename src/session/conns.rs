@@ -156,8 +156,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.active != Some(node) {
             self.active = Some(node);
             if let Some(c) = self.conns[node].as_ref() {
-                *self.cancel.lock() = Some(c.cancel_key);
+                self.cancel.lock().key = Some(c.cancel_key);
             }
+        }
+    }
+
+    /// The request is on `node`'s connection: a cancel held while it was being
+    /// placed goes there now.
+    pub(super) fn placed(&mut self, node: usize) {
+        let held = {
+            let mut t = self.cancel.lock();
+            t.routing = false;
+            std::mem::take(&mut t.pending)
+        };
+        if held && let Some(c) = self.conns[node].as_ref() {
+            crate::cancel::send_held_cancel(c.cancel_key);
         }
     }
 

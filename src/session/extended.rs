@@ -87,6 +87,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let Some((node, needs)) = self.route_batch(&m).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
+        if !lazy.is_empty() && self.busy() {
+            // Pipelined onto a connection with replies still to come: an
+            // out-of-band Parse there would read those replies as its own.
+            // Wait until it is idle, then route the batch again.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         if let Err(e) = self.prepare_missing(node, &lazy).await {
             self.batch.clear();
             self.reply_error(&e, true);
@@ -123,6 +130,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let terminator = flush.clone().unwrap_or_else(|| Message::new(b'H', &[]));
         let Some((node, _)) = self.route_batch(&terminator).await? else { return Ok(()) };
         let lazy = self.missing_statements(node, &self.batch.clone());
+        if !lazy.is_empty() && self.busy() {
+            // As in on_sync: no out-of-band Parse on a busy connection.
+            self.stalled = Some(terminator);
+            return Ok(());
+        }
         if let Err(e) = self.prepare_missing(node, &lazy).await {
             self.batch.clear();
             self.reply_error(&e, false);
@@ -137,12 +149,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             conn.queue(&b.frame);
         }
         match flush {
-            Some(m) => self.send_now(node, &m).await,
+            Some(m) => self.send_now(node, &m).await?,
             None => {
                 let r = conn.flush().await;
-                r.map_err(|e| self.server_lost(node, e))
+                r.map_err(|e| self.server_lost(node, e))?;
             }
         }
+        self.placed(node);
+        Ok(())
     }
 
     /// Queue one message to `node` and flush.

@@ -284,6 +284,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                 }
             } else {
+                {
+                    // Nothing is running: a cancel now is ignored, as by PostgreSQL.
+                    let mut t = self.cancel.lock();
+                    t.routing = false;
+                    t.pending = false;
+                }
                 // Idle: wait for the client; a pinned session also hears its
                 // leader connection (LISTEN notifications, notices).
                 let leader = self.ctx.topology.leader();
@@ -319,6 +325,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     async fn on_client(&mut self, m: Message) -> Result<(), SessionError> {
         if self.copy_in {
             return self.forward_copy(m).await;
+        }
+        if matches!(m.tag, b'Q' | b'S' | b'H' | b'F') && !self.busy() {
+            // Until this request reaches a server, a cancel has nowhere to go.
+            // (While busy, it goes to the running request's server.)
+            self.cancel.lock().routing = true;
         }
         match m.tag {
             b'Q' => self.on_query(m).await,

@@ -178,7 +178,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         self.inflight.push_back(inflight);
         let r = conn.flush().await;
-        r.map_err(|e| self.server_lost(node, e))
+        r.map_err(|e| self.server_lost(node, e))?;
+        self.placed(node);
+        Ok(())
     }
 }
 
@@ -188,6 +190,6 @@ pub(super) fn touches_read_only_guard(c: &Classification) -> bool {
         crate::sql::SettingChange::Set { name, .. } | crate::sql::SettingChange::Reset { name } => {
             super::settings::FOLLOWER_SKIP.contains(&name.as_str())
         }
-        crate::sql::SettingChange::ResetAll => false,
+        _ => false,
     })
 }

@@ -75,7 +75,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if status == b'I' {
             self.txn_node = None;
             if self.settings.finish_transaction(!self.last_tag_rollback) {
-                // The connection that ran the SETs already has them.
+                // The connection that ran the SETs already has them (after a
+                // RESET of a startup value it gets the whole script again).
                 if let Some(c) = self.conns[node].as_mut() {
                     c.settings_version = self.settings.version;
                 }

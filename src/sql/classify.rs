@@ -112,7 +112,12 @@ mod tests {
             ("SET search_path = a", None),
             ("SET default_transaction_read_only = on", None),
             ("SET TRANSACTION READ ONLY", None),
-            ("SET TRANSACTION READ WRITE", None),
+            ("SET TRANSACTION READ WRITE", Some(Utility)),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE", Some(Utility)),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
+            ("SET LOCAL transaction_read_only = off", Some(Utility)),
+            ("SET LOCAL TRANSACTION_READ_ONLY TO false", Some(Utility)),
+            ("SET LOCAL statement_timeout = 0", None),
             ("BEGIN READ ONLY", None),
             ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", None),
             ("COMMIT", None),
@@ -417,20 +422,43 @@ mod tests {
     }
 
     #[test]
-    fn psql_describe_queries_are_reads() {
+    fn psql_describe_queries_are_catalog_reads() {
         let queries = [
             "SELECT n.nspname as \"Schema\",\n  c.relname as \"Name\",\n  CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' END as \"Type\",\n  pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\"\nFROM pg_catalog.pg_class c\n     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\nWHERE c.relkind IN ('r','p','v','m','S','f','')\n      AND n.nspname <> 'pg_catalog'\n      AND n.nspname !~ '^pg_toast'\n  AND pg_catalog.pg_table_is_visible(c.oid)\nORDER BY 1,2;",
             "SELECT a.attname,\n  pg_catalog.format_type(a.atttypid, a.atttypmod),\n  (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true)\n   FROM pg_catalog.pg_attrdef d\n   WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef),\n  a.attnotnull,\n  (SELECT c.collname FROM pg_catalog.pg_collation c, pg_catalog.pg_type t\n   WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation) AS attcollation\nFROM pg_catalog.pg_attribute a\nWHERE a.attrelid = '16384' AND a.attnum > 0 AND NOT a.attisdropped\nORDER BY a.attnum;",
             "SELECT pg_catalog.obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c WHERE c.oid = '16384'",
             "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3;",
+            "SELECT pg_catalog.pg_get_viewdef('16393'::pg_catalog.oid, true);",
         ];
         for sql in queries {
             let c = classify(sql);
-            assert_eq!(c.leader_reason, None, "{sql}");
+            assert_eq!(c.leader_reason, Some(SystemCatalog), "{sql}");
             assert_eq!(c.pin_reason, None, "{sql}");
             assert!(c.functions.is_empty(), "{sql}: {:?}", c.functions);
             assert_eq!(c.statement_count, 1, "{sql}");
             assert!(c.tables.iter().all(|t| t.starts_with("pg_catalog.")), "{sql}: {:?}", c.tables);
+        }
+    }
+
+    #[test]
+    fn system_catalog_reads() {
+        let cases: Vec<(&str, Option<LeaderReason>)> = vec![
+            ("SELECT * FROM pg_class", Some(SystemCatalog)),
+            ("SELECT count(*) FROM pg_catalog.pg_stat_activity", Some(SystemCatalog)),
+            ("SELECT relname FROM pg_stat_user_tables", Some(SystemCatalog)),
+            ("SELECT 't'::regclass", Some(SystemCatalog)),
+            ("SELECT CAST('t' AS pg_catalog.regclass)::oid", Some(SystemCatalog)),
+            ("SELECT 'int4'::regtype::text", Some(SystemCatalog)),
+            ("SELECT * FROM information_schema.columns", None),
+            ("SELECT * FROM app.pg_things", None),
+            ("SELECT '1'::int8", None),
+            // A write's own reason is the telling one.
+            ("INSERT INTO t SELECT oid FROM pg_class", Some(Write)),
+            ("SELECT * FROM pg_class; DELETE FROM t", Some(Write)),
+            ("BEGIN; SELECT * FROM pg_class", Some(Transaction)),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(classify(sql).leader_reason, want, "{sql}");
         }
     }
 

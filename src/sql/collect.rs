@@ -8,9 +8,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, ObjectType, Query, Select, SetExpr, Statement, TableFactor, TransactionAccessMode,
-    TransactionMode, UtilityOption, Value, Visitor,
+    ContextModifier, CopySource, CopyTarget, DataType, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr, Statement,
+    TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
 };
 
 use super::functions::{FunctionKind, function_kind};
@@ -47,14 +47,16 @@ impl<'a> Collector<'a> {
     }
 
     /// Records a reason to use the leader. The first one wins, except that
-    /// `Transaction` (a BEGIN) gives way to any more telling reason that follows.
+    /// `Transaction` (a BEGIN) and `SystemCatalog` give way to any more telling
+    /// reason that follows.
     pub fn lead(&mut self, reason: LeaderReason) {
         if self.not_run > 0 {
             return;
         }
+        let weak = |r: &LeaderReason| matches!(r, LeaderReason::Transaction | LeaderReason::SystemCatalog);
         let replace = match &self.leader {
             None => true,
-            Some(LeaderReason::Transaction) => reason != LeaderReason::Transaction,
+            Some(current) if weak(current) => !weak(&reason),
             Some(_) => false,
         };
         if replace {
@@ -115,6 +117,9 @@ impl<'a> Collector<'a> {
     }
 
     fn table(&mut self, name: String) {
+        if is_system_relation(&name) {
+            self.lead(LeaderReason::SystemCatalog);
+        }
         if !self.tables.contains(&name) {
             self.tables.push(name);
         }
@@ -123,6 +128,11 @@ impl<'a> Collector<'a> {
     /// The rules for one statement node (top-level or nested).
     fn statement(&mut self, s: &Statement) {
         use LeaderReason::*;
+        if self.depth == 1 && makes_transaction_writable(s) {
+            // Allowed before a transaction's first query even after BEGIN READ
+            // ONLY: on a follower it would lift the server-side read-only guard.
+            self.lead(Utility);
+        }
         if self.depth == 1
             && let Some(change) = settings::from_statement(s, self.sql)
         {
@@ -366,8 +376,10 @@ impl Visitor for Collector<'_> {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = e {
-            self.function(&f.name, Some(f));
+        match e {
+            Expr::Function(f) => self.function(&f.name, Some(f)),
+            Expr::Cast { data_type, .. } if is_oid_type(data_type) => self.lead(LeaderReason::SystemCatalog),
+            _ => {}
         }
         ControlFlow::Continue(())
     }
@@ -448,6 +460,41 @@ fn set_config_is_local(f: &Function) -> bool {
             }
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// `SET TRANSACTION READ WRITE` or `SET LOCAL transaction_read_only`: turns the
+/// current transaction read-write (the session-level forms are settings).
+fn makes_transaction_writable(s: &Statement) -> bool {
+    match s {
+        Statement::Set(Set::SetTransaction { modes, session: false, .. }) => access_mode(modes) == Some(false),
+        Statement::Set(Set::SingleAssignment { scope: Some(ContextModifier::Local), variable, .. }) => {
+            variable.to_string().eq_ignore_ascii_case("transaction_read_only")
+        }
+        _ => false,
+    }
+}
+
+/// A relation of the system catalogs, as [`fold`] names it: `pg_catalog.x`, or
+/// an unqualified `pg_x` (pg_catalog comes first in every search_path).
+fn is_system_relation(name: &str) -> bool {
+    name.starts_with("pg_catalog.") || (!name.contains('.') && name.starts_with("pg_"))
+}
+
+/// `oid` and the `reg*` types: casts that turn names into a server's object ids.
+fn is_oid_type(t: &DataType) -> bool {
+    const OID_TYPES: &[&str] = &[
+        "oid", "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regnamespace",
+        "regrole", "regconfig", "regdictionary", "regcollation",
+    ];
+    match t {
+        DataType::Regclass => true,
+        DataType::Custom(name, _) => {
+            let parts = fold(name);
+            let builtin = parts.len() == 1 || (parts.len() == 2 && parts[0] == "pg_catalog");
+            builtin && OID_TYPES.contains(&parts[parts.len() - 1].as_str())
+        }
         _ => false,
     }
 }

@@ -34,6 +34,12 @@ pub enum LeaderReason {
     Utility,
     /// The text did not parse; the leader decides what it means.
     Unparsed,
+    /// Reads the system catalogs (a `pg_catalog` relation, a cast to `oid` or a
+    /// `reg*` type). Object ids differ from server to server, and clients chain
+    /// catalog queries by oid (psql's `\d`: one query finds the oid, the next
+    /// ones use it), so all of a session's catalog reads see the leader's, the
+    /// catalog DDL reaches first. Gives way to any other reason.
+    SystemCatalog,
 }
 
 /// Why a session must stay on the leader for the rest of its life: the state it
@@ -77,6 +83,12 @@ pub enum SettingChange {
     Reset { name: String },
     /// `RESET ALL` or `DISCARD ALL`.
     ResetAll,
+    /// `SAVEPOINT name` (folded): changes after it are undone by `ROLLBACK TO` it.
+    Savepoint { name: String },
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo { name: String },
+    /// `RELEASE [SAVEPOINT] name`.
+    Release { name: String },
 }
 
 /// What one query text (one or more statements) needs from the router.

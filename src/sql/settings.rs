@@ -6,9 +6,10 @@
 //! `RESET timezone` (or a startup `TimeZone`) name the same setting.
 //! Transaction-scoped forms (`SET LOCAL ...`, `SET TRANSACTION ...`) change
 //! nothing that outlives the transaction and give no [`SettingChange`].
+//! Savepoints are reported too: `ROLLBACK TO` a savepoint undoes the SETs after it.
 
 use sqlparser::ast::{
-    ContextModifier, DiscardObject, ObjectName, ObjectNamePart, Reset, ResetStatement, Set, Statement,
+    ContextModifier, DiscardObject, Ident, ObjectName, ObjectNamePart, Reset, ResetStatement, Set, Statement,
 };
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -47,8 +48,18 @@ pub(super) fn from_statement(stmt: &Statement, sql: &str) -> Option<Option<Setti
             Reset::ConfigurationParameter(name) => SettingChange::Reset { name: setting_name(name) },
         })),
         Statement::Discard { object_type: DiscardObject::ALL } => Some(Some(SettingChange::ResetAll)),
+        Statement::Savepoint { name } => Some(Some(SettingChange::Savepoint { name: savepoint_name(name) })),
+        Statement::Rollback { savepoint: Some(name), .. } => {
+            Some(Some(SettingChange::RollbackTo { name: savepoint_name(name) }))
+        }
+        Statement::ReleaseSavepoint { name } => Some(Some(SettingChange::Release { name: savepoint_name(name) })),
         _ => None,
     }
+}
+
+/// A savepoint's name as PostgreSQL folds it.
+fn savepoint_name(id: &Ident) -> String {
+    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
 }
 
 /// A setting's name as PostgreSQL looks it up: case-insensitive, even quoted.
@@ -207,6 +218,12 @@ mod tests {
             ("DISCARD ALL", vec![SettingChange::ResetAll]),
             ("DISCARD PLANS", vec![]),
             ("SELECT 1", vec![]),
+            ("SAVEPOINT Sp1", vec![SettingChange::Savepoint { name: "sp1".into() }]),
+            ("ROLLBACK TO SAVEPOINT \"Sp1\"", vec![SettingChange::RollbackTo { name: "Sp1".into() }]),
+            ("ROLLBACK TO sp1", vec![SettingChange::RollbackTo { name: "sp1".into() }]),
+            ("RELEASE SAVEPOINT sp1", vec![SettingChange::Release { name: "sp1".into() }]),
+            ("RELEASE sp1", vec![SettingChange::Release { name: "sp1".into() }]),
+            ("ROLLBACK", vec![]),
         ];
         for (sql, want) in cases {
             let c = classify(sql);

@@ -468,15 +468,7 @@ pub fn url_encode(s: &str) -> String {
         .collect()
 }
 
-/// A double-quoted SQL identifier.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// A single-quoted SQL string literal (standard_conforming_strings = on).
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+pub use crate::sql::quote::{quote_ident, quote_literal};
 
 /// A TOML basic string.
 fn toml_str(s: &str) -> String {

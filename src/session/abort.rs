@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A statement that makes the server raise `e` as its own error.
 pub fn raise_statement(e: &ClientError) -> String {
-    let lit = |s: &str| crate::session::settings::quote_literal(s);
+    let lit = |s: &str| crate::sql::quote::quote_literal(s);
     let mut sql = format!(
         "DO $chorus$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",
         lit(&e.code),

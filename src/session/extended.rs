@@ -85,22 +85,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.local_abort_batch();
             return Ok(());
         }
-        let Some((node, needs)) = self.route_batch(&m).await? else { return Ok(()) };
-        let lazy = self.missing_statements(node, &self.batch.clone());
-        if !lazy.is_empty() && self.busy() {
-            // Pipelined onto a connection with replies still to come: an
-            // out-of-band Parse there would read those replies as its own.
-            // Wait until it is idle, then route the batch again.
-            self.stalled = Some(m);
-            return Ok(());
-        }
-        if let Err(e) = self.prepare_missing(node, &lazy).await {
-            self.batch.clear();
-            self.reply_error(&e, true);
-            return Ok(());
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        self.commit_messages(node, &batch);
+        let Some((node, needs, mut batch)) = self.place_batch(&m).await? else { return Ok(()) };
         batch.push(m);
         if let Some(p) = needs.pin {
             self.pinned.get_or_insert(p);
@@ -128,20 +113,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// client's Flush, forwarded after the batch.
     async fn open_batch_now(&mut self, flush: Option<Message>) -> Result<(), SessionError> {
         let terminator = flush.clone().unwrap_or_else(|| Message::new(b'H', &[]));
-        let Some((node, _)) = self.route_batch(&terminator).await? else { return Ok(()) };
-        let lazy = self.missing_statements(node, &self.batch.clone());
-        if !lazy.is_empty() && self.busy() {
-            // As in on_sync: no out-of-band Parse on a busy connection.
-            self.stalled = Some(terminator);
-            return Ok(());
-        }
-        if let Err(e) = self.prepare_missing(node, &lazy).await {
-            self.batch.clear();
-            self.reply_error(&e, false);
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.commit_messages(node, &batch);
+        let Some((node, _, batch)) = self.place_batch(&terminator).await? else { return Ok(()) };
         self.set_active(node);
         self.open_batch = Some(node);
         let conn = self.conns[node].as_mut().expect("routed");
@@ -157,6 +129,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         self.placed(node);
         Ok(())
+    }
+
+    /// Route the pending batch, prepare on the chosen server the statements it
+    /// uses that live elsewhere, and hand back the batch with its effects on
+    /// statement state recorded. `None`: answered already, or stalled (the
+    /// terminator `m` is kept and the batch looked at again later).
+    async fn place_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds, Vec<Message>)>, SessionError> {
+        let Some((node, needs)) = self.route_batch(m).await? else { return Ok(None) };
+        let lazy = self.missing_statements(node, &self.batch.clone());
+        if !lazy.is_empty() && self.busy() {
+            // Pipelined onto a connection with replies still to come: an
+            // out-of-band Parse there would read those replies as its own.
+            // Wait until it is idle, then route the batch again.
+            self.stalled = Some(m.clone());
+            return Ok(None);
+        }
+        if let Err(e) = self.prepare_missing(node, &lazy).await {
+            self.batch.clear();
+            self.reply_error(&e, m.tag == b'S');
+            return Ok(None);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.commit_messages(node, &batch);
+        Ok(Some((node, needs, batch)))
     }
 
     /// Queue one message to `node` and flush.

@@ -6,6 +6,7 @@
 //! RESET and RESET ALL return to them, as PostgreSQL does.
 
 use crate::sql::SettingChange;
+use crate::sql::quote::quote_literal;
 
 /// Settings a follower connection never takes from a client: they would turn the
 /// server-side read-only guard off.
@@ -26,23 +27,6 @@ pub struct Settings {
     savepoints: Vec<(String, usize)>,
 }
 
-/// Quote a string as a SQL literal.
-pub fn quote_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    if s.contains('\\') {
-        out.push('E');
-    }
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
 
 impl Settings {
     /// Settings from the client's startup packet, applied with set_config so the
@@ -140,12 +124,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_literal("a'b"), "'a''b'");
-        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
-    }
 
     #[test]
     fn rollback_discards_and_commit_applies() {

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod classify;
 pub mod normalize;
+pub mod quote;
 mod collect;
 mod fallback;
 mod functions;

@@ -87,11 +87,7 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health {
-            interval: Duration::from_millis(1000),
-            timeout: Duration::from_millis(2000),
-            failures_before_down: 1,
-        }
+        Health { interval: Duration::from_millis(1000), timeout: Duration::from_millis(2000), failures_before_down: 1 }
     }
 }
 
@@ -178,10 +174,7 @@ impl Config {
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
-                config::Environment::with_prefix("CHORUS")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                config::Environment::with_prefix("CHORUS").prefix_separator("__").separator("__").try_parsing(true),
             )
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -287,7 +280,10 @@ mod tests {
                 "users[0].password: required for auth = \"scram-sha-256\"",
             ]
         );
-        let ok = toml.replace("70000", "5432").replace("-1", "65535").replace("name = \"app\"", "name = \"app\"\npassword = \"p\"");
+        let ok = toml
+            .replace("70000", "5432")
+            .replace("-1", "65535")
+            .replace("name = \"app\"", "name = \"app\"\npassword = \"p\"");
         let cfg = Config::from_toml_str(&ok).unwrap();
         assert_eq!((cfg.nodes[0].port, cfg.nodes[1].port), (5432, 65535));
     }

@@ -21,9 +21,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config) -> Result<Context, String> {
-        let users = AuthUsers::from_config(&config.users).map_err(|errs| {
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
-        })?;
+        let users = AuthUsers::from_config(&config.users)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
         Ok(Context {
             topology: Arc::new(Topology::new(&config)),
             classify: ClassifyCache::new(16 * 1024),

@@ -63,11 +63,7 @@ impl DemoEnv {
 /// `s` as one shell word: bare when it is made of safe characters, else single-quoted.
 fn shell_word(s: &str) -> String {
     let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@%=,".contains(c));
-    if safe {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', "'\\''")) }
 }
 
 /// Start everything, write `DIR/demo.env` once ready, serve until `shutdown`
@@ -84,13 +80,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()> + Send) -
     let cluster_dir = dir.clone();
     let followers = opts.followers;
     let cluster = tokio::task::spawn_blocking(move || {
-        PgCluster::start_with(
-            &cluster_dir,
-            ClusterOptions {
-                followers,
-                ..ClusterOptions::default()
-            },
-        )
+        PgCluster::start_with(&cluster_dir, ClusterOptions { followers, ..ClusterOptions::default() })
     })
     .await
     .expect("cluster start panicked")?;
@@ -104,9 +94,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()> + Send) -
     let _ = std::fs::remove_file(dir.join("demo.env"));
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("stopping PostgreSQL servers");
-    tokio::task::spawn_blocking(move || drop(cluster))
-        .await
-        .expect("cluster stop panicked");
+    tokio::task::spawn_blocking(move || drop(cluster)).await.expect("cluster stop panicked");
     result
 }
 
@@ -120,10 +108,7 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let config_path = dir.join("chorus.toml");
-    write_atomically(
-        &config_path,
-        &cluster.chorus_config_toml(addr, DEMO_USER, DEMO_PASSWORD),
-    )?;
+    write_atomically(&config_path, &cluster.chorus_config_toml(addr, DEMO_USER, DEMO_PASSWORD))?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(server.run(async move {
@@ -137,11 +122,7 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
             url_encode(DEMO_PASSWORD)
         ),
         leader_pg_url: cluster.leader().url_for_db(DEMO_DATABASE),
-        follower_pg_urls: cluster
-            .followers()
-            .iter()
-            .map(|n| n.url_for_db(DEMO_DATABASE))
-            .collect(),
+        follower_pg_urls: cluster.followers().iter().map(|n| n.url_for_db(DEMO_DATABASE)).collect(),
         chorus_config: config_path.clone(),
     };
     let env_path = dir.join("demo.env");
@@ -168,10 +149,7 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
 
 fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster) {
     println!();
-    println!(
-        "chorus is ready: 1 leader + {} follower(s) behind it.",
-        cluster.followers().len()
-    );
+    println!("chorus is ready: 1 leader + {} follower(s) behind it.", cluster.followers().len());
     println!();
     println!("  through chorus:  psql \"{}\"", env.chorus_pg_url);
     println!("  leader directly: psql \"{}\"", env.leader_pg_url);
@@ -181,10 +159,7 @@ fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster) {
     println!();
     println!("  config: {}", env.chorus_config.display());
     println!("  server logs: {}/*/postgres.log", cluster.dir().display());
-    println!(
-        "  from a script: source {} && psql \"$CHORUS_PG_URL\"",
-        env_path.display()
-    );
+    println!("  from a script: source {} && psql \"$CHORUS_PG_URL\"", env_path.display());
     println!();
     println!("Press Ctrl-C to stop chorus and the servers.");
 }
@@ -202,10 +177,7 @@ fn check_not_running(dir: &Path, pid_file: &Path) -> Result<(), DemoError> {
         .map(|c| String::from_utf8_lossy(&c).contains("chorus"))
         .unwrap_or(false);
     if alive && is_chorus {
-        return Err(DemoError::AlreadyRunning {
-            dir: dir.to_path_buf(),
-            pid,
-        });
+        return Err(DemoError::AlreadyRunning { dir: dir.to_path_buf(), pid });
     }
     Ok(())
 }
@@ -219,10 +191,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), DemoError> {
 }
 
 fn io(context: &str, source: std::io::Error) -> DemoError {
-    DemoError::Io {
-        context: context.to_string(),
-        source,
-    }
+    DemoError::Io { context: context.to_string(), source }
 }
 
 #[cfg(test)]

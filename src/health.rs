@@ -18,12 +18,23 @@ pub fn spawn(topology: Arc<Topology>, health: Health, connect_timeout: Duration)
         .collect()
 }
 
-async fn check_once(conn: &mut Option<ServerConn>, topology: &Topology, i: usize, connect_timeout: Duration) -> Result<(), String> {
+async fn check_once(
+    conn: &mut Option<ServerConn>,
+    topology: &Topology,
+    i: usize,
+    connect_timeout: Duration,
+) -> Result<(), String> {
     if conn.is_none() {
         let node = topology.node(i).pool.node().clone();
-        let c = ServerConn::connect(i, &node, &node.admin_database, &[("application_name", "chorus-health")], connect_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = ServerConn::connect(
+            i,
+            &node,
+            &node.admin_database,
+            &[("application_name", "chorus-health")],
+            connect_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("just connected");
@@ -37,10 +48,11 @@ async fn check_loop(topology: Arc<Topology>, i: usize, health: Health, connect_t
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = match tokio::time::timeout(health.timeout, check_once(&mut conn, &topology, i, connect_timeout)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", health.timeout)),
-        };
+        let result =
+            match tokio::time::timeout(health.timeout, check_once(&mut conn, &topology, i, connect_timeout)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {:?}", health.timeout)),
+            };
         let name = topology.node(i).name.clone();
         match result {
             Ok(()) => {

@@ -64,23 +64,11 @@ pub enum ClusterError {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("{what} failed ({status}):\n{output}")]
-    Command {
-        what: String,
-        status: ExitStatus,
-        output: String,
-    },
+    Command { what: String, status: ExitStatus, output: String },
     #[error("server {node}: {problem}\n--- last lines of {} ---\n{log_tail}", log.display())]
-    Server {
-        node: String,
-        problem: String,
-        log: PathBuf,
-        log_tail: String,
-    },
+    Server { node: String, problem: String, log: PathBuf, log_tail: String },
     #[error("server {node}: {source}")]
-    Sql {
-        node: String,
-        source: tokio_postgres::Error,
-    },
+    Sql { node: String, source: tokio_postgres::Error },
 }
 
 /// How to build a cluster. `Default` is a leader with 2 followers, superuser
@@ -120,13 +108,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// Start a leader and `followers` followers with data under `dir`.
     pub fn start(dir: impl AsRef<Path>, followers: usize) -> Result<PgCluster, ClusterError> {
-        PgCluster::start_with(
-            dir,
-            ClusterOptions {
-                followers,
-                ..ClusterOptions::default()
-            },
-        )
+        PgCluster::start_with(dir, ClusterOptions { followers, ..ClusterOptions::default() })
     }
 
     /// Start a cluster as described by `opts`. `dir` is created if missing; if it
@@ -151,32 +133,16 @@ impl PgCluster {
             cp.arg("-a").arg(template.join("data")).arg(node_dir.join("data"));
             binaries::run_checked(&mut cp, "copying the template data directory")?;
             binaries::hand_to_server_user(&node_dir)?;
-            nodes.push(PgNode::new(
-                name,
-                *role,
-                node_dir,
-                port,
-                &opts.superuser,
-                &password,
-                bins.clone(),
-            ));
+            nodes.push(PgNode::new(name, *role, node_dir, port, &opts.superuser, &password, bins.clone()));
         }
         let _ = std::fs::remove_dir_all(&template);
 
         let data_dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data_dir().to_path_buf()).collect();
         let guardian = Guardian::spawn(&dir, &data_dirs, opts.remove_on_drop)?;
-        let cluster = PgCluster {
-            dir,
-            bins,
-            nodes,
-            guardian: Mutex::new(Some(guardian)),
-        };
+        let cluster = PgCluster { dir, bins, nodes, guardian: Mutex::new(Some(guardian)) };
         let results: Vec<Result<(), ClusterError>> = std::thread::scope(|s| {
             let handles: Vec<_> = cluster.nodes.iter().map(|n| s.spawn(move || n.start())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("node start thread panicked"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("node start thread panicked")).collect()
         });
         // On error, dropping `cluster` stops whatever did start.
         results.into_iter().collect::<Result<(), _>>()?;
@@ -221,10 +187,7 @@ impl PgCluster {
     pub fn stop(&self) -> Result<(), ClusterError> {
         let results: Vec<Result<(), ClusterError>> = std::thread::scope(|s| {
             let handles: Vec<_> = self.nodes.iter().map(|n| s.spawn(move || n.stop())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("node stop thread panicked"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("node stop thread panicked")).collect()
         });
         results.into_iter().collect()
     }
@@ -269,10 +232,7 @@ impl PgCluster {
             let (name, cfg, sql) = (n.name().to_string(), n.pg_config(db), sql.to_string());
             set.spawn(async move {
                 let client = node::connect(&name, cfg).await?;
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|source| ClusterError::Sql { node: name, source })
+                client.batch_execute(&sql).await.map_err(|source| ClusterError::Sql { node: name, source })
             });
         }
         let mut first_error = None;
@@ -290,17 +250,12 @@ impl PgCluster {
 
     /// `CREATE DATABASE` on every running node.
     pub async fn create_database(&self, name: &str) -> Result<(), ClusterError> {
-        self.execute_on_all("postgres", &format!("CREATE DATABASE {}", quote_ident(name)))
-            .await
+        self.execute_on_all("postgres", &format!("CREATE DATABASE {}", quote_ident(name))).await
     }
 
     /// `DROP DATABASE IF EXISTS ... WITH (FORCE)` on every running node.
     pub async fn drop_database(&self, name: &str) -> Result<(), ClusterError> {
-        self.execute_on_all(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-        )
-        .await
+        self.execute_on_all("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))).await
     }
 
     /// Create (or update the password of) a login role on every running node.
@@ -350,11 +305,8 @@ fn prepare_dir(dir: &Path) -> Result<(), ClusterError> {
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
-    std::fs::write(
-        dir.join(MARKER),
-        "created by chorus; node directories here are wiped on the next start\n",
-    )
-    .map_err(|e| io(&format!("cannot write to {}", dir.display()), e))?;
+    std::fs::write(dir.join(MARKER), "created by chorus; node directories here are wiped on the next start\n")
+        .map_err(|e| io(&format!("cannot write to {}", dir.display()), e))?;
     if binaries::running_as_root() {
         let mut chown = std::process::Command::new("chown");
         chown.arg(format!("{0}:{0}", binaries::SERVER_OS_USER)).arg(dir);
@@ -407,14 +359,7 @@ fn init_template(
         .arg("-U")
         .arg(superuser)
         .arg(format!("--pwfile={}", pwfile.display()))
-        .args([
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
         .current_dir(template);
     binaries::run_checked(&mut cmd, "initdb")?;
     let _ = std::fs::remove_file(&pwfile);
@@ -432,9 +377,7 @@ fn init_template(
 
 /// `n` distinct free loopback ports (all held open until every one is chosen).
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
     listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
@@ -443,10 +386,7 @@ fn absolute(dir: &Path) -> Result<PathBuf, ClusterError> {
 }
 
 fn io(context: &str, source: std::io::Error) -> ClusterError {
-    ClusterError::Io {
-        context: context.to_string(),
-        source,
-    }
+    ClusterError::Io { context: context.to_string(), source }
 }
 
 fn random_password() -> String {

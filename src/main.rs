@@ -50,9 +50,7 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo { dir, followers } => runtime().and_then(|rt| {
             rt.block_on(async {
-                demo::run(DemoOptions { dir, followers }, shutdown_signal())
-                    .await
-                    .context("chorus demo failed")
+                demo::run(DemoOptions { dir, followers }, shutdown_signal()).await.context("chorus demo failed")
             })
         }),
     };
@@ -84,17 +82,11 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

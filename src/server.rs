@@ -40,9 +40,8 @@ impl Server {
             None => None,
         };
         let addr = config.listen.postgres.ok_or_else(|| ServerError::Config("listen.postgres is not set".into()))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(Context::new(config).map_err(ServerError::Config)?);
         Ok(Server { ctx, listener, tls })
     }
@@ -56,11 +55,8 @@ impl Server {
     /// end at their next idle point, and wait briefly for them.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
-        let health = crate::health::spawn(
-            ctx.topology.clone(),
-            ctx.config.health.clone(),
-            ctx.config.limits.connect_timeout,
-        );
+        let health =
+            crate::health::spawn(ctx.topology.clone(), ctx.config.health.clone(), ctx.config.limits.connect_timeout);
         let limit = Arc::new(Semaphore::new(ctx.config.limits.max_client_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();

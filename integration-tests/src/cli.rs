@@ -14,10 +14,8 @@ use std::time::Duration;
 pub fn chorus_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // <target>/<profile>/deps/<test binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in <target>/<profile>/deps");
+    let profile_dir =
+        exe.parent().and_then(|deps| deps.parent()).expect("the test binary lives in <target>/<profile>/deps");
     let bin = profile_dir.join("chorus");
     assert!(
         bin.is_file(),

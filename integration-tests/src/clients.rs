@@ -21,9 +21,7 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
 
 /// [`try_connect`], panicking with the URL and the error on failure.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    try_connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+    try_connect(url).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 fn binaries() -> &'static PgBinaries {
@@ -40,8 +38,7 @@ fn client_command(program: &str) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("PGCONNECT_TIMEOUT", "10")
-        .env("PGAPPNAME", format!("chorus-tests-{program}"));
+    cmd.env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", format!("chorus-tests-{program}"));
     cmd
 }
 
@@ -58,13 +55,7 @@ pub fn psql(url: &str, args: &[&str], stdin: Option<&[u8]>) -> CommandOutput {
 /// (trimmed); panics with psql's stderr if it fails.
 pub fn psql_sql(url: &str, sql: &str) -> String {
     let out = psql(url, &["-A", "-t", "-q", "-c", sql], None);
-    assert!(
-        out.success(),
-        "psql failed ({:?}) on {sql:?}:\n{}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    assert!(out.success(), "psql failed ({:?}) on {sql:?}:\n{}{}", out.status, out.stdout, out.stderr);
     out.stdout.trim().to_string()
 }
 

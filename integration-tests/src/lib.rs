@@ -75,11 +75,7 @@ fn start_cluster(label: &str, followers: usize) -> Result<PgCluster, Box<dyn std
     let label = label.to_string();
     std::thread::spawn(move || {
         let keep = std::env::var_os("CHORUS_KEEP_TEST_DATA").is_some_and(|v| !v.is_empty() && v != "0");
-        let opts = ClusterOptions {
-            followers,
-            remove_on_drop: !keep,
-            ..ClusterOptions::default()
-        };
+        let opts = ClusterOptions { followers, remove_on_drop: !keep, ..ClusterOptions::default() };
         let dir = tests_root().join(format!("{}-{}-{label}", binary_name(), std::process::id()));
         let cluster = match PgCluster::start_with(&dir, opts.clone()) {
             Err(chorus::localcluster::ClusterError::Unreachable(_)) => {
@@ -112,23 +108,15 @@ pub fn tests_root() -> PathBuf {
     }
     let from_exe = std::env::current_exe().ok().and_then(|exe| {
         let deps = exe.parent()?;
-        (deps.file_name()? == "deps")
-            .then(|| deps.parent()?.parent().map(PathBuf::from))
-            .flatten()
+        (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(PathBuf::from)).flatten()
     });
-    from_exe
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
-        .join("chorus-tests")
+    from_exe.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target")).join("chorus-tests")
 }
 
 /// The test binary's name without cargo's hash (`cluster-1a2b..` -> `cluster`).
 fn binary_name() -> String {
     let exe = std::env::current_exe().ok();
-    let stem = exe
-        .as_ref()
-        .and_then(|e| e.file_stem())
-        .and_then(|s| s.to_str())
-        .unwrap_or("tests");
+    let stem = exe.as_ref().and_then(|e| e.file_stem()).and_then(|s| s.to_str()).unwrap_or("tests");
     match stem.rsplit_once('-') {
         Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
         _ => stem.to_string(),
@@ -157,20 +145,11 @@ pub async fn fresh_database_on(cluster: &PgCluster) -> TestDb<'_> {
         .next()
         .unwrap_or("test")
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .collect();
     let mut name = format!("t{n}_{tail}");
     name.truncate(63);
-    cluster
-        .create_database(&name)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    cluster.create_database(&name).await.unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
     TestDb { cluster, name }
 }
 
@@ -199,18 +178,12 @@ impl<'c> TestDb<'c> {
 
     /// This database on each follower, directly, as the superuser.
     pub fn follower_urls(&self) -> Vec<String> {
-        self.cluster
-            .followers()
-            .iter()
-            .map(|n| n.url_for_db(&self.name))
-            .collect()
+        self.cluster.followers().iter().map(|n| n.url_for_db(&self.name)).collect()
     }
 
     /// A direct connection to this database on `node` (bypassing chorus).
     pub async fn connect_node(&self, node: &PgNode) -> tokio_postgres::Client {
-        node.connect(&self.name)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", node.name()))
+        node.connect(&self.name).await.unwrap_or_else(|e| panic!("cannot connect to {}: {e}", node.name()))
     }
 
     pub async fn connect_leader(&self) -> tokio_postgres::Client {

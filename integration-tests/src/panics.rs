@@ -41,14 +41,10 @@ mod tests {
     fn counts_panics_on_chorus_threads_only() {
         watch_chorus_panics();
         let before = chorus_panics();
-        let other = std::thread::Builder::new()
-            .name("not-chorus".into())
-            .spawn(|| panic!("expected"));
+        let other = std::thread::Builder::new().name("not-chorus".into()).spawn(|| panic!("expected"));
         assert!(other.unwrap().join().is_err());
         assert_eq!(chorus_panics(), before);
-        let ours = std::thread::Builder::new()
-            .name("chorus-worker".into())
-            .spawn(|| panic!("expected"));
+        let ours = std::thread::Builder::new().name("chorus-worker".into()).spawn(|| panic!("expected"));
         assert!(ours.unwrap().join().is_err());
         assert_eq!(chorus_panics(), before + 1);
     }

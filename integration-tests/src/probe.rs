@@ -8,10 +8,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 /// The first column of the first row `sql` returns, sent as a simple query
 /// (text format), or `None` for a NULL. Panics with the SQL on error or no row.
 pub async fn simple_value(client: &Client, sql: &str) -> Option<String> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
     messages
         .into_iter()
         .find_map(|m| match m {
@@ -23,10 +20,7 @@ pub async fn simple_value(client: &Client, sql: &str) -> Option<String> {
 
 /// Every row of every statement of a simple query, each as its columns' text.
 pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
     messages
         .into_iter()
         .filter_map(|m| match m {
@@ -38,16 +32,12 @@ pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>>
 
 /// Port of the server that ran a simple `SELECT current_setting('port')`.
 pub async fn answering_port(client: &Client) -> String {
-    simple_value(client, "SELECT current_setting('port')")
-        .await
-        .expect("port is never NULL")
+    simple_value(client, "SELECT current_setting('port')").await.expect("port is never NULL")
 }
 
 /// The SQLSTATE of a failed query (panics if it is not a server error).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| panic!("not a server error: {e:?}"))
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("not a server error: {e:?}"))
 }
 
 /// The server's message and SQLSTATE when there is one (tokio-postgres's
@@ -66,11 +56,7 @@ impl TestDb<'_> {
 
     /// The followers' ports, as `current_setting('port')` spells them.
     pub fn follower_ports(&self) -> BTreeSet<String> {
-        self.cluster()
-            .followers()
-            .iter()
-            .map(|n| n.port().to_string())
-            .collect()
+        self.cluster().followers().iter().map(|n| n.port().to_string()).collect()
     }
 
     /// Run `sql` directly on each node and return (node name, its first value).

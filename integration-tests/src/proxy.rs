@@ -28,11 +28,7 @@ pub struct Chorus {
 /// The configuration [`start_chorus`] uses: every node of `cluster`, listening on
 /// a free loopback port, user [`CHORUS_USER`].
 pub fn chorus_config(cluster: &PgCluster) -> Config {
-    let toml = cluster.chorus_config_toml(
-        "127.0.0.1:0".parse().expect("valid address"),
-        CHORUS_USER,
-        CHORUS_PASSWORD,
-    );
+    let toml = cluster.chorus_config_toml("127.0.0.1:0".parse().expect("valid address"), CHORUS_USER, CHORUS_PASSWORD);
     Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"))
 }
 
@@ -87,12 +83,7 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
         Err(_) => panic!("chorus did not start within 30 s"),
     };
     config.listen.postgres = Some(addr);
-    Chorus {
-        addr,
-        config,
-        stop: Some(stop),
-        finished,
-    }
+    Chorus { addr, config, stop: Some(stop), finished }
 }
 
 impl Chorus {
@@ -116,13 +107,7 @@ impl Chorus {
 
     /// URL of database `db` through chorus with other credentials (auth tests).
     pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "postgres://{}:{}@{}/{}",
-            url_encode(user),
-            url_encode(password),
-            self.addr,
-            url_encode(db)
-        )
+        format!("postgres://{}:{}@{}/{}", url_encode(user), url_encode(password), self.addr, url_encode(db))
     }
 
     /// A tokio-postgres connection to `db` through chorus (panics on failure).

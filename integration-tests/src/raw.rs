@@ -28,11 +28,7 @@ pub struct BackendMsg {
 impl BackendMsg {
     /// The fields of an ErrorResponse or NoticeResponse; panics on another message.
     pub fn error(&self) -> ErrorFields {
-        assert!(
-            self.tag == b'E' || self.tag == b'N',
-            "expected an ErrorResponse, got {:?}",
-            self
-        );
+        assert!(self.tag == b'E' || self.tag == b'N', "expected an ErrorResponse, got {:?}", self);
         ErrorFields::parse(&self.body)
     }
 
@@ -103,11 +99,7 @@ impl RawConn {
             .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         let _ = stream.set_nodelay(true);
-        RawConn {
-            stream,
-            buf: Vec::new(),
-            key: None,
-        }
+        RawConn { stream, buf: Vec::new(), key: None }
     }
 
     /// Send bytes. Errors are returned, not raised: chorus may already have
@@ -154,10 +146,7 @@ impl RawConn {
                 let total = len as usize + 1;
                 if self.buf.len() >= total {
                     let frame: Vec<u8> = self.buf.drain(..total).collect();
-                    let msg = BackendMsg {
-                        tag: frame[0],
-                        body: frame[5..].to_vec(),
-                    };
+                    let msg = BackendMsg { tag: frame[0], body: frame[5..].to_vec() };
                     if msg.tag == b'K' && msg.body.len() == 8 {
                         self.key = Some(BackendKey {
                             pid: i32::from_be_bytes(msg.body[..4].try_into().expect("4 bytes")),
@@ -207,16 +196,8 @@ impl RawConn {
     pub async fn expect_fatal_then_close(&mut self) -> ErrorFields {
         let msgs = self.until_closed().await;
         let errors: Vec<&BackendMsg> = msgs.iter().filter(|m| m.tag == b'E').collect();
-        assert_eq!(
-            errors.len(),
-            1,
-            "expected one ErrorResponse before the close, got {msgs:?}"
-        );
-        assert_eq!(
-            msgs.last().map(|m| m.tag),
-            Some(b'E'),
-            "the error must be the last message: {msgs:?}"
-        );
+        assert_eq!(errors.len(), 1, "expected one ErrorResponse before the close, got {msgs:?}");
+        assert_eq!(msgs.last().map(|m| m.tag), Some(b'E'), "the error must be the last message: {msgs:?}");
         errors[0].error()
     }
 
@@ -224,9 +205,7 @@ impl RawConn {
     /// ReadyForQuery. Returns the messages after AuthenticationOk.
     pub async fn login_trust(addr: SocketAddr, user: &str, database: &str) -> (RawConn, Vec<BackendMsg>) {
         let mut c = RawConn::connect(addr).await;
-        c.send(&startup_packet(PROTOCOL_3_0, &[("user", user), ("database", database)]))
-            .await
-            .expect("send startup");
+        c.send(&startup_packet(PROTOCOL_3_0, &[("user", user), ("database", database)])).await.expect("send startup");
         let first = c.expect_msg().await;
         assert_eq!(first.auth_code(), 0, "a trust user gets AuthenticationOk at once");
         let rest = c.until_ready().await;
@@ -241,10 +220,7 @@ impl RawConn {
         assert!(
             msgs.iter().all(|m| m.tag != b'E'),
             "{sql:?} failed: {:?}",
-            msgs.iter()
-                .filter(|m| m.tag == b'E')
-                .map(|m| m.error())
-                .collect::<Vec<_>>()
+            msgs.iter().filter(|m| m.tag == b'E').map(|m| m.error()).collect::<Vec<_>>()
         );
         msgs
     }
@@ -256,11 +232,7 @@ pub fn data_rows(msgs: &[BackendMsg]) -> Vec<String> {
         .filter(|m| m.tag == b'D')
         .map(|m| {
             let len = i32::from_be_bytes(m.body[2..6].try_into().expect("4 bytes"));
-            if len < 0 {
-                String::new()
-            } else {
-                String::from_utf8_lossy(&m.body[6..6 + len as usize]).into_owned()
-            }
+            if len < 0 { String::new() } else { String::from_utf8_lossy(&m.body[6..6 + len as usize]).into_owned() }
         })
         .collect()
 }

@@ -21,11 +21,7 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 }
 
 fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> User {
-    User {
-        name: name.into(),
-        password: password.map(str::to_string),
-        auth,
-    }
+    User { name: name.into(), password: password.map(str::to_string), auth }
 }
 
 async fn select_one(client: &tokio_postgres::Client) -> i32 {
@@ -63,44 +59,22 @@ async fn scram_users_log_in_with_the_right_password_only() {
     for (name, pw) in wrong {
         let url = chorus.url_as(name, pw, db.name());
         if !pw.is_empty() {
-            let e = try_connect(&url)
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{name}/{pw:?} got in"));
+            let e = try_connect(&url).await.err().unwrap_or_else(|| panic!("{name}/{pw:?} got in"));
             assert_eq!(sqlstate(&e), "28P01", "{name}/{pw:?}: {e:?}");
-            assert_eq!(
-                db_message(&e),
-                format!("password authentication failed for user \"{name}\"")
-            );
+            assert_eq!(db_message(&e), format!("password authentication failed for user \"{name}\""));
         }
         let out = psql(&url, &["-w", "-c", "SELECT 1"], None);
         assert!(!out.success(), "{name}/{pw:?} got in with psql");
-        let expected = if pw.is_empty() {
-            "no password supplied"
-        } else {
-            "password authentication failed"
-        };
+        let expected = if pw.is_empty() { "no password supplied" } else { "password authentication failed" };
         assert!(out.stderr.contains(expected), "{name}/{pw:?}: {}", out.stderr);
     }
 
     // An unknown user fails exactly like a wrong password (no user enumeration).
-    let e = try_connect(&chorus.url_as("nobody_here", "whatever", db.name()))
-        .await
-        .expect_err("unknown user got in");
+    let e = try_connect(&chorus.url_as("nobody_here", "whatever", db.name())).await.expect_err("unknown user got in");
     assert_eq!(sqlstate(&e), "28P01");
-    assert_eq!(
-        db_message(&e),
-        "password authentication failed for user \"nobody_here\""
-    );
-    let out = psql(
-        &chorus.url_as("nobody_here", "whatever", db.name()),
-        &["-w", "-c", "SELECT 1"],
-        None,
-    );
-    assert!(
-        !out.success() && out.stderr.contains("password authentication failed"),
-        "{out:?}"
-    );
+    assert_eq!(db_message(&e), "password authentication failed for user \"nobody_here\"");
+    let out = psql(&chorus.url_as("nobody_here", "whatever", db.name()), &["-w", "-c", "SELECT 1"], None);
+    assert!(!out.success() && out.stderr.contains("password authentication failed"), "{out:?}");
 
     // Failed logins disturbed nobody.
     assert_eq!(select_one(&client).await, 1);
@@ -113,25 +87,17 @@ async fn a_stored_scram_verifier_works_as_the_password() {
     // The verifier PostgreSQL stored for the harness's user: chorus must accept
     // it as configuration and check the real password against it.
     let leader = db.connect_leader().await;
-    let verifier: String = leader
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&CHORUS_USER])
-        .await
-        .unwrap()
-        .get(0);
+    let verifier: String =
+        leader.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&CHORUS_USER]).await.unwrap().get(0);
     assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
-    let chorus = start_chorus_with(cluster(), |c| {
-        c.users.push(user("stored", Some(&verifier), AuthMethod::ScramSha256))
-    });
+    let chorus =
+        start_chorus_with(cluster(), |c| c.users.push(user("stored", Some(&verifier), AuthMethod::ScramSha256)));
     let c = connect(&chorus.url_as("stored", CHORUS_PASSWORD, db.name())).await;
     assert_eq!(select_one(&c).await, 1);
-    assert_eq!(
-        psql_sql(&chorus.url_as("stored", CHORUS_PASSWORD, db.name()), "SELECT 3"),
-        "3"
-    );
+    assert_eq!(psql_sql(&chorus.url_as("stored", CHORUS_PASSWORD, db.name()), "SELECT 3"), "3");
     // The verifier itself is not a password.
-    let e = try_connect(&chorus.url_as("stored", &verifier, db.name()))
-        .await
-        .expect_err("verifier accepted as password");
+    let e =
+        try_connect(&chorus.url_as("stored", &verifier, db.name())).await.expect_err("verifier accepted as password");
     assert_eq!(sqlstate(&e), "28P01");
     assert_no_chorus_panics();
 }
@@ -151,11 +117,8 @@ async fn trust_users_need_no_password() {
     let c = connect(&chorus.url_as("local", "anything", db.name())).await;
     assert_eq!(select_one(&c).await, 1);
     // Trusting one user does not trust the others.
-    let out = psql(
-        &format!("postgres://{CHORUS_USER}@{}/{}", chorus.addr(), db.name()),
-        &["-w", "-c", "SELECT 1"],
-        None,
-    );
+    let out =
+        psql(&format!("postgres://{CHORUS_USER}@{}/{}", chorus.addr(), db.name()), &["-w", "-c", "SELECT 1"], None);
     assert!(!out.success() && out.stderr.contains("no password supplied"), "{out:?}");
     assert_no_chorus_panics();
 }
@@ -175,15 +138,7 @@ impl SelfSigned {
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
             .args(["-days", "2", "-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
             .arg("-keyout")
@@ -192,19 +147,12 @@ impl SelfSigned {
             .arg(&cert)
             .output()
             .unwrap_or_else(|e| panic!("cannot run openssl (apt-get install openssl): {e}"));
-        assert!(
-            out.status.success(),
-            "openssl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
         SelfSigned { dir, cert, key }
     }
 
     fn tls(&self) -> Tls {
-        Tls {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
+        Tls { cert: self.cert.clone(), key: self.key.clone() }
     }
 }
 
@@ -238,11 +186,7 @@ async fn tls_with_a_configured_certificate() {
     let info = conninfo(&url, &verify).expect("sslmode=verify-full failed");
     assert!(info.contains("SSL connection"), "{info}");
     // ... and a query runs over it.
-    let out = psql(
-        &format!("{url}?sslmode=require"),
-        &["-A", "-t", "-c", "SELECT 40 + 2"],
-        None,
-    );
+    let out = psql(&format!("{url}?sslmode=require"), &["-A", "-t", "-c", "SELECT 40 + 2"], None);
     assert!(out.success() && out.stdout.trim() == "42", "{out:?}");
     // A wrong password over TLS is still 28P01.
     let bad = chorus.url_as(CHORUS_USER, "wrong", db.name());
@@ -258,9 +202,7 @@ async fn tls_with_a_configured_certificate() {
     assert_eq!(c.read_byte().await, Some(b'S'));
     let _ = c.send(&integration_tests::raw::garbage(7, 300)).await;
     c.shutdown_write().await;
-    let rest = tokio::time::timeout(Duration::from_secs(20), c.until_closed())
-        .await
-        .expect("hung");
+    let rest = tokio::time::timeout(Duration::from_secs(20), c.until_closed()).await.expect("hung");
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(psql_sql(&format!("{url}?sslmode=require"), "SELECT 'after'"), "after");
     assert_no_chorus_panics();

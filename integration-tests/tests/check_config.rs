@@ -136,19 +136,10 @@ fn load_errors_name_the_key_and_fail() {
 fn environment_overrides_are_checked_too() {
     let dir = Scratch::new("env");
     let file = dir.file("ok.toml", VALID);
-    let out = run_chorus(
-        &["check-config", &file],
-        &[("CHORUS__LIMITS__MAX_CLIENT_CONNECTIONS", "0")],
-    );
+    let out = run_chorus(&["check-config", &file], &[("CHORUS__LIMITS__MAX_CLIENT_CONNECTIONS", "0")]);
     assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
-    assert!(
-        output(&out).contains("limits.max_client_connections: must be at least 1"),
-        "{out:?}"
-    );
-    let out = run_chorus(
-        &["check-config", &file],
-        &[("CHORUS__LIMITS__MAX_CLIENT_CONNECTIONS", "50")],
-    );
+    assert!(output(&out).contains("limits.max_client_connections: must be at least 1"), "{out:?}");
+    let out = run_chorus(&["check-config", &file], &[("CHORUS__LIMITS__MAX_CLIENT_CONNECTIONS", "50")]);
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{out:?}");
     assert_eq!(out.stdout.trim(), "configuration OK");
 }

@@ -12,12 +12,7 @@ async fn every_node_answers_on_its_own_port() {
         let client = db.connect_node(node).await;
         let row = client.query_one("SELECT current_setting('port')", &[]).await.unwrap();
         let port: String = row.get(0);
-        assert_eq!(
-            port,
-            node.port().to_string(),
-            "{} answered on another port",
-            node.name()
-        );
+        assert_eq!(port, node.port().to_string(), "{} answered on another port", node.name());
         assert_eq!(db.node_by_port(&port).map(|n| n.name()), Some(node.name()));
     }
 }
@@ -25,8 +20,7 @@ async fn every_node_answers_on_its_own_port() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fixtures_reach_every_node_and_psql_reads_them() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)").await;
     for url in std::iter::once(db.leader_url()).chain(db.follower_urls()) {
         assert_eq!(psql_sql(&url, "SELECT count(*) FROM t"), "3");
     }
@@ -34,10 +28,7 @@ async fn fixtures_reach_every_node_and_psql_reads_them() {
     assert!(copied.success(), "{}", copied.stderr);
     assert_eq!(psql_sql(&db.leader_url(), "SELECT sum(id) FROM t"), "15");
     let failed = psql(&db.leader_url(), &["-c", "SELECT * FROM no_such_table"], None);
-    assert!(
-        !failed.success() && failed.stderr.contains("no_such_table"),
-        "{failed:?}"
-    );
+    assert!(!failed.success() && failed.stderr.contains("no_such_table"), "{failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,25 +47,18 @@ async fn a_killed_follower_restarts() {
     let cluster = private_cluster(1);
     let follower = &cluster.followers()[0];
     let db = fresh_database_on(&cluster).await;
-    db.execute_on_all("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')")
-        .await;
+    db.execute_on_all("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')").await;
     let client = db.connect_node(follower).await;
 
     follower.kill().unwrap();
     assert!(!follower.is_running());
-    assert!(
-        client.simple_query("SELECT 1").await.is_err(),
-        "a killed server still answered"
-    );
+    assert!(client.simple_query("SELECT 1").await.is_err(), "a killed server still answered");
     assert!(try_connect(&follower.url()).await.is_err());
 
     follower.start().unwrap();
     assert!(follower.is_running());
     let client = db.connect_node(follower).await;
-    let row = client
-        .query_one("SELECT current_setting('port'), (SELECT v FROM kept)", &[])
-        .await
-        .unwrap();
+    let row = client.query_one("SELECT current_setting('port'), (SELECT v FROM kept)", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), follower.port().to_string());
     assert_eq!(row.get::<_, String>(1), "before", "crash recovery lost committed data");
 

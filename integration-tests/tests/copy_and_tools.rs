@@ -13,14 +13,8 @@ use tokio_postgres::types::Type;
 const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, name text, score float8)";
 
 async fn copy_out_bytes(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
-    let stream = client
-        .copy_out(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
-    let chunks: Vec<Bytes> = stream
-        .try_collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
+    let stream = client.copy_out(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
+    let chunks: Vec<Bytes> = stream.try_collect().await.unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)));
     chunks.concat()
 }
 
@@ -32,20 +26,14 @@ async fn copy_from_stdin_lands_on_the_leader() {
     let client = chorus.connect(db.name()).await;
 
     // Text format, in several chunks.
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name, score) FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name, score) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from_static(b"1\tone\t1.5\n2\ttwo\t")).await.unwrap();
     sink.send(Bytes::from_static(b"2.5\n3\t\\N\t\\N\n")).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 3);
 
     // Binary format.
-    let sink = client
-        .copy_in("COPY t (id, name, score) FROM STDIN (FORMAT binary)")
-        .await
-        .unwrap();
+    let sink = client.copy_in("COPY t (id, name, score) FROM STDIN (FORMAT binary)").await.unwrap();
     let writer = BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TEXT, Type::FLOAT8]);
     futures_util::pin_mut!(writer);
     for id in 10..20i32 {
@@ -55,10 +43,7 @@ async fn copy_from_stdin_lands_on_the_leader() {
     assert_eq!(writer.finish().await.unwrap(), 10);
 
     // A big one: 100k rows in 1000-row chunks.
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN WITH (FORMAT csv)")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN WITH (FORMAT csv)").await.unwrap();
     futures_util::pin_mut!(sink);
     for chunk in 0..100 {
         let mut data = String::new();
@@ -71,22 +56,11 @@ async fn copy_from_stdin_lands_on_the_leader() {
     assert_eq!(sink.finish().await.unwrap(), 100_000);
 
     assert_eq!(
-        db.value_on_leader("SELECT count(*) || ' ' || sum(id) || ' ' || sum(score) FROM t")
-            .await
-            .as_deref(),
+        db.value_on_leader("SELECT count(*) || ' ' || sum(id) || ' ' || sum(score) FROM t").await.as_deref(),
         Some(format!("100013 {} 40.25", 6 + 145 + (1000..101_000i64).sum::<i64>()).as_str())
     );
-    assert_eq!(
-        db.value_on_leader("SELECT name FROM t WHERE id = 3 AND score IS NULL AND name IS NULL")
-            .await,
-        None
-    );
-    assert_eq!(
-        db.value_on_leader("SELECT name FROM t WHERE id = 5000")
-            .await
-            .as_deref(),
-        Some("csv, 5000")
-    );
+    assert_eq!(db.value_on_leader("SELECT name FROM t WHERE id = 3 AND score IS NULL AND name IS NULL").await, None);
+    assert_eq!(db.value_on_leader("SELECT name FROM t WHERE id = 5000").await.as_deref(), Some("csv, 5000"));
     for v in db.value_on_followers("SELECT count(*) FROM t").await {
         assert_eq!(v.as_deref(), Some("0"), "COPY FROM reached a follower");
     }
@@ -98,8 +72,7 @@ async fn copy_from_stdin_lands_on_the_leader() {
 async fn copy_to_stdout_returns_the_data() {
     let db = fresh_database().await;
     db.execute_on_all(TABLE).await;
-    db.execute_on_all("INSERT INTO t SELECT i, 'name ' || i, i / 8.0 FROM generate_series(1, 20000) i")
-        .await;
+    db.execute_on_all("INSERT INTO t SELECT i, 'name ' || i, i / 8.0 FROM generate_series(1, 20000) i").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
     let direct = db.connect_leader().await;
@@ -114,12 +87,7 @@ async fn copy_to_stdout_returns_the_data() {
         let through = copy_out_bytes(&client, sql).await;
         let reference = copy_out_bytes(&direct, sql).await;
         assert!(through.len() > 1000, "{sql}: {} bytes", through.len());
-        assert!(
-            through == reference,
-            "{sql}: {} bytes through chorus, {} direct",
-            through.len(),
-            reference.len()
-        );
+        assert!(through == reference, "{sql}: {} bytes through chorus, {} direct", through.len(), reference.len());
     }
     let text =
         String::from_utf8(copy_out_bytes(&client, "COPY (SELECT * FROM t WHERE id <= 2 ORDER BY id) TO STDOUT").await)
@@ -128,10 +96,7 @@ async fn copy_to_stdout_returns_the_data() {
 
     // COPY TO is a read: followers serve it.
     // (One statement, prepared once: each COPY is then one routed request.)
-    let copy_port = client
-        .prepare("COPY (SELECT current_setting('port')) TO STDOUT")
-        .await
-        .unwrap();
+    let copy_port = client.prepare("COPY (SELECT current_setting('port')) TO STDOUT").await.unwrap();
     let mut ports = std::collections::BTreeSet::new();
     for _ in 0..4 {
         let chunks: Vec<Bytes> = client.copy_out(&copy_port).await.unwrap().try_collect().await.unwrap();
@@ -144,15 +109,9 @@ async fn copy_to_stdout_returns_the_data() {
         .copy_out("COPY (SELECT id, name FROM t WHERE id <= 3 ORDER BY id) TO STDOUT (FORMAT binary)")
         .await
         .unwrap();
-    let rows: Vec<_> = BinaryCopyOutStream::new(stream, &[Type::INT4, Type::TEXT])
-        .try_collect()
-        .await
-        .unwrap();
+    let rows: Vec<_> = BinaryCopyOutStream::new(stream, &[Type::INT4, Type::TEXT]).try_collect().await.unwrap();
     let decoded: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(
-        decoded,
-        vec![(1, "name 1".into()), (2, "name 2".into()), (3, "name 3".into())]
-    );
+    assert_eq!(decoded, vec![(1, "name 1".into()), (2, "name 2".into()), (3, "name 3".into())]);
 
     // Interleaved with ordinary queries on the same session.
     for _ in 0..3 {
@@ -170,24 +129,16 @@ async fn a_failing_copy_reports_the_server_error_and_the_session_goes_on() {
     let client = chorus.connect(db.name()).await;
 
     // A bad row: the server's error, nothing inserted.
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(Bytes::from_static(b"1\tok\nnot-a-number\tbad\n3\tok\n"))
-        .await
-        .unwrap();
+    sink.send(Bytes::from_static(b"1\tok\nnot-a-number\tbad\n3\tok\n")).await.unwrap();
     let e = sink.finish().await.unwrap_err();
     assert_eq!(sqlstate(&e), "22P02", "{}", error_text(&e));
     assert!(error_text(&e).contains("not-a-number"), "{}", error_text(&e));
     assert_eq!(simple_value(&client, "SELECT 'alive'").await.as_deref(), Some("alive"));
 
     // A duplicate key, found at the end.
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from_static(b"1\ta\n1\tb\n")).await.unwrap();
     let e = sink.finish().await.unwrap_err();
@@ -195,10 +146,7 @@ async fn a_failing_copy_reports_the_server_error_and_the_session_goes_on() {
 
     // The client gives up half-way (tokio-postgres sends CopyFail on drop).
     {
-        let sink = client
-            .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN")
-            .await
-            .unwrap();
+        let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN").await.unwrap();
         futures_util::pin_mut!(sink);
         sink.send(Bytes::from_static(b"5\tfive\n")).await.unwrap();
     }
@@ -209,37 +157,23 @@ async fn a_failing_copy_reports_the_server_error_and_the_session_goes_on() {
     assert_eq!(sqlstate(&e), "42P01");
     // COPY inside a transaction that rolls back.
     client.batch_execute("BEGIN").await.unwrap();
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from_static(b"7\tseven\n")).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 1);
-    assert_eq!(
-        simple_value(&client, "SELECT count(*) FROM t").await.as_deref(),
-        Some("1")
-    );
+    assert_eq!(simple_value(&client, "SELECT count(*) FROM t").await.as_deref(), Some("1"));
     client.batch_execute("ROLLBACK").await.unwrap();
 
     for (node, v) in db.value_on_each("SELECT count(*) FROM t").await {
         assert_eq!(v.as_deref(), Some("0"), "{node}");
     }
     // Still a working session: a good COPY, then reads and writes.
-    let sink = client
-        .copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in::<_, Bytes>("COPY t (id, name) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from_static(b"8\teight\n")).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 1);
     client.execute("INSERT INTO t (id) VALUES (9)", &[]).await.unwrap();
-    assert_eq!(
-        db.value_on_leader("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
-            .await
-            .as_deref(),
-        Some("8,9")
-    );
+    assert_eq!(db.value_on_leader("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").await.as_deref(), Some("8,9"));
     assert!(db.is_follower_port(&answering_port(&client).await));
 }
 
@@ -251,16 +185,11 @@ async fn psql_copy_both_ways() {
     let chorus = start_chorus(cluster());
     let url = chorus.url(db.name());
 
-    let data: String = (2..=1001)
-        .map(|i| format!("{i}\tpsql {i}\t{}\n", i as f64 / 2.0))
-        .collect();
+    let data: String = (2..=1001).map(|i| format!("{i}\tpsql {i}\t{}\n", i as f64 / 2.0)).collect();
     let out = psql(&url, &["-c", "\\copy t FROM STDIN"], Some(data.as_bytes()));
     assert!(out.success(), "{}{}", out.stdout, out.stderr);
     assert_eq!(out.stdout.trim(), "COPY 1000");
-    assert_eq!(
-        db.value_on_leader("SELECT count(*) FROM t").await.as_deref(),
-        Some("1001")
-    );
+    assert_eq!(db.value_on_leader("SELECT count(*) FROM t").await.as_deref(), Some("1001"));
     for v in db.value_on_followers("SELECT count(*) FROM t").await {
         assert_eq!(v.as_deref(), Some("1"));
     }
@@ -269,50 +198,19 @@ async fn psql_copy_both_ways() {
     let out = psql(&url, &["-c", "\\copy t TO STDOUT"], None);
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(out.stdout, "1\teverywhere\t1\n");
-    let out = psql(
-        &url,
-        &[
-            "-c",
-            "\\copy (SELECT id, upper(name) FROM t) TO STDOUT WITH (FORMAT csv)",
-        ],
-        None,
-    );
+    let out = psql(&url, &["-c", "\\copy (SELECT id, upper(name) FROM t) TO STDOUT WITH (FORMAT csv)"], None);
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(out.stdout, "1,EVERYWHERE\n");
     // Inside a transaction: the leader, with the copied rows.
-    let out = psql(
-        &url,
-        &[
-            "-c",
-            "BEGIN",
-            "-c",
-            "\\copy (SELECT count(*) FROM t) TO STDOUT",
-            "-c",
-            "COMMIT",
-        ],
-        None,
-    );
+    let out = psql(&url, &["-c", "BEGIN", "-c", "\\copy (SELECT count(*) FROM t) TO STDOUT", "-c", "COMMIT"], None);
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(out.stdout, "BEGIN\n1001\nCOMMIT\n");
 
     // A bad row: psql shows the server's error and exits non-zero.
-    let out = psql(
-        &url,
-        &["-c", "\\copy t FROM STDIN"],
-        Some(b"5000\tok\t1\nbad\trow\t2\n"),
-    );
+    let out = psql(&url, &["-c", "\\copy t FROM STDIN"], Some(b"5000\tok\t1\nbad\trow\t2\n"));
     assert!(!out.success());
-    assert!(
-        out.stderr.contains("invalid input syntax for type integer: \"bad\""),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(
-        db.value_on_leader("SELECT count(*) FROM t WHERE id = 5000")
-            .await
-            .as_deref(),
-        Some("0")
-    );
+    assert!(out.stderr.contains("invalid input syntax for type integer: \"bad\""), "{}", out.stderr);
+    assert_eq!(db.value_on_leader("SELECT count(*) FROM t WHERE id = 5000").await.as_deref(), Some("0"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -329,12 +227,7 @@ async fn pgbench_initialises_and_runs_tpcb_through_chorus() {
     }
     let init = pgbench(&url, &["-i", "-s", "1", "-q"]);
     assert!(init.output.success(), "{}\n{}", init.output.stdout, init.output.stderr);
-    assert_eq!(
-        db.value_on_leader("SELECT count(*) FROM pgbench_accounts")
-            .await
-            .as_deref(),
-        Some("100000")
-    );
+    assert_eq!(db.value_on_leader("SELECT count(*) FROM pgbench_accounts").await.as_deref(), Some("100000"));
     assert_eq!(
         db.value_on_leader("SELECT count(*) FROM pg_indexes WHERE indexname = 'pgbench_accounts_pkey'")
             .await
@@ -417,23 +310,13 @@ async fn pgbench_select_only_is_served_by_the_followers() {
         };
         let leader = grown[cluster().leader().name()];
         let followers: i64 = cluster().followers().iter().map(|f| grown[f.name()]).sum();
-        assert!(
-            followers >= n,
-            "-M {mode}: followers committed {followers} of {n} transactions: {grown:?}"
-        );
+        assert!(followers >= n, "-M {mode}: followers committed {followers} of {n} transactions: {grown:?}");
         for f in cluster().followers() {
-            assert!(
-                grown[f.name()] > n / 4,
-                "-M {mode}: {} served too little of {n}: {grown:?}",
-                f.name()
-            );
+            assert!(grown[f.name()] > n / 4, "-M {mode}: {} served too little of {n}: {grown:?}", f.name());
         }
         // The leader sees each session's start (its settings) and this test's
         // own polling, nothing of the load.
-        assert!(
-            leader < n / 100,
-            "-M {mode}: the leader committed {leader} of {n} transactions: {grown:?}"
-        );
+        assert!(leader < n / 100, "-M {mode}: the leader committed {leader} of {n} transactions: {grown:?}");
     }
 }
 
@@ -497,18 +380,8 @@ async fn psql_session_matches_the_leader() {
     let direct = psql(&direct_db.leader_url(), &["-a"], Some(PSQL_SCRIPT.as_bytes()));
     assert!(through.success() && direct.success(), "{through:?}\n{direct:?}");
     // The script did run: rows, describe output, errors.
-    for expected in [
-        "Table \"public.fruit\"",
-        "APPLE!",
-        "fruit_view",
-        "still here",
-        "Table \"public.basket\"",
-    ] {
-        assert!(
-            direct.stdout.contains(expected),
-            "{expected} not in:\n{}",
-            direct.stdout
-        );
+    for expected in ["Table \"public.fruit\"", "APPLE!", "fruit_view", "still here", "Table \"public.basket\""] {
+        assert!(direct.stdout.contains(expected), "{expected} not in:\n{}", direct.stdout);
     }
     assert!(direct.stdout.contains("Table \"public.basket\""), "{}", direct.stdout);
     assert!(direct.stdout.contains("-[ RECORD 1 ]"), "{}", direct.stdout);

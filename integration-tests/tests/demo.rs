@@ -11,10 +11,7 @@ async fn demo_comes_up_writes_demo_env_and_cleans_up() {
     let dir = tests_root().join(format!("demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = DemoOptions {
-        dir: dir.clone(),
-        followers: 2,
-    };
+    let opts = DemoOptions { dir: dir.clone(), followers: 2 };
     let demo = tokio::spawn(chorus::demo::run(opts, async move {
         let _ = stop_rx.await;
     }));
@@ -29,11 +26,7 @@ async fn demo_comes_up_writes_demo_env_and_cleans_up() {
     let text = std::fs::read_to_string(&env_path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let keys: Vec<&str> = lines.iter().map(|l| l.split('=').next().unwrap()).collect();
-    assert_eq!(
-        keys,
-        ["CHORUS_PG_URL", "LEADER_PG_URL", "FOLLOWER_PG_URLS", "CHORUS_CONFIG"],
-        "{text}"
-    );
+    assert_eq!(keys, ["CHORUS_PG_URL", "LEADER_PG_URL", "FOLLOWER_PG_URLS", "CHORUS_CONFIG"], "{text}");
     let value = |key: &str| {
         let line = lines.iter().find(|l| l.starts_with(&format!("{key}="))).unwrap();
         line[key.len() + 1..].trim_matches('"').to_string()
@@ -45,10 +38,7 @@ async fn demo_comes_up_writes_demo_env_and_cleans_up() {
     // Every server answers directly, in the demo database, each on its own port.
     let mut ports = Vec::new();
     for url in std::iter::once(value("LEADER_PG_URL")).chain(followers) {
-        ports.push(psql_sql(
-            &url,
-            "SELECT current_setting('port') || ':' || current_database()",
-        ));
+        ports.push(psql_sql(&url, "SELECT current_setting('port') || ':' || current_database()"));
     }
     ports.sort();
     ports.dedup();

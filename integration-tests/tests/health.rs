@@ -20,9 +20,7 @@ fn fast_health(c: &mut chorus::config::Config) {
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("(no SQLSTATE: {e})"))
+    e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_else(|| format!("(no SQLSTATE: {e})"))
 }
 
 /// Which server answered a plain read, or the error (under a hang guard).
@@ -64,10 +62,7 @@ async fn wait_for_read(client: &tokio_postgres::Client, limit: Duration, what: &
             return;
         }
         seen.push(r);
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; reads returned {seen:?}"
-        );
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; reads returned {seen:?}");
         tokio::time::sleep(INTERVAL / 4).await;
     }
 }
@@ -86,11 +81,7 @@ async fn a_stopped_follower_leaves_the_rotation_and_returns_after_restart() {
 
     // Reads are spread over both followers.
     let ports: BTreeSet<String> = reads_ok(&client, 10, "before").await.into_iter().collect();
-    assert_eq!(
-        ports,
-        BTreeSet::from([port_of(f1), port_of(f2)]),
-        "reads before the stop"
-    );
+    assert_eq!(ports, BTreeSet::from([port_of(f1), port_of(f2)]), "reads before the stop");
 
     f1.stop().unwrap();
     // The session had a connection to f1; chorus must notice it is gone.
@@ -104,49 +95,25 @@ async fn a_stopped_follower_leaves_the_rotation_and_returns_after_restart() {
             Err(e) => window_errors.push(e),
         }
     }
-    assert!(
-        window_errors.is_empty(),
-        "reads failed after the follower stopped: {window_errors:?}"
-    );
+    assert!(window_errors.is_empty(), "reads failed after the follower stopped: {window_errors:?}");
     tokio::time::sleep(INTERVAL * 3).await;
     // Exact: every read succeeds, on the other follower, in this session and in new ones.
     let ports = reads_ok(&client, 20, "follower stopped, old session").await;
-    assert!(
-        ports.iter().all(|p| *p == port_of(f2)),
-        "reads while f1 is down: {ports:?}"
-    );
+    assert!(ports.iter().all(|p| *p == port_of(f2)), "reads while f1 is down: {ports:?}");
     let fresh = chorus.connect(db.name()).await;
     let ports = reads_ok(&fresh, 10, "follower stopped, new session").await;
     assert!(ports.iter().all(|p| *p == port_of(f2)), "{ports:?}");
-    let out = psql(
-        &chorus.url(db.name()),
-        &["-A", "-t", "-c", "SELECT current_setting('port')"],
-        None,
-    );
+    let out = psql(&chorus.url(db.name()), &["-A", "-t", "-c", "SELECT current_setting('port')"], None);
     assert!(out.success() && out.stdout.trim() == port_of(f2), "{out:?}");
 
     // Back: after a few health intervals reads reach it again.
     f1.start().unwrap();
     assert_eq!(f1.port().to_string(), port_of(f1));
-    wait_for_read(
-        &client,
-        Duration::from_secs(10),
-        "reads reach the restarted follower",
-        |p| p == port_of(f1),
-    )
-    .await;
+    wait_for_read(&client, Duration::from_secs(10), "reads reach the restarted follower", |p| p == port_of(f1)).await;
     let ports: BTreeSet<String> = reads_ok(&client, 10, "after the restart").await.into_iter().collect();
-    assert_eq!(
-        ports,
-        BTreeSet::from([port_of(f1), port_of(f2)]),
-        "reads after the restart"
-    );
+    assert_eq!(ports, BTreeSet::from([port_of(f1), port_of(f2)]), "reads after the restart");
     let ports: BTreeSet<String> = reads_ok(&fresh, 10, "after the restart").await.into_iter().collect();
-    assert_eq!(
-        ports,
-        BTreeSet::from([port_of(f1), port_of(f2)]),
-        "reads after the restart (second session)"
-    );
+    assert_eq!(ports, BTreeSet::from([port_of(f1), port_of(f2)]), "reads after the restart (second session)");
     assert_no_chorus_panics();
 }
 
@@ -174,13 +141,7 @@ async fn a_killed_follower_does_not_break_an_idle_session_that_used_it() {
 
     // Restarted after a crash: back in rotation, for the old session too.
     f1.start().unwrap();
-    wait_for_read(
-        &client,
-        Duration::from_secs(10),
-        "reads reach the restarted follower",
-        |p| p == port_of(f1),
-    )
-    .await;
+    wait_for_read(&client, Duration::from_secs(10), "reads reach the restarted follower", |p| p == port_of(f1)).await;
     let ports: BTreeSet<String> = reads_ok(&client, 10, "after the restart").await.into_iter().collect();
     assert_eq!(ports, BTreeSet::from([port_of(f1), port_of(f2)]));
     assert_no_chorus_panics();
@@ -304,13 +265,7 @@ async fn a_down_leader_fails_writes_quickly_and_reads_go_on() {
             }
         }
     }
-    let n: i64 = db
-        .connect_leader()
-        .await
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = db.connect_leader().await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 3, "rows on the leader: the one before, one per session after");
     assert_no_chorus_panics();
 }
@@ -339,10 +294,7 @@ async fn a_leader_killed_during_a_write_ends_that_request_with_an_error() {
     // Others can still connect and read.
     let fresh = chorus.connect(db.name()).await;
     let ports = reads_ok(&fresh, 3, "after the leader died").await;
-    assert!(
-        ports.iter().all(|p| *p == port_of(&cluster.followers()[0])),
-        "{ports:?}"
-    );
+    assert!(ports.iter().all(|p| *p == port_of(&cluster.followers()[0])), "{ports:?}");
     assert_no_chorus_panics();
 }
 
@@ -354,10 +306,7 @@ impl Frozen {
     fn freeze(node: &PgNode) -> Frozen {
         let pid = node.pid().expect("the node runs");
         // The postmaster first, so no backend is forked after we list them.
-        let status = std::process::Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("kill");
+        let status = std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().expect("kill");
         assert!(status.success());
         signal_tree("-STOP", pid);
         Frozen(pid)
@@ -370,11 +319,7 @@ impl Drop for Frozen {
         // As root the server runs under `runuser`, which stops itself when its
         // child stops (job-control emulation) and must be continued too.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .unwrap_or("");
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
         if !ppid.is_empty() && ppid != std::process::id().to_string() {
             let _ = std::process::Command::new("kill").args(["-CONT", ppid]).status();
         }
@@ -384,20 +329,11 @@ impl Drop for Frozen {
 /// Signal the postmaster `pid` and its direct children (the backends).
 fn signal_tree(sig: &str, pid: i32) {
     let pid = pid.to_string();
-    let children = std::process::Command::new("pgrep")
-        .args(["-P", &pid])
-        .output()
-        .expect("pgrep");
-    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().expect("pgrep");
+    let mut pids: Vec<String> =
+        String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_string).collect();
     pids.push(pid);
-    let status = std::process::Command::new("kill")
-        .arg(sig)
-        .args(&pids)
-        .status()
-        .expect("kill");
+    let status = std::process::Command::new("kill").arg(sig).args(&pids).status().expect("kill");
     assert!(status.success(), "kill {sig} {pids:?}");
 }
 

@@ -42,10 +42,8 @@ async fn a_prepared_statement_runs_many_times_on_the_followers() {
 
     // Prepared once (on one follower); chorus prepares it on the other
     // follower when the rotation first sends an execution there.
-    let stmt = client
-        .prepare("SELECT name, price::text, current_setting('port') FROM items WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt =
+        client.prepare("SELECT name, price::text, current_setting('port') FROM items WHERE id = $1").await.unwrap();
     assert_eq!(stmt.params(), &[Type::INT4]);
     let mut ports = BTreeSet::new();
     for id in 1..=40i32 {
@@ -54,18 +52,11 @@ async fn a_prepared_statement_runs_many_times_on_the_followers() {
         assert_eq!(row.get::<_, String>(1), format!("{:.2}", id as f64 * 1.25));
         ports.insert(row.get::<_, String>(2));
     }
-    assert_eq!(
-        ports,
-        db.follower_ports(),
-        "executions were not spread over the followers"
-    );
+    assert_eq!(ports, db.follower_ports(), "executions were not spread over the followers");
 
     // A range query returning many rows, several times.
     let many = client
-        .prepare_typed(
-            "SELECT id, name FROM items WHERE id BETWEEN $1 AND $2 ORDER BY id",
-            &[Type::INT4, Type::INT4],
-        )
+        .prepare_typed("SELECT id, name FROM items WHERE id BETWEEN $1 AND $2 ORDER BY id", &[Type::INT4, Type::INT4])
         .await
         .unwrap();
     for (lo, hi) in [(1, 100), (10, 20), (50, 49), (90, 200)] {
@@ -75,18 +66,12 @@ async fn a_prepared_statement_runs_many_times_on_the_followers() {
     }
 
     // A prepared write always goes to the leader, however often it runs.
-    let insert = client
-        .prepare("INSERT INTO log (v) VALUES ($1) RETURNING current_setting('port')")
-        .await
-        .unwrap();
+    let insert = client.prepare("INSERT INTO log (v) VALUES ($1) RETURNING current_setting('port')").await.unwrap();
     for v in 0..6i32 {
         let port: String = client.query_one(&insert, &[&v]).await.unwrap().get(0);
         assert_eq!(port, db.leader_port());
     }
-    assert_eq!(
-        db.value_on_leader("SELECT sum(v) FROM log").await.as_deref(),
-        Some("15")
-    );
+    assert_eq!(db.value_on_leader("SELECT sum(v) FROM log").await.as_deref(), Some("15"));
     for v in db.value_on_followers("SELECT count(*) FROM log").await {
         assert_eq!(v.as_deref(), Some("0"));
     }
@@ -102,9 +87,7 @@ async fn binary_results_match_the_leader_byte_for_byte() {
     // Same session settings both ways (TimeZone shapes no binary value, but
     // the text-typed columns below depend on DateStyle and friends).
     for c in [&client, &direct] {
-        c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'")
-            .await
-            .unwrap();
+        c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'").await.unwrap();
     }
 
     let sql = "SELECT 42::int4, -9000000000::int8, 7::int2, 'héllo wörld'::text, 'v'::varchar(3), \
@@ -133,10 +116,7 @@ async fn binary_results_match_the_leader_byte_for_byte() {
     assert_eq!(through.get::<_, i64>(27), 42);
     assert_eq!(through.get::<_, String>(28), "param!");
     let ts: std::time::SystemTime = through.get(9);
-    assert_eq!(
-        ts.duration_since(std::time::UNIX_EPOCH).unwrap(),
-        Duration::from_micros(1_577_934_245_678_901)
-    );
+    assert_eq!(ts.duration_since(std::time::UNIX_EPOCH).unwrap(), Duration::from_micros(1_577_934_245_678_901));
 
     // Every row of a table, binary, through chorus (from followers) and direct.
     let sql = "SELECT * FROM items ORDER BY id";
@@ -157,14 +137,9 @@ async fn pipelined_queries_come_back_correct_and_in_order() {
     db.execute_on_all(ITEMS).await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
-    let read = client
-        .prepare("SELECT name, $1::int4 * 2, current_setting('port') FROM items WHERE id = $1")
-        .await
-        .unwrap();
-    let write = client
-        .prepare("INSERT INTO log (v) VALUES ($1) RETURNING v, current_setting('port')")
-        .await
-        .unwrap();
+    let read =
+        client.prepare("SELECT name, $1::int4 * 2, current_setting('port') FROM items WHERE id = $1").await.unwrap();
+    let write = client.prepare("INSERT INTO log (v) VALUES ($1) RETURNING v, current_setting('port')").await.unwrap();
 
     // 50 reads at once: tokio-postgres pipelines them on the one connection.
     let ids: Vec<i32> = (1..=50).collect();
@@ -201,9 +176,7 @@ async fn pipelined_queries_come_back_correct_and_in_order() {
         }
     }
     assert_eq!(
-        db.value_on_leader("SELECT string_agg(v::text, ',' ORDER BY id) FROM log")
-            .await
-            .as_deref(),
+        db.value_on_leader("SELECT string_agg(v::text, ',' ORDER BY id) FROM log").await.as_deref(),
         Some("5,10,15,20,25,30,35,40,45,50"),
         "the writes ran out of order"
     );
@@ -246,14 +219,8 @@ async fn an_error_in_a_pipeline_fails_only_its_own_query() {
     assert_eq!(sqlstate(&e), "42601");
     let e = client.query("SELECT * FROM no_such_table", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
-    let e = client
-        .query_one("SELECT $1::int4", &[&"not a number"])
-        .await
-        .unwrap_err();
-    assert!(
-        e.as_db_error().is_none(),
-        "tokio-postgres refuses the parameter itself: {e}"
-    );
+    let e = client.query_one("SELECT $1::int4", &[&"not a number"]).await.unwrap_err();
+    assert!(e.as_db_error().is_none(), "tokio-postgres refuses the parameter itself: {e}");
     let e = client.query_one("SELECT $1::text::int4", &[&"x1"]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "22P02");
     assert_eq!(client.query_one(&div, &[&3i32]).await.unwrap().get::<_, i32>(0), 33);
@@ -265,17 +232,10 @@ async fn an_error_in_a_pipeline_fails_only_its_own_query() {
     assert_eq!(sqlstate(results[0].as_ref().unwrap_err()), "22012");
     assert_eq!(sqlstate(results[1].as_ref().unwrap_err()), "25P02");
     txn.rollback().await.unwrap();
-    assert_eq!(
-        db.value_on_leader("SELECT count(*) FROM log").await.as_deref(),
-        Some("0")
-    );
+    assert_eq!(db.value_on_leader("SELECT count(*) FROM log").await.as_deref(), Some("0"));
 
     // The session is fine afterwards, on followers and on the leader.
-    let port: String = client
-        .query_one("SELECT current_setting('port')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let port: String = client.query_one("SELECT current_setting('port')", &[]).await.unwrap().get(0);
     assert!(db.is_follower_port(&port));
     client.execute("INSERT INTO log (v) VALUES (2)", &[]).await.unwrap();
     assert_eq!(db.value_on_leader("SELECT sum(v) FROM log").await.as_deref(), Some("2"));
@@ -292,10 +252,7 @@ async fn the_unnamed_statement_routes_per_query() {
     let mut ports = BTreeSet::new();
     for id in 1..=8i32 {
         let row = client
-            .query_typed_one(
-                "SELECT name, current_setting('port') FROM items WHERE id = $1",
-                &[(&id, Type::INT4)],
-            )
+            .query_typed_one("SELECT name, current_setting('port') FROM items WHERE id = $1", &[(&id, Type::INT4)])
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), format!("item {id}"));
@@ -304,18 +261,12 @@ async fn the_unnamed_statement_routes_per_query() {
     assert_eq!(ports, db.follower_ports());
     for v in 1..=3i32 {
         let row = client
-            .query_typed_one(
-                "INSERT INTO log (v) VALUES ($1) RETURNING current_setting('port')",
-                &[(&v, Type::INT4)],
-            )
+            .query_typed_one("INSERT INTO log (v) VALUES ($1) RETURNING current_setting('port')", &[(&v, Type::INT4)])
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), db.leader_port());
         // A read right after uses the unnamed statement again, on a follower.
-        let row = client
-            .query_typed_one("SELECT count(*), current_setting('port') FROM log", &[])
-            .await
-            .unwrap();
+        let row = client.query_typed_one("SELECT count(*), current_setting('port') FROM log", &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), 0, "followers have no log rows");
         assert!(db.is_follower_port(&row.get::<_, String>(1)));
     }
@@ -341,19 +292,7 @@ async fn several_statements_in_one_simple_query() {
             _ => {}
         }
     }
-    assert_eq!(
-        shape,
-        [
-            "row 1",
-            "done 1",
-            "row 2",
-            "done 1",
-            "row item 1",
-            "row item 2",
-            "row item 3",
-            "done 3"
-        ]
-    );
+    assert_eq!(shape, ["row 1", "done 1", "row 2", "done 1", "row item 1", "row item 2", "row item 3", "done 3"]);
 
     // A text holding a write goes to the leader as a whole.
     let rows = simple_rows(
@@ -361,13 +300,7 @@ async fn several_statements_in_one_simple_query() {
         "SELECT current_setting('port'); INSERT INTO log (v) VALUES (7); SELECT current_setting('port'), count(*) FROM log",
     )
     .await;
-    assert_eq!(
-        rows,
-        vec![
-            vec![Some(db.leader_port())],
-            vec![Some(db.leader_port()), Some("1".into())]
-        ]
-    );
+    assert_eq!(rows, vec![vec![Some(db.leader_port())], vec![Some(db.leader_port()), Some("1".into())]]);
     for v in db.value_on_followers("SELECT count(*) FROM log").await {
         assert_eq!(v.as_deref(), Some("0"));
     }
@@ -378,22 +311,12 @@ async fn several_statements_in_one_simple_query() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "22012");
-    assert_eq!(
-        db.value_on_leader("SELECT string_agg(v::text, ',') FROM log")
-            .await
-            .as_deref(),
-        Some("7")
-    );
+    assert_eq!(db.value_on_leader("SELECT string_agg(v::text, ',') FROM log").await.as_deref(), Some("7"));
 
     // A whole transaction in one text.
-    client
-        .batch_execute("BEGIN; INSERT INTO log (v) VALUES (10); UPDATE log SET v = v + 1; COMMIT")
-        .await
-        .unwrap();
+    client.batch_execute("BEGIN; INSERT INTO log (v) VALUES (10); UPDATE log SET v = v + 1; COMMIT").await.unwrap();
     assert_eq!(
-        db.value_on_leader("SELECT string_agg(v::text, ',' ORDER BY v) FROM log")
-            .await
-            .as_deref(),
+        db.value_on_leader("SELECT string_agg(v::text, ',' ORDER BY v) FROM log").await.as_deref(),
         Some("8,11")
     );
     // Reads spread over followers again afterwards.
@@ -418,10 +341,7 @@ async fn run_and_cancel(client: &tokio_postgres::Client, sql: &str) -> (Duration
         token.cancel_query(NoTls).await
     });
     let start = Instant::now();
-    let e = client
-        .batch_execute(sql)
-        .await
-        .expect_err("the query was not cancelled");
+    let e = client.batch_execute(sql).await.expect_err("the query was not cancelled");
     canceller.await.unwrap().expect("cancel request failed");
     (start.elapsed(), e)
 }
@@ -478,10 +398,7 @@ async fn cancel_stops_the_running_query_and_the_session_goes_on() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         token.cancel_query(NoTls).await
     });
-    client
-        .batch_execute("SELECT pg_sleep(0.8)")
-        .await
-        .expect("cancelled by another session's key");
+    client.batch_execute("SELECT pg_sleep(0.8)").await.expect("cancelled by another session's key");
     canceller.await.unwrap().unwrap();
 }
 

@@ -14,11 +14,7 @@ use std::time::{Duration, Instant};
 const TRUST_USER: &str = "raw_trust";
 
 fn add_trust_user(c: &mut Config) {
-    c.users.push(User {
-        name: TRUST_USER.into(),
-        password: None,
-        auth: AuthMethod::Trust,
-    });
+    c.users.push(User { name: TRUST_USER.into(), password: None, auth: AuthMethod::Trust });
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -66,30 +62,14 @@ async fn garbage_startup_packets_are_rejected_or_closed() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("length 0", 0i32.to_be_bytes().to_vec(), "08P01"),
         ("length 4 (< 8)", 4i32.to_be_bytes().to_vec(), "08P01"),
-        (
-            "length 7 (< 8)",
-            [&7i32.to_be_bytes()[..], &[1, 2, 3]].concat(),
-            "08P01",
-        ),
+        ("length 7 (< 8)", [&7i32.to_be_bytes()[..], &[1, 2, 3]].concat(), "08P01"),
         ("negative length", (-1i32).to_be_bytes().to_vec(), "08P01"),
         ("huge length", i32::MAX.to_be_bytes().to_vec(), "08P01"),
         ("length just over 10000", 10_001i32.to_be_bytes().to_vec(), "08P01"),
-        (
-            "unknown protocol code",
-            untagged(&0x1234_5678i32.to_be_bytes()),
-            "0A000",
-        ),
-        (
-            "parameter without a value terminator",
-            untagged(&missing_value),
-            "08P01",
-        ),
+        ("unknown protocol code", untagged(&0x1234_5678i32.to_be_bytes()), "0A000"),
+        ("parameter without a value terminator", untagged(&missing_value), "08P01"),
         ("no user name", untagged(&no_user), "28000"),
-        (
-            "truncated cancel request",
-            untagged(&CANCEL_REQUEST.to_be_bytes()),
-            "08P01",
-        ),
+        ("truncated cancel request", untagged(&CANCEL_REQUEST.to_be_bytes()), "08P01"),
     ];
     for (what, bytes, code) in cases {
         let mut c = RawConn::connect(chorus.addr()).await;
@@ -109,10 +89,7 @@ async fn garbage_startup_packets_are_rejected_or_closed() {
         for m in &msgs {
             assert_eq!(m.tag, b'E', "seed {seed}: chorus answered garbage with {msgs:?}");
             let e = m.error();
-            assert!(
-                ["08P01", "0A000", "28000"].contains(&e.code.as_str()),
-                "seed {seed}: {e:?}"
-            );
+            assert!(["08P01", "0A000", "28000"].contains(&e.code.as_str()), "seed {seed}: {e:?}");
         }
         still_works(&bystander, &format!("garbage seed {seed}")).await;
     }
@@ -121,15 +98,8 @@ async fn garbage_startup_packets_are_rejected_or_closed() {
     let started = Instant::now();
     let mut c = RawConn::connect(chorus.addr()).await;
     c.send(&[0, 0]).await.unwrap();
-    assert_eq!(
-        c.until_closed().await,
-        vec![],
-        "a silent client is closed without a message"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "closed before the startup timeout"
-    );
+    assert_eq!(c.until_closed().await, vec![], "a silent client is closed without a message");
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed before the startup timeout");
     // Nothing at all, then end of file.
     let mut c = RawConn::connect(chorus.addr()).await;
     c.shutdown_write().await;
@@ -146,12 +116,7 @@ async fn a_client_that_stalls_authentication_is_cut_off() {
     let db = fresh_database().await;
     let chorus = start_chorus_with(cluster(), |c| c.limits.startup_timeout = Duration::from_secs(1));
     let mut c = RawConn::connect(chorus.addr()).await;
-    c.send(&startup_packet(
-        PROTOCOL_3_0,
-        &[("user", CHORUS_USER), ("database", db.name())],
-    ))
-    .await
-    .unwrap();
+    c.send(&startup_packet(PROTOCOL_3_0, &[("user", CHORUS_USER), ("database", db.name())])).await.unwrap();
     assert_eq!(c.expect_msg().await.auth_code(), 10, "AuthenticationSASL");
     // ... and never answer the challenge.
     let e = c.expect_fatal_then_close().await;
@@ -190,12 +155,7 @@ async fn protocol_versions() {
 
     // A `_pq_.` protocol option is named back as unrecognized.
     let mut c = RawConn::connect(chorus.addr()).await;
-    c.send(&startup_packet(
-        PROTOCOL_3_0,
-        &[params[0], params[1], ("_pq_.frobnicate", "on")],
-    ))
-    .await
-    .unwrap();
+    c.send(&startup_packet(PROTOCOL_3_0, &[params[0], params[1], ("_pq_.frobnicate", "on")])).await.unwrap();
     let v = c.expect_msg().await;
     assert_eq!(v.tag, b'v');
     assert_eq!(&v.body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
@@ -205,12 +165,7 @@ async fn protocol_versions() {
 
     // 3.2 for a SCRAM user: NegotiateProtocolVersion, then AuthenticationSASL.
     let mut c = RawConn::connect(chorus.addr()).await;
-    c.send(&startup_packet(
-        (3 << 16) | 2,
-        &[("user", CHORUS_USER), ("database", db.name())],
-    ))
-    .await
-    .unwrap();
+    c.send(&startup_packet((3 << 16) | 2, &[("user", CHORUS_USER), ("database", db.name())])).await.unwrap();
     assert_eq!(c.expect_msg().await.tag, b'v');
     let sasl = c.expect_msg().await;
     assert_eq!(sasl.auth_code(), 10);
@@ -280,11 +235,7 @@ async fn bad_messages_after_login() {
         let (mut c, _) = login().await;
         c.send(&bytes).await.unwrap();
         let e = c.expect_fatal_then_close().await;
-        assert_eq!(
-            (e.severity.as_str(), e.code.as_str()),
-            ("FATAL", "08P01"),
-            "{what}: {e:?}"
-        );
+        assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", "08P01"), "{what}: {e:?}");
         still_works(&bystander, what).await;
     }
 
@@ -306,10 +257,7 @@ async fn bad_messages_after_login() {
     let errors: Vec<ErrorFields> = msgs.iter().filter(|m| m.tag == b'E').map(|m| m.error()).collect();
     assert_eq!(errors.len(), 1, "{msgs:?}");
     assert_eq!(errors[0].code, "08P01", "{errors:?}");
-    assert_eq!(
-        data_rows(&c.simple_ok("SELECT 'after a bad Parse'").await),
-        ["after a bad Parse"]
-    );
+    assert_eq!(data_rows(&c.simple_ok("SELECT 'after a bad Parse'").await), ["after a bad Parse"]);
 
     // Bind of a statement that does not exist: the server's 26000, session goes on.
     let mut bind = b"\0nope\0".to_vec();
@@ -341,27 +289,10 @@ async fn cancel_requests_need_the_right_key() {
     // Wrong secret, wrong pid: ignored; the query runs to its end.
     c.send(&query("SELECT pg_sleep(1.5), 'finished'")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send_cancel(
-        chorus.addr(),
-        BackendKey {
-            pid: key.pid,
-            secret: key.secret.wrapping_add(1),
-        },
-    )
-    .await;
-    send_cancel(
-        chorus.addr(),
-        BackendKey {
-            pid: key.pid ^ 0x5a5a,
-            secret: key.secret,
-        },
-    )
-    .await;
+    send_cancel(chorus.addr(), BackendKey { pid: key.pid, secret: key.secret.wrapping_add(1) }).await;
+    send_cancel(chorus.addr(), BackendKey { pid: key.pid ^ 0x5a5a, secret: key.secret }).await;
     let msgs = c.until_ready().await;
-    assert!(
-        msgs.iter().all(|m| m.tag != b'E'),
-        "a wrong key cancelled the query: {msgs:?}"
-    );
+    assert!(msgs.iter().all(|m| m.tag != b'E'), "a wrong key cancelled the query: {msgs:?}");
     assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 1, "{msgs:?}");
 
     // The right key cancels it (resent until it lands: a cancel that arrives
@@ -374,14 +305,9 @@ async fn cancel_requests_need_the_right_key() {
         if let Ok(reply) = tokio::time::timeout(Duration::from_millis(800), c.read()).await {
             break reply;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the right key never cancelled the query"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "the right key never cancelled the query");
     };
-    let Reply::Msg(first) = first else {
-        panic!("chorus closed the session on a cancel")
-    };
+    let Reply::Msg(first) = first else { panic!("chorus closed the session on a cancel") };
     let mut msgs = vec![first];
     if msgs[0].tag != b'Z' {
         msgs.extend(c.until_ready().await);
@@ -466,25 +392,16 @@ async fn max_message_bytes() {
 
     // Above it: FATAL 08P01 on this connection only.
     let big = format!("SELECT length('{}')", "x".repeat(5000));
-    let e = client
-        .simple_query(&big)
-        .await
-        .expect_err("an oversized message was accepted");
+    let e = client.simple_query(&big).await.expect_err("an oversized message was accepted");
     assert_eq!(sqlstate(&e), "08P01", "{e}");
     assert!(db_message(&e).contains("max_message_bytes"), "{e:?}");
-    assert!(
-        client.simple_query("SELECT 1").await.is_err(),
-        "the session survived a FATAL error"
-    );
+    assert!(client.simple_query("SELECT 1").await.is_err(), "the session survived a FATAL error");
     assert!(client.is_closed());
     still_works(&bystander, "an oversized message").await;
 
     // The extended protocol is held to the same limit.
     let other = chorus.connect(db.name()).await;
-    let e = other
-        .query(big.as_str(), &[])
-        .await
-        .expect_err("an oversized Parse was accepted");
+    let e = other.query(big.as_str(), &[]).await.expect_err("an oversized Parse was accepted");
     assert_eq!(sqlstate(&e), "08P01", "{e}");
     still_works(&bystander, "an oversized Parse").await;
     assert_no_chorus_panics();
@@ -498,10 +415,7 @@ async fn large_extended_batches_are_streamed_not_buffered() {
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
     let big = "y".repeat(3 << 20);
-    let row = client
-        .query_one("SELECT length($1::text), current_setting('port')", &[&big])
-        .await
-        .unwrap();
+    let row = client.query_one("SELECT length($1::text), current_setting('port')", &[&big]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 3 << 20);
     let port: String = row.get(1);
     assert!(db.is_leader_port(&port), "an early-routed batch must go to the leader, went to {port}");
@@ -531,25 +445,16 @@ async fn server_errors_reach_the_client_and_the_session_goes_on() {
     assert_eq!(sqlstate(&e), "42601");
     assert!(e.as_db_error().unwrap().message().contains("SELEC"), "{e}");
     still_works(&client, "a syntax error").await;
-    let e = client
-        .prepare("SELECT FROM WHERE")
-        .await
-        .expect_err("syntax error accepted");
+    let e = client.prepare("SELECT FROM WHERE").await.expect_err("syntax error accepted");
     assert_eq!(sqlstate(&e), "42601");
     let n: i32 = client.query_one("SELECT $1::int + 1", &[&41i32]).await.unwrap().get(0);
     assert_eq!(n, 42);
 
     // Errors from the leader (a write) and from a follower (a read) alike.
     client.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
-    let e = client
-        .execute("INSERT INTO t VALUES (1)", &[])
-        .await
-        .expect_err("duplicate accepted");
+    let e = client.execute("INSERT INTO t VALUES (1)", &[]).await.expect_err("duplicate accepted");
     assert_eq!(sqlstate(&e), "23505");
-    let e = client
-        .simple_query("SELECT * FROM no_such_table")
-        .await
-        .expect_err("missing table");
+    let e = client.simple_query("SELECT * FROM no_such_table").await.expect_err("missing table");
     assert_eq!(sqlstate(&e), "42P01");
     let e = client.simple_query("SELECT 1/0").await.expect_err("division by zero");
     assert_eq!(sqlstate(&e), "22012");
@@ -563,11 +468,7 @@ async fn server_errors_reach_the_client_and_the_session_goes_on() {
 
     // psql shows the server's message and its next command runs.
     let url = chorus.url(db.name());
-    let out = psql(
-        &url,
-        &["-v", "ON_ERROR_STOP=0", "-c", "SELEC 1", "-c", "SELECT 'next'"],
-        None,
-    );
+    let out = psql(&url, &["-v", "ON_ERROR_STOP=0", "-c", "SELEC 1", "-c", "SELECT 'next'"], None);
     assert!(out.stderr.contains("syntax error at or near \"SELEC\""), "{out:?}");
     assert!(out.stdout.contains("next"), "{out:?}");
 
@@ -601,16 +502,8 @@ async fn bad_authentication_messages() {
     // (what, messages after AuthenticationSASL, expected SQLSTATE)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("a Query instead of a SASL response", query("SELECT 1"), "08P01"),
-        (
-            "an unknown mechanism",
-            message(b'p', b"SCRAM-SHA-1\0\xff\xff\xff\xff"),
-            "08P01",
-        ),
-        (
-            "SCRAM-SHA-256-PLUS, not offered",
-            message(b'p', b"SCRAM-SHA-256-PLUS\0\xff\xff\xff\xff"),
-            "08P01",
-        ),
+        ("an unknown mechanism", message(b'p', b"SCRAM-SHA-1\0\xff\xff\xff\xff"), "08P01"),
+        ("SCRAM-SHA-256-PLUS, not offered", message(b'p', b"SCRAM-SHA-256-PLUS\0\xff\xff\xff\xff"), "08P01"),
         ("an empty SASLInitialResponse", message(b'p', &[]), "08P01"),
         ("a data length that lies", message(b'p', &wrong_len), "08P01"),
         (
@@ -662,24 +555,14 @@ async fn bad_startup_parameters_are_the_servers_errors() {
     ];
     for (name, value, code) in cases {
         let mut c = RawConn::connect(chorus.addr()).await;
-        c.send(&startup_packet(
-            PROTOCOL_3_0,
-            &[("user", TRUST_USER), ("database", db.name()), (name, value)],
-        ))
-        .await
-        .unwrap();
+        c.send(&startup_packet(PROTOCOL_3_0, &[("user", TRUST_USER), ("database", db.name()), (name, value)]))
+            .await
+            .unwrap();
         let msgs = c.until_closed().await;
         let errors: Vec<ErrorFields> = msgs.iter().filter(|m| m.tag == b'E').map(|m| m.error()).collect();
         assert_eq!(errors.len(), 1, "{name}={value}: {msgs:?}");
-        assert_eq!(
-            (errors[0].severity.as_str(), errors[0].code.as_str()),
-            ("FATAL", code),
-            "{name}={value}"
-        );
-        assert!(
-            msgs.iter().all(|m| m.tag != b'Z'),
-            "{name}={value}: the session started: {msgs:?}"
-        );
+        assert_eq!((errors[0].severity.as_str(), errors[0].code.as_str()), ("FATAL", code), "{name}={value}");
+        assert!(msgs.iter().all(|m| m.tag != b'Z'), "{name}={value}: the session started: {msgs:?}");
     }
     // Good values do start the session, and apply.
     let (mut c, _) = RawConn::login_trust(chorus.addr(), TRUST_USER, db.name()).await;
@@ -687,21 +570,14 @@ async fn bad_startup_parameters_are_the_servers_errors() {
     let mut c2 = RawConn::connect(chorus.addr()).await;
     c2.send(&startup_packet(
         PROTOCOL_3_0,
-        &[
-            ("user", TRUST_USER),
-            ("database", db.name()),
-            ("TimeZone", "Asia/Tokyo"),
-            ("options", "-c work_mem=3MB"),
-        ],
+        &[("user", TRUST_USER), ("database", db.name()), ("TimeZone", "Asia/Tokyo"), ("options", "-c work_mem=3MB")],
     ))
     .await
     .unwrap();
     assert_eq!(c2.expect_msg().await.auth_code(), 0);
     c2.until_ready().await;
-    let rows = data_rows(
-        &c2.simple_ok("SELECT current_setting('TimeZone') || ' ' || current_setting('work_mem')")
-            .await,
-    );
+    let rows =
+        data_rows(&c2.simple_ok("SELECT current_setting('TimeZone') || ' ' || current_setting('work_mem')").await);
     assert_eq!(rows, ["Asia/Tokyo 3MB"]);
     assert_no_chorus_panics();
 }

@@ -21,8 +21,7 @@ async fn port_and_pid(client: &Client) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_reads_are_spread_over_both_followers() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
 
@@ -31,49 +30,30 @@ async fn plain_reads_are_spread_over_both_followers() {
     // timing, so each loop sends one kind of request only.
     let mut simple = BTreeSet::new();
     for _ in 0..10 {
-        let port = simple_value(&client, "SELECT current_setting('port') FROM t LIMIT 1")
-            .await
-            .unwrap();
+        let port = simple_value(&client, "SELECT current_setting('port') FROM t LIMIT 1").await.unwrap();
         simple.insert(port);
     }
-    let stmt = client
-        .prepare("SELECT current_setting('port'), count(*) FROM t")
-        .await
-        .unwrap();
+    let stmt = client.prepare("SELECT current_setting('port'), count(*) FROM t").await.unwrap();
     let mut extended = BTreeSet::new();
     for _ in 0..10 {
         let row = client.query_one(&stmt, &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(1), 2);
         extended.insert(row.get::<_, String>(0));
     }
-    assert_eq!(
-        simple,
-        db.follower_ports(),
-        "simple-protocol reads, leader is {}",
-        db.leader_port()
-    );
-    assert_eq!(
-        extended,
-        db.follower_ports(),
-        "extended-protocol reads, leader is {}",
-        db.leader_port()
-    );
+    assert_eq!(simple, db.follower_ports(), "simple-protocol reads, leader is {}", db.leader_port());
+    assert_eq!(extended, db.follower_ports(), "extended-protocol reads, leader is {}", db.leader_port());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_and_ddl_go_to_the_leader() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int PRIMARY KEY, port text)")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int PRIMARY KEY, port text)").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
     let leader = db.leader_port();
 
     let rows = client
-        .query(
-            "INSERT INTO t VALUES (1, current_setting('port')), (2, 'x') RETURNING current_setting('port')",
-            &[],
-        )
+        .query("INSERT INTO t VALUES (1, current_setting('port')), (2, 'x') RETURNING current_setting('port')", &[])
         .await
         .unwrap();
     let ports: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -85,38 +65,22 @@ async fn writes_and_ddl_go_to_the_leader() {
     .await
     .unwrap();
     assert_eq!(port, leader, "UPDATE");
-    let port = simple_value(&client, "DELETE FROM t WHERE id = 2 RETURNING current_setting('port')")
-        .await
-        .unwrap();
+    let port = simple_value(&client, "DELETE FROM t WHERE id = 2 RETURNING current_setting('port')").await.unwrap();
     assert_eq!(port, leader, "DELETE");
     // Writes without RETURNING land on the leader too.
     client.execute("INSERT INTO t VALUES (3, 'plain')", &[]).await.unwrap();
-    client
-        .batch_execute("UPDATE t SET port = 'updated' WHERE id = 3")
-        .await
-        .unwrap();
+    client.batch_execute("UPDATE t SET port = 'updated' WHERE id = 3").await.unwrap();
 
     // DDL: only the leader has the new objects.
-    client
-        .batch_execute("CREATE TABLE made_here AS SELECT current_setting('port') AS port")
-        .await
-        .unwrap();
-    client
-        .batch_execute("ALTER TABLE t ADD COLUMN extra int")
-        .await
-        .unwrap();
+    client.batch_execute("CREATE TABLE made_here AS SELECT current_setting('port') AS port").await.unwrap();
+    client.batch_execute("ALTER TABLE t ADD COLUMN extra int").await.unwrap();
     client.batch_execute("CREATE INDEX t_port ON t (port)").await.unwrap();
 
     assert_eq!(
-        db.value_on_leader("SELECT string_agg(id || ':' || port, ',' ORDER BY id) FROM t")
-            .await
-            .as_deref(),
+        db.value_on_leader("SELECT string_agg(id || ':' || port, ',' ORDER BY id) FROM t").await.as_deref(),
         Some(format!("1:{leader},3:updated").as_str())
     );
-    assert_eq!(
-        db.value_on_leader("SELECT port FROM made_here").await,
-        Some(leader.clone())
-    );
+    assert_eq!(db.value_on_leader("SELECT port FROM made_here").await, Some(leader.clone()));
     assert_eq!(
         db.value_on_leader("SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'extra'")
             .await
@@ -126,9 +90,8 @@ async fn writes_and_ddl_go_to_the_leader() {
     for follower in db.value_on_followers("SELECT count(*) FROM t").await {
         assert_eq!(follower.as_deref(), Some("0"), "a write reached a follower");
     }
-    for follower in db
-        .value_on_followers("SELECT count(*) FROM pg_class WHERE relname IN ('made_here', 't_port')")
-        .await
+    for follower in
+        db.value_on_followers("SELECT count(*) FROM pg_class WHERE relname IN ('made_here', 't_port')").await
     {
         assert_eq!(follower.as_deref(), Some("0"), "DDL reached a follower");
     }
@@ -137,8 +100,7 @@ async fn writes_and_ddl_go_to_the_leader() {
 #[tokio::test(flavor = "multi_thread")]
 async fn locking_reads_sequences_and_writable_ctes_go_to_the_leader() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1); CREATE SEQUENCE s")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1); CREATE SEQUENCE s").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
     let leader = db.leader_port();
@@ -156,17 +118,11 @@ async fn locking_reads_sequences_and_writable_ctes_go_to_the_leader() {
     }
 
     for expected in 1..=4i64 {
-        let row = client
-            .query_one("SELECT nextval('s'), current_setting('port')", &[])
-            .await
-            .unwrap();
+        let row = client.query_one("SELECT nextval('s'), current_setting('port')", &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), expected, "nextval numbering");
         assert_eq!(row.get::<_, String>(1), leader, "nextval");
     }
-    assert_eq!(
-        db.value_on_leader("SELECT last_value FROM s").await.as_deref(),
-        Some("4")
-    );
+    assert_eq!(db.value_on_leader("SELECT last_value FROM s").await.as_deref(), Some("4"));
     for v in db.value_on_followers("SELECT is_called::text FROM s").await {
         assert_eq!(v.as_deref(), Some("false"), "a follower's sequence advanced");
     }
@@ -180,12 +136,7 @@ async fn locking_reads_sequences_and_writable_ctes_go_to_the_leader() {
     )
     .await;
     assert_eq!(rows, vec![vec![Some(leader.clone())]], "writable CTE (simple)");
-    assert_eq!(
-        db.value_on_leader("SELECT string_agg(id::text, ',') FROM t")
-            .await
-            .as_deref(),
-        Some("2")
-    );
+    assert_eq!(db.value_on_leader("SELECT string_agg(id::text, ',') FROM t").await.as_deref(), Some("2"));
     for v in db.value_on_followers("SELECT string_agg(id::text, ',') FROM t").await {
         assert_eq!(v.as_deref(), Some("1"), "a writable CTE reached a follower");
     }
@@ -207,11 +158,7 @@ async fn user_functions_route_by_volatility() {
     let leader = db.leader_port();
 
     for _ in 0..3 {
-        assert_eq!(
-            simple_value(&client, "SELECT vol_port()").await.unwrap(),
-            leader,
-            "VOLATILE function"
-        );
+        assert_eq!(simple_value(&client, "SELECT vol_port()").await.unwrap(), leader, "VOLATILE function");
         let row = client.query_one("SELECT app.vol_port()", &[]).await.unwrap();
         assert_eq!(row.get::<_, String>(0), leader, "schema-qualified VOLATILE function");
     }
@@ -223,21 +170,14 @@ async fn user_functions_route_by_volatility() {
     }
     // One prepared statement (tokio-postgres closes a dropped one with a request
     // of its own, which shifts the rotation).
-    let stmt = client
-        .prepare("SELECT imm_add($1, 2), current_setting('port')")
-        .await
-        .unwrap();
+    let stmt = client.prepare("SELECT imm_add($1, 2), current_setting('port')").await.unwrap();
     let mut immutable_ports = BTreeSet::new();
     for _ in 0..4 {
         let row = client.query_one(&stmt, &[&40i32]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), 42);
         immutable_ports.insert(row.get::<_, String>(1));
     }
-    assert_eq!(
-        immutable_ports,
-        db.follower_ports(),
-        "IMMUTABLE functions run on followers"
-    );
+    assert_eq!(immutable_ports, db.follower_ports(), "IMMUTABLE functions run on followers");
     assert_eq!(stable_ports, db.follower_ports(), "STABLE functions run on followers");
 }
 
@@ -258,11 +198,7 @@ async fn a_read_write_transaction_stays_on_one_leader_connection() {
     let ts2 = simple_value(&client, "SELECT now()::text").await;
     assert_eq!(ts1, ts2, "now() moved: the statements did not run in one transaction");
     for _ in 0..5 {
-        assert_eq!(
-            port_and_pid(&client).await,
-            first,
-            "a statement left the transaction's connection"
-        );
+        assert_eq!(port_and_pid(&client).await, first, "a statement left the transaction's connection");
     }
     client.batch_execute("COMMIT").await.unwrap();
 
@@ -272,10 +208,7 @@ async fn a_read_write_transaction_stays_on_one_leader_connection() {
     let mut seen = BTreeSet::new();
     for i in 0..5 {
         let row = txn
-            .query_one(
-                "SELECT current_setting('port'), pg_backend_pid(), txid_current_if_assigned()",
-                &[],
-            )
+            .query_one("SELECT current_setting('port'), pg_backend_pid(), txid_current_if_assigned()", &[])
             .await
             .unwrap();
         seen.insert((row.get::<_, String>(0), row.get::<_, i32>(1)));
@@ -295,16 +228,12 @@ async fn a_read_write_transaction_stays_on_one_leader_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_transactions_stay_on_one_follower() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
 
     let mut followers_used = BTreeSet::new();
-    for begin in [
-        "BEGIN READ ONLY",
-        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-    ] {
+    for begin in ["BEGIN READ ONLY", "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"] {
         for _ in 0..3 {
             client.batch_execute(begin).await.unwrap();
             let first = port_and_pid(&client).await;
@@ -318,56 +247,29 @@ async fn read_only_transactions_stay_on_one_follower() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(
-                (row.get::<_, String>(0), row.get::<_, String>(1)),
-                first,
-                "{begin}: left the follower"
-            );
+            assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), first, "{begin}: left the follower");
             assert_eq!(row.get::<_, String>(2), "on");
             assert_eq!(port_and_pid(&client).await, first);
-            assert_eq!(
-                simple_value(&client, "SELECT now()::text").await,
-                ts1,
-                "{begin}: not one transaction"
-            );
+            assert_eq!(simple_value(&client, "SELECT now()::text").await, ts1, "{begin}: not one transaction");
             client.batch_execute("COMMIT").await.unwrap();
         }
     }
-    assert_eq!(
-        followers_used,
-        db.follower_ports(),
-        "read-only transactions are spread too"
-    );
+    assert_eq!(followers_used, db.follower_ports(), "read-only transactions are spread too");
 
     // BEGIN; SET TRANSACTION READ ONLY: the whole transaction on a follower.
     client.batch_execute("BEGIN").await.unwrap();
     client.batch_execute("SET TRANSACTION READ ONLY").await.unwrap();
     let first = port_and_pid(&client).await;
-    assert!(
-        db.is_follower_port(&first.0),
-        "SET TRANSACTION READ ONLY: answered by {}",
-        first.0
-    );
-    assert_eq!(
-        simple_value(&client, "SELECT count(*) FROM t").await.as_deref(),
-        Some("1")
-    );
+    assert!(db.is_follower_port(&first.0), "SET TRANSACTION READ ONLY: answered by {}", first.0);
+    assert_eq!(simple_value(&client, "SELECT count(*) FROM t").await.as_deref(), Some("1"));
     assert_eq!(port_and_pid(&client).await, first);
     client.batch_execute("COMMIT").await.unwrap();
 
     // tokio-postgres's builder sends "START TRANSACTION READ ONLY".
     let mut client = client;
     let txn = client.build_transaction().read_only(true).start().await.unwrap();
-    let a: String = txn
-        .query_one("SELECT current_setting('port')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let b: String = txn
-        .query_one("SELECT current_setting('port')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let a: String = txn.query_one("SELECT current_setting('port')", &[]).await.unwrap().get(0);
+    let b: String = txn.query_one("SELECT current_setting('port')", &[]).await.unwrap().get(0);
     assert!(db.is_follower_port(&a), "builder read-only transaction on {a}");
     assert_eq!(a, b);
     txn.commit().await.unwrap();
@@ -393,15 +295,9 @@ async fn a_write_in_a_follower_transaction_is_refused() {
         // PostgreSQL allows these before the transaction's first query: they
         // would make the follower's transaction writable.
         ("BEGIN READ ONLY", "SET TRANSACTION READ WRITE"),
-        (
-            "BEGIN READ ONLY",
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE",
-        ),
+        ("BEGIN READ ONLY", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE"),
         ("BEGIN READ ONLY", "SET LOCAL transaction_read_only = off"),
-        (
-            "BEGIN; SET TRANSACTION READ ONLY",
-            "SET TRANSACTION READ WRITE; SELECT writer()",
-        ),
+        ("BEGIN; SET TRANSACTION READ ONLY", "SET TRANSACTION READ WRITE; SELECT writer()"),
         ("BEGIN READ ONLY", "SET transaction_read_only = off"),
         ("BEGIN READ ONLY", "SET default_transaction_read_only = off"),
     ];
@@ -420,15 +316,8 @@ async fn a_write_in_a_follower_transaction_is_refused() {
         assert_eq!(sqlstate(&e), "25006", "{begin}; {stmt}: {}", error_text(&e));
         if stmt.starts_with("SET") {
             // Even if the SET had gone through, a write must still fail.
-            let e = client
-                .batch_execute("SELECT writer()")
-                .await
-                .expect_err("writer() after SET");
-            assert!(
-                ["25006", "25P02"].contains(&sqlstate(&e).as_str()),
-                "{begin}; {stmt}: {}",
-                error_text(&e)
-            );
+            let e = client.batch_execute("SELECT writer()").await.expect_err("writer() after SET");
+            assert!(["25006", "25P02"].contains(&sqlstate(&e).as_str()), "{begin}; {stmt}: {}", error_text(&e));
         }
         client.batch_execute("ROLLBACK").await.unwrap();
     }
@@ -438,21 +327,13 @@ async fn a_write_in_a_follower_transaction_is_refused() {
     assert_eq!(sqlstate(&e), "25006", "extended: {}", error_text(&e));
     client.batch_execute("ROLLBACK").await.unwrap();
 
-    for (node, v) in db
-        .value_on_each("SELECT count(*) || '/' || (to_regclass('u') IS NULL)::text FROM t")
-        .await
-    {
+    for (node, v) in db.value_on_each("SELECT count(*) || '/' || (to_regclass('u') IS NULL)::text FROM t").await {
         assert_eq!(v.as_deref(), Some("0/true"), "{node} changed");
     }
     // The session goes on normally.
     assert!(db.is_follower_port(&answering_port(&client).await));
     client.execute("INSERT INTO t VALUES (7)", &[]).await.unwrap();
-    assert_eq!(
-        db.value_on_leader("SELECT string_agg(id::text, ',') FROM t")
-            .await
-            .as_deref(),
-        Some("7")
-    );
+    assert_eq!(db.value_on_leader("SELECT string_agg(id::text, ',') FROM t").await.as_deref(), Some("7"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -464,21 +345,11 @@ async fn a_temp_table_pins_the_session_to_the_leader() {
     assert!(db.is_follower_port(&answering_port(&pinned).await));
 
     pinned.batch_execute("CREATE TEMP TABLE scratch (v int)").await.unwrap();
-    pinned
-        .execute("INSERT INTO scratch VALUES (1), (2)", &[])
-        .await
-        .unwrap();
+    pinned.execute("INSERT INTO scratch VALUES (1), (2)", &[]).await.unwrap();
     let (_, pid) = port_and_pid(&pinned).await;
     for _ in 0..6 {
-        assert_eq!(
-            port_and_pid(&pinned).await,
-            (db.leader_port(), pid.clone()),
-            "pinned session left the leader"
-        );
-        let row = pinned
-            .query_one("SELECT sum(v)::int, current_setting('port') FROM scratch", &[])
-            .await
-            .unwrap();
+        assert_eq!(port_and_pid(&pinned).await, (db.leader_port(), pid.clone()), "pinned session left the leader");
+        let row = pinned.query_one("SELECT sum(v)::int, current_setting('port') FROM scratch", &[]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), 3);
         assert_eq!(row.get::<_, String>(1), db.leader_port());
     }
@@ -493,9 +364,8 @@ async fn a_temp_table_pins_the_session_to_the_leader() {
 async fn listen_pins_and_notifications_arrive() {
     let db = fresh_database().await;
     let chorus = start_chorus(cluster());
-    let (listener, mut connection) = tokio_postgres::connect(&chorus.url(db.name()), tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (listener, mut connection) =
+        tokio_postgres::connect(&chorus.url(db.name()), tokio_postgres::NoTls).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -514,42 +384,25 @@ async fn listen_pins_and_notifications_arrive() {
 
     // The listener is idle: chorus must pass the notification on unprompted.
     for i in 0..3 {
-        notifier
-            .batch_execute(&format!("NOTIFY chorus_events, 'hello {i}'"))
-            .await
-            .unwrap();
+        notifier.batch_execute(&format!("NOTIFY chorus_events, 'hello {i}'")).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("notification {i} not delivered within 5 s"))
             .unwrap();
-        assert_eq!(
-            (got.0.as_str(), got.1.as_str()),
-            ("chorus_events", format!("hello {i}").as_str())
-        );
+        assert_eq!((got.0.as_str(), got.1.as_str()), ("chorus_events", format!("hello {i}").as_str()));
         assert_ne!(got.2.to_string(), pid, "the sender is the notifier's server process");
     }
     // pg_notify() is volatile: it reaches the leader too.
-    notifier
-        .query("SELECT pg_notify('chorus_events', 'via function')", &[])
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    notifier.query("SELECT pg_notify('chorus_events', 'via function')", &[]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
     assert_eq!(got.1, "via function");
     // A notification to a channel nobody listens to is not delivered.
     notifier.batch_execute("NOTIFY other_channel, 'x'").await.unwrap();
     listener.batch_execute("UNLISTEN *").await.unwrap();
-    notifier
-        .batch_execute("NOTIFY chorus_events, 'after unlisten'")
-        .await
-        .unwrap();
+    notifier.batch_execute("NOTIFY chorus_events, 'after unlisten'").await.unwrap();
     assert_eq!(answering_port(&listener).await, db.leader_port(), "still pinned");
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), rx.recv())
-            .await
-            .is_err(),
+        tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
         "a notification arrived that should not have"
     );
 }
@@ -557,8 +410,7 @@ async fn listen_pins_and_notifications_arrive() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_prepare_and_execute_pin_to_the_leader() {
     let db = fresh_database().await;
-    db.execute_on_all("CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'one'), (2, 'two')")
-        .await;
+    db.execute_on_all("CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'one'), (2, 'two')").await;
     let chorus = start_chorus(cluster());
     let client = chorus.connect(db.name()).await;
 
@@ -571,12 +423,7 @@ async fn sql_prepare_and_execute_pin_to_the_leader() {
         assert_eq!(rows, vec![vec![Some(name.to_string()), Some(db.leader_port())]]);
         assert_eq!(answering_port(&client).await, db.leader_port(), "PREPARE did not pin");
     }
-    assert_eq!(
-        simple_value(&client, "SELECT count(*) FROM pg_prepared_statements")
-            .await
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(simple_value(&client, "SELECT count(*) FROM pg_prepared_statements").await.as_deref(), Some("1"));
     client.batch_execute("DEALLOCATE by_id").await.unwrap();
     let e = client.batch_execute("EXECUTE by_id(1)").await.unwrap_err();
     assert_eq!(sqlstate(&e), "26000", "{}", error_text(&e));
@@ -591,34 +438,19 @@ async fn advisory_locks_pin_to_the_leader() {
 
     assert!(db.is_follower_port(&answering_port(&other).await));
     holder.batch_execute("SELECT pg_advisory_lock(4242)").await.unwrap();
-    assert!(
-        db.is_follower_port(&answering_port(&other).await),
-        "the other session is pinned too"
-    );
+    assert!(db.is_follower_port(&answering_port(&other).await), "the other session is pinned too");
     let (port, pid) = port_and_pid(&holder).await;
     assert_eq!(port, db.leader_port(), "an advisory lock did not pin the session");
     // The lock is held on the leader: another session cannot take it.
-    let got: bool = other
-        .query_one("SELECT pg_try_advisory_lock(4242)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let got: bool = other.query_one("SELECT pg_try_advisory_lock(4242)", &[]).await.unwrap().get(0);
     assert!(!got, "another session took a lock that is held");
     let lockers = db
         .value_on_leader("SELECT string_agg(pid::text, ',') FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242")
         .await;
     assert_eq!(lockers, Some(pid.clone()), "the lock is held by the pinned connection");
     // Unlock from the same server connection.
-    let released: bool = holder
-        .query_one("SELECT pg_advisory_unlock(4242)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let released: bool = holder.query_one("SELECT pg_advisory_unlock(4242)", &[]).await.unwrap().get(0);
     assert!(released);
-    let got: bool = other
-        .query_one("SELECT pg_try_advisory_lock(4242)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let got: bool = other.query_one("SELECT pg_try_advisory_lock(4242)", &[]).await.unwrap().get(0);
     assert!(got);
 }

@@ -29,10 +29,7 @@ async fn probe_simple(client: &Client) -> (String, Values) {
 }
 
 async fn probe_extended(client: &Client, stmt: &tokio_postgres::Statement) -> (String, Values) {
-    let row = client
-        .query_one(stmt, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{}", error_text(&e)));
+    let row = client.query_one(stmt, &[]).await.unwrap_or_else(|e| panic!("{}", error_text(&e)));
     let port: String = row.get(0);
     (port, (1..row.len()).map(|i| row.get::<_, Option<String>>(i)).collect())
 }
@@ -50,10 +47,7 @@ async fn assert_everywhere(db: &TestDb<'_>, client: &Client, expected: &Values, 
     // Prepared once: then every probe is one routed request, and the rotation
     // over the followers alternates (a one-off query() adds requests of its own
     // whose pipelining depends on timing).
-    let stmt = client
-        .prepare(PROBE)
-        .await
-        .unwrap_or_else(|e| panic!("{}", error_text(&e)));
+    let stmt = client.prepare(PROBE).await.unwrap_or_else(|e| panic!("{}", error_text(&e)));
     let mut simple = BTreeSet::new();
     let mut extended = BTreeSet::new();
     for _ in 0..3 {
@@ -87,24 +81,11 @@ async fn sets_apply_on_every_server() {
     let defaults = probe_simple(&client).await.1;
     assert_eq!(defaults[4].as_deref(), Some("public"), "{defaults:?}");
 
-    client
-        .batch_execute("SET search_path = s1, public; SET TimeZone = 'Asia/Tokyo'")
-        .await
-        .unwrap();
+    client.batch_execute("SET search_path = s1, public; SET TimeZone = 'Asia/Tokyo'").await.unwrap();
     client.execute("SET application_name = 'probe_app'", &[]).await.unwrap();
-    client
-        .batch_execute("SET intervalstyle TO 'sql_standard'")
-        .await
-        .unwrap();
-    let expected = values(&[
-        "s1, public",
-        "Asia/Tokyo",
-        "probe_app",
-        "sql_standard",
-        "s1",
-        "2020-01-01 09:00:00+09",
-        "1 2:00:00",
-    ]);
+    client.batch_execute("SET intervalstyle TO 'sql_standard'").await.unwrap();
+    let expected =
+        values(&["s1, public", "Asia/Tokyo", "probe_app", "sql_standard", "s1", "2020-01-01 09:00:00+09", "1 2:00:00"]);
     assert_everywhere(&db, &client, &expected, "after SET").await;
 
     // A later SET of the same name replaces the earlier one everywhere.
@@ -147,11 +128,7 @@ async fn startup_parameters_apply_on_every_server() {
     let out = psql(&url, &args, None);
     assert!(out.success(), "{}", out.stderr);
     let mut ports = BTreeSet::new();
-    for line in out
-        .stdout
-        .lines()
-        .filter(|l| !l.is_empty() && *l != "BEGIN" && *l != "COMMIT")
-    {
+    for line in out.stdout.lines().filter(|l| !l.is_empty() && *l != "BEGIN" && *l != "COMMIT") {
         let (port, rest) = line.split_once(' ').unwrap();
         assert_eq!(rest, "startup_app P1D", "psql on {port}");
         ports.insert(port.to_string());
@@ -174,36 +151,14 @@ async fn sets_in_transactions_count_only_when_committed() {
     // Each script runs on a direct leader connection and through chorus; the
     // settings afterwards must match, on every server.
     let scripts: &[&[&str]] = &[
-        &[
-            "BEGIN",
-            "SET search_path = s1",
-            "SET TimeZone = 'Asia/Tokyo'",
-            "ROLLBACK",
-        ],
+        &["BEGIN", "SET search_path = s1", "SET TimeZone = 'Asia/Tokyo'", "ROLLBACK"],
         &["BEGIN", "SET search_path = s1", "SELECT 1/0", "COMMIT"],
-        &[
-            "BEGIN",
-            "SET LOCAL search_path = s1",
-            "SET LOCAL TimeZone = 'Asia/Tokyo'",
-            "COMMIT",
-        ],
+        &["BEGIN", "SET LOCAL search_path = s1", "SET LOCAL TimeZone = 'Asia/Tokyo'", "COMMIT"],
         &["SET TimeZone = 'No/Such_Zone'"],
         &["BEGIN READ ONLY", "SET search_path = s1", "ROLLBACK"],
-        &[
-            "BEGIN",
-            "SAVEPOINT a",
-            "SET search_path = s1",
-            "ROLLBACK TO SAVEPOINT a",
-            "COMMIT",
-        ],
+        &["BEGIN", "SAVEPOINT a", "SET search_path = s1", "ROLLBACK TO SAVEPOINT a", "COMMIT"],
         &["BEGIN", "SET application_name = 'committed'", "COMMIT"],
-        &[
-            "BEGIN",
-            "SAVEPOINT a",
-            "SET TimeZone = 'Europe/Paris'",
-            "RELEASE a",
-            "COMMIT",
-        ],
+        &["BEGIN", "SAVEPOINT a", "SET TimeZone = 'Europe/Paris'", "RELEASE a", "COMMIT"],
         &["BEGIN READ ONLY", "SET search_path = s1, public", "COMMIT"],
     ];
     for script in scripts {
@@ -233,27 +188,16 @@ async fn reset_and_reset_all_reset_everywhere() {
     let direct = connect(&format!("{}{query}", db.leader_url())).await;
 
     let scripts: &[&[&str]] = &[
-        &[
-            "SET search_path = s1",
-            "SET TimeZone = 'Asia/Tokyo'",
-            "SET application_name = 'changed'",
-        ],
+        &["SET search_path = s1", "SET TimeZone = 'Asia/Tokyo'", "SET application_name = 'changed'"],
         &["RESET search_path"],
         &["RESET application_name"],
         &["SET intervalstyle = postgres", "SET search_path = s1"],
         &["RESET ALL"],
-        &[
-            "SET TimeZone = 'Asia/Tokyo'",
-            "SET intervalstyle = sql_standard",
-            "DISCARD ALL",
-        ],
+        &["SET TimeZone = 'Asia/Tokyo'", "SET intervalstyle = sql_standard", "DISCARD ALL"],
     ];
     for script in scripts {
         for stmt in *script {
-            client
-                .batch_execute(stmt)
-                .await
-                .unwrap_or_else(|e| panic!("{stmt}: {}", error_text(&e)));
+            client.batch_execute(stmt).await.unwrap_or_else(|e| panic!("{stmt}: {}", error_text(&e)));
             direct.batch_execute(stmt).await.unwrap();
         }
         let expected = probe_simple(&direct).await.1;

@@ -49,21 +49,13 @@ impl AuthUser {
             AuthMethod::Trust => Credential::Trust,
             AuthMethod::ScramSha256 => {
                 let password = user.password.as_deref().filter(|p| !p.is_empty());
-                let password =
-                    password.ok_or_else(|| AuthConfigError::MissingPassword(user.name.clone()))?;
-                let verifier = ScramVerifier::for_config_password(password).map_err(|source| {
-                    AuthConfigError::InvalidVerifier {
-                        user: user.name.clone(),
-                        source,
-                    }
-                })?;
+                let password = password.ok_or_else(|| AuthConfigError::MissingPassword(user.name.clone()))?;
+                let verifier = ScramVerifier::for_config_password(password)
+                    .map_err(|source| AuthConfigError::InvalidVerifier { user: user.name.clone(), source })?;
                 Credential::Scram(verifier)
             }
         };
-        Ok(AuthUser {
-            name: user.name.clone(),
-            credential,
-        })
+        Ok(AuthUser { name: user.name.clone(), credential })
     }
 
     pub fn method(&self) -> AuthMethod {
@@ -93,11 +85,7 @@ impl AuthUsers {
                 Err(e) => problems.push(e),
             }
         }
-        if problems.is_empty() {
-            Ok(AuthUsers { users: out })
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(AuthUsers { users: out }) } else { Err(problems) }
     }
 
     pub fn get(&self, name: &str) -> Option<&AuthUser> {
@@ -118,11 +106,7 @@ mod tests {
     use super::*;
 
     fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> User {
-        User {
-            name: name.into(),
-            password: password.map(Into::into),
-            auth,
-        }
+        User { name: name.into(), password: password.map(Into::into), auth }
     }
 
     #[test]
@@ -131,22 +115,13 @@ mod tests {
         assert!(matches!(trust.credential, Credential::Trust));
         assert_eq!(trust.method(), AuthMethod::Trust);
 
-        let plain =
-            AuthUser::from_config(&user("p", Some("pencil"), AuthMethod::ScramSha256)).unwrap();
-        let Credential::Scram(v) = &plain.credential else {
-            panic!("expected SCRAM")
-        };
-        assert_eq!(
-            ScramVerifier::from_password("pencil", &v.salt, v.iterations),
-            *v
-        );
+        let plain = AuthUser::from_config(&user("p", Some("pencil"), AuthMethod::ScramSha256)).unwrap();
+        let Credential::Scram(v) = &plain.credential else { panic!("expected SCRAM") };
+        assert_eq!(ScramVerifier::from_password("pencil", &v.salt, v.iterations), *v);
 
         let stored = ScramVerifier::from_password("pencil", b"0123456789abcdef", 4096).to_string();
-        let kept =
-            AuthUser::from_config(&user("s", Some(&stored), AuthMethod::ScramSha256)).unwrap();
-        let Credential::Scram(v) = &kept.credential else {
-            panic!("expected SCRAM")
-        };
+        let kept = AuthUser::from_config(&user("s", Some(&stored), AuthMethod::ScramSha256)).unwrap();
+        let Credential::Scram(v) = &kept.credential else { panic!("expected SCRAM") };
         assert_eq!(v.to_string(), stored);
         assert_eq!(kept.method(), AuthMethod::ScramSha256);
     }
@@ -162,9 +137,7 @@ mod tests {
         let errs = AuthUsers::from_config(&users).unwrap_err();
         assert_eq!(errs.len(), 3);
         assert_eq!(errs[0], AuthConfigError::MissingPassword("nopw".into()));
-        assert!(
-            matches!(&errs[2], AuthConfigError::InvalidVerifier { user, .. } if user == "broken")
-        );
+        assert!(matches!(&errs[2], AuthConfigError::InvalidVerifier { user, .. } if user == "broken"));
         assert!(errs[2].to_string().contains("broken"), "{}", errs[2]);
 
         let ok = AuthUsers::from_config(&users[..1]).unwrap();

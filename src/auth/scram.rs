@@ -78,12 +78,7 @@ impl ScramServer {
     }
 
     fn with_nonce(verifier: ScramVerifier, doomed: bool, server_nonce: String) -> ScramServer {
-        ScramServer {
-            verifier,
-            doomed,
-            server_nonce,
-            state: State::Initial,
-        }
+        ScramServer { verifier, doomed, server_nonce, state: State::Initial }
     }
 
     /// Read client-first-message, return server-first-message.
@@ -92,8 +87,7 @@ impl ScramServer {
             return Err(ScramError::OutOfOrder);
         }
         self.state = State::Done; // until this step succeeds
-        let msg =
-            std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let mut p = Parser(msg);
 
         // gs2-header: cbind-flag "," [authzid] ","
@@ -126,39 +120,25 @@ impl ScramServer {
         }
 
         let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            STANDARD.encode(&self.verifier.salt),
-            self.verifier.iterations
-        );
+        let server_first =
+            format!("r={nonce},s={},i={}", STANDARD.encode(&self.verifier.salt), self.verifier.iterations);
         let auth_prefix = format!("{bare},{server_first}");
-        self.state = State::SentFirst {
-            gs2_header,
-            nonce,
-            auth_prefix,
-        };
+        self.state = State::SentFirst { gs2_header, nonce, auth_prefix };
         Ok(server_first.into_bytes())
     }
 
     /// Read client-final-message, check the proof, return server-final-message.
     pub fn server_final(&mut self, client_final: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let State::SentFirst {
-            gs2_header,
-            nonce,
-            auth_prefix,
-        } = std::mem::replace(&mut self.state, State::Done)
+        let State::SentFirst { gs2_header, nonce, auth_prefix } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(ScramError::OutOfOrder);
         };
-        let msg =
-            std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let mut p = Parser(msg);
 
         // channel-binding "," nonce ["," extensions] "," proof
         let cbind = p.attr('c')?;
-        let cbind = STANDARD
-            .decode(cbind)
-            .map_err(|_| ScramError::Malformed("invalid channel binding"))?;
+        let cbind = STANDARD.decode(cbind).map_err(|_| ScramError::Malformed("invalid channel binding"))?;
         if cbind != gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingMismatch);
         }
@@ -174,9 +154,7 @@ impl ScramServer {
             let field = p.field()?;
             if let Some(proof) = field.strip_prefix("p=") {
                 if start + field.len() != msg.len() {
-                    return Err(ScramError::Malformed(
-                        "garbage at end of client-final-message",
-                    ));
+                    return Err(ScramError::Malformed("garbage at end of client-final-message"));
                 }
                 break (start, proof);
             }
@@ -192,10 +170,7 @@ impl ScramServer {
         let auth_message = format!("{auth_prefix},{without_proof}");
         let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         let mut client_key = proof;
-        client_key
-            .iter_mut()
-            .zip(client_signature)
-            .for_each(|(k, s)| *k ^= s);
+        client_key.iter_mut().zip(client_signature).for_each(|(k, s)| *k ^= s);
         let matches = ct_eq(&sha256(&client_key), &self.verifier.stored_key);
         if !matches || self.doomed {
             return Err(ScramError::InvalidProof);
@@ -264,9 +239,9 @@ mod tests {
 
     const CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
     const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-    const SERVER_FIRST: &str =
-        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-    const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    const SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    const CLIENT_FINAL: &str =
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
     fn pencil() -> ScramVerifier {
@@ -281,18 +256,9 @@ mod tests {
     #[test]
     fn rfc_7677_example() {
         let mut s = rfc_server();
-        assert_eq!(
-            s.server_first(CLIENT_FIRST.as_bytes()).unwrap(),
-            SERVER_FIRST.as_bytes()
-        );
-        assert_eq!(
-            s.server_final(CLIENT_FINAL.as_bytes()).unwrap(),
-            SERVER_FINAL.as_bytes()
-        );
-        assert_eq!(
-            s.server_final(CLIENT_FINAL.as_bytes()),
-            Err(ScramError::OutOfOrder)
-        );
+        assert_eq!(s.server_first(CLIENT_FIRST.as_bytes()).unwrap(), SERVER_FIRST.as_bytes());
+        assert_eq!(s.server_final(CLIENT_FINAL.as_bytes()).unwrap(), SERVER_FINAL.as_bytes());
+        assert_eq!(s.server_final(CLIENT_FINAL.as_bytes()), Err(ScramError::OutOfOrder));
     }
 
     #[test]
@@ -300,25 +266,16 @@ mod tests {
         let mut s = rfc_server();
         s.server_first(CLIENT_FIRST.as_bytes()).unwrap();
         let bad = CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
-        assert_eq!(
-            s.server_final(bad.as_bytes()),
-            Err(ScramError::InvalidProof)
-        );
+        assert_eq!(s.server_final(bad.as_bytes()), Err(ScramError::InvalidProof));
     }
 
     /// Run a whole exchange with postgres-protocol's client, the one tokio-postgres uses.
-    fn exchange(
-        server: &mut ScramServer,
-        password: &str,
-        cb: ChannelBinding,
-    ) -> Result<(), ScramError> {
+    fn exchange(server: &mut ScramServer, password: &str, cb: ChannelBinding) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(password.as_bytes(), cb);
         let first = server.server_first(client.message())?;
         client.update(&first).expect("client accepts server-first");
         let last = server.server_final(client.message())?;
-        client
-            .finish(&last)
-            .expect("client accepts the server's signature");
+        client.finish(&last).expect("client accepts the server's signature");
         Ok(())
     }
 
@@ -327,28 +284,10 @@ mod tests {
         for password in ["pencil", "correct horse battery staple", "p@ss,w=rd$:\\\"'"] {
             let v = ScramVerifier::for_config_password(password).unwrap();
             // postgres-protocol sends "y,," for unrequested and "n,," for unsupported.
+            assert_eq!(exchange(&mut ScramServer::new(v.clone()), password, ChannelBinding::unrequested()), Ok(()));
+            assert_eq!(exchange(&mut ScramServer::new(v.clone()), password, ChannelBinding::unsupported()), Ok(()));
             assert_eq!(
-                exchange(
-                    &mut ScramServer::new(v.clone()),
-                    password,
-                    ChannelBinding::unrequested()
-                ),
-                Ok(())
-            );
-            assert_eq!(
-                exchange(
-                    &mut ScramServer::new(v.clone()),
-                    password,
-                    ChannelBinding::unsupported()
-                ),
-                Ok(())
-            );
-            assert_eq!(
-                exchange(
-                    &mut ScramServer::new(v),
-                    "wrong",
-                    ChannelBinding::unsupported()
-                ),
+                exchange(&mut ScramServer::new(v), "wrong", ChannelBinding::unsupported()),
                 Err(ScramError::InvalidProof)
             );
         }
@@ -360,29 +299,14 @@ mod tests {
         // the client prepares the password, so the stored verifier must too.
         let v = ScramVerifier::for_config_password("p\u{ad}ªss wörd").unwrap();
         assert_eq!(
-            exchange(
-                &mut ScramServer::new(v.clone()),
-                "p\u{ad}ªss wörd",
-                ChannelBinding::unsupported()
-            ),
+            exchange(&mut ScramServer::new(v.clone()), "p\u{ad}ªss wörd", ChannelBinding::unsupported()),
             Ok(())
         );
         // Both sides prepare, so the prepared form is the same password...
-        assert_eq!(
-            exchange(
-                &mut ScramServer::new(v.clone()),
-                "pass wörd",
-                ChannelBinding::unsupported()
-            ),
-            Ok(())
-        );
+        assert_eq!(exchange(&mut ScramServer::new(v.clone()), "pass wörd", ChannelBinding::unsupported()), Ok(()));
         // ...and a different one is not.
         assert_eq!(
-            exchange(
-                &mut ScramServer::new(v),
-                "pass word",
-                ChannelBinding::unsupported()
-            ),
+            exchange(&mut ScramServer::new(v), "pass word", ChannelBinding::unsupported()),
             Err(ScramError::InvalidProof)
         );
     }
@@ -391,26 +315,16 @@ mod tests {
     fn mock_fails_like_a_wrong_password() {
         for password in ["", "pencil"] {
             let mut s = ScramServer::mock("nobody");
-            assert_eq!(
-                exchange(&mut s, password, ChannelBinding::unsupported()),
-                Err(ScramError::InvalidProof)
-            );
+            assert_eq!(exchange(&mut s, password, ChannelBinding::unsupported()), Err(ScramError::InvalidProof));
         }
         // Even a proof built from the mock's own salt cannot match.
         let v = ScramVerifier::mock("nobody");
         let mut s = ScramServer::mock("nobody");
         let mut client = ScramSha256::new(b"x", ChannelBinding::unsupported());
         let first = s.server_first(client.message()).unwrap();
-        assert!(
-            String::from_utf8(first.clone())
-                .unwrap()
-                .contains(&STANDARD.encode(&v.salt))
-        );
+        assert!(String::from_utf8(first.clone()).unwrap().contains(&STANDARD.encode(&v.salt)));
         client.update(&first).unwrap();
-        assert_eq!(
-            s.server_final(client.message()),
-            Err(ScramError::InvalidProof)
-        );
+        assert_eq!(s.server_final(client.message()), Err(ScramError::InvalidProof));
     }
 
     #[test]
@@ -428,15 +342,9 @@ mod tests {
         let cases: &[(&str, ScramError)] = &[
             ("", Malformed("message ends too early")),
             ("x,,n=,r=abc", Malformed("unexpected channel-binding flag")),
-            (
-                "p=tls-server-end-point,,n=,r=abc",
-                ChannelBindingNotSupported,
-            ),
+            ("p=tls-server-end-point,,n=,r=abc", ChannelBindingNotSupported),
             ("n,a=admin,n=,r=abc", AuthzidNotSupported),
-            (
-                "n,x,n=,r=abc",
-                Malformed("unexpected attribute in gs2 header"),
-            ),
+            ("n,x,n=,r=abc", Malformed("unexpected attribute in gs2 header")),
             ("n,,m=ext,n=,r=abc", ExtensionNotSupported),
             ("n,,r=abc", Malformed("expected username attribute")),
             ("n,,n=user", Malformed("message ends too early")),
@@ -446,22 +354,12 @@ mod tests {
             ("n,", Malformed("message ends too early")),
         ];
         for (msg, want) in cases {
-            assert_eq!(
-                rfc_server().server_first(msg.as_bytes()).as_ref(),
-                Err(want),
-                "{msg:?}"
-            );
+            assert_eq!(rfc_server().server_first(msg.as_bytes()).as_ref(), Err(want), "{msg:?}");
         }
-        assert_eq!(
-            rfc_server().server_first(b"n,,n=\xff,r=abc"),
-            Err(Malformed("not UTF-8"))
-        );
+        assert_eq!(rfc_server().server_first(b"n,,n=\xff,r=abc"), Err(Malformed("not UTF-8")));
         // Extensions after the nonce are allowed and ignored.
         assert!(rfc_server().server_first(b"n,,n=user,r=abc,x=ext").is_ok());
-        assert_eq!(
-            rfc_server().server_first(b"n,,n=user,r=abc,ext"),
-            Err(Malformed("invalid attribute"))
-        );
+        assert_eq!(rfc_server().server_first(b"n,,n=user,r=abc,ext"), Err(Malformed("invalid attribute")));
     }
 
     #[test]
@@ -470,45 +368,18 @@ mod tests {
         let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let proof = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
         let cases: Vec<(String, ScramError)> = vec![
-            (
-                format!("c=eSws,r={nonce},p={proof}"),
-                ChannelBindingMismatch,
-            ),
-            (
-                format!("c=!!,r={nonce},p={proof}"),
-                Malformed("invalid channel binding"),
-            ),
-            (
-                format!("r={nonce},p={proof}"),
-                Malformed("expected channel-binding attribute"),
-            ),
+            (format!("c=eSws,r={nonce},p={proof}"), ChannelBindingMismatch),
+            (format!("c=!!,r={nonce},p={proof}"), Malformed("invalid channel binding")),
+            (format!("r={nonce},p={proof}"), Malformed("expected channel-binding attribute")),
             (format!("c=biws,r={nonce}x,p={proof}"), NonceMismatch),
-            (
-                format!("c=biws,p={proof}"),
-                Malformed("expected nonce attribute"),
-            ),
+            (format!("c=biws,p={proof}"), Malformed("expected nonce attribute")),
             (format!("c=biws,r={nonce}"), Malformed("missing proof")),
-            (
-                format!("c=biws,r={nonce},p=AAAA"),
-                Malformed("invalid proof"),
-            ),
-            (
-                format!("c=biws,r={nonce},p={proof},x=1"),
-                Malformed("garbage at end of client-final-message"),
-            ),
-            (
-                format!("c=biws,r={nonce},p={proof},"),
-                Malformed("garbage at end of client-final-message"),
-            ),
+            (format!("c=biws,r={nonce},p=AAAA"), Malformed("invalid proof")),
+            (format!("c=biws,r={nonce},p={proof},x=1"), Malformed("garbage at end of client-final-message")),
+            (format!("c=biws,r={nonce},p={proof},"), Malformed("garbage at end of client-final-message")),
             (format!("c=biws,r={nonce},"), Malformed("missing proof")),
-            (
-                format!("c=biws,r={nonce},x,p={proof}"),
-                Malformed("invalid attribute"),
-            ),
-            (
-                format!("c=biws,r={nonce},p={proof},p={proof}"),
-                Malformed("garbage at end of client-final-message"),
-            ),
+            (format!("c=biws,r={nonce},x,p={proof}"), Malformed("invalid attribute")),
+            (format!("c=biws,r={nonce},p={proof},p={proof}"), Malformed("garbage at end of client-final-message")),
             (format!("c=biws,r={nonce},x=ext,p={proof}"), InvalidProof), // extension is part of AuthMessage
         ];
         for (msg, want) in cases {
@@ -519,15 +390,9 @@ mod tests {
         // A "y,," client must repeat "y,," in c=.
         let mut s = rfc_server();
         s.server_first(b"y,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
-        assert_eq!(
-            s.server_final(CLIENT_FINAL.as_bytes()),
-            Err(ChannelBindingMismatch)
-        );
+        assert_eq!(s.server_final(CLIENT_FINAL.as_bytes()), Err(ChannelBindingMismatch));
         // Out of order, and no second chance after an error.
-        assert_eq!(
-            rfc_server().server_final(CLIENT_FINAL.as_bytes()),
-            Err(OutOfOrder)
-        );
+        assert_eq!(rfc_server().server_final(CLIENT_FINAL.as_bytes()), Err(OutOfOrder));
         let mut s = rfc_server();
         assert!(s.server_first(b"garbage").is_err());
         assert_eq!(s.server_first(CLIENT_FIRST.as_bytes()), Err(OutOfOrder));

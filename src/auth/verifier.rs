@@ -45,9 +45,7 @@ pub struct ScramVerifier {
 /// Why a stored verifier could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifierError {
-    #[error(
-        "not a SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)"
-    )]
+    #[error("not a SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)")]
     Format,
     #[error("invalid iteration count in SCRAM verifier (must be between 1 and {MAX_ITERATIONS})")]
     Iterations,
@@ -60,9 +58,7 @@ pub enum VerifierError {
 impl ScramVerifier {
     /// Read PostgreSQL's stored format (as in `pg_authid.rolpassword`).
     pub fn parse(s: &str) -> Result<ScramVerifier, VerifierError> {
-        let rest = s
-            .strip_prefix("SCRAM-SHA-256$")
-            .ok_or(VerifierError::Format)?;
+        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or(VerifierError::Format)?;
         let (iter_salt, keys) = rest.split_once('$').ok_or(VerifierError::Format)?;
         let (iterations, salt) = iter_salt.split_once(':').ok_or(VerifierError::Format)?;
         let (stored_key, server_key) = keys.split_once(':').ok_or(VerifierError::Format)?;
@@ -74,12 +70,7 @@ impl ScramVerifier {
         if salt.is_empty() {
             return Err(VerifierError::Salt);
         }
-        Ok(ScramVerifier {
-            iterations,
-            salt,
-            stored_key: decode_key(stored_key)?,
-            server_key: decode_key(server_key)?,
-        })
+        Ok(ScramVerifier { iterations, salt, stored_key: decode_key(stored_key)?, server_key: decode_key(server_key)? })
     }
 
     /// Derive a verifier from a password, SASLprep'ing it the way PostgreSQL does.
@@ -107,9 +98,7 @@ impl ScramVerifier {
         // postgres-protocol derives exactly what PostgreSQL's `ALTER ROLE ... PASSWORD`
         // stores (full SASLprep of non-ASCII passwords included, random 16-byte salt,
         // 4096 iterations); reading its output back keeps one code path for both cases.
-        ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(
-            password.as_bytes(),
-        ))
+        ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(password.as_bytes()))
     }
 
     /// A verifier no password matches, with a salt stable per `username` for the life
@@ -127,12 +116,7 @@ impl ScramVerifier {
         let mut server_key = [0u8; KEY_LEN];
         rand::fill(&mut stored_key[..]);
         rand::fill(&mut server_key[..]);
-        ScramVerifier {
-            iterations: DEFAULT_ITERATIONS,
-            salt,
-            stored_key,
-            server_key,
-        }
+        ScramVerifier { iterations: DEFAULT_ITERATIONS, salt, stored_key, server_key }
     }
 }
 
@@ -181,13 +165,8 @@ fn saslprep(password: &str) -> Vec<u8> {
 /// PBKDF2-HMAC-SHA-256 with one output block: RFC 5802's `Hi(str, salt, i)`.
 pub fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; KEY_LEN] {
     let key = Hmac::<Sha256>::new_from_slice(password).expect("HMAC takes keys of any length");
-    let mut u: [u8; KEY_LEN] = key
-        .clone()
-        .chain_update(salt)
-        .chain_update(1u32.to_be_bytes())
-        .finalize()
-        .into_bytes()
-        .into();
+    let mut u: [u8; KEY_LEN] =
+        key.clone().chain_update(salt).chain_update(1u32.to_be_bytes()).finalize().into_bytes().into();
     let mut out = u;
     for _ in 1..iterations {
         u = key.clone().chain_update(u).finalize().into_bytes().into();
@@ -227,10 +206,7 @@ mod tests {
     fn pbkdf2_matches_rfc_7914_vector() {
         // RFC 7914 section 11, PBKDF2-HMAC-SHA256 P="passwd" S="salt" c=1 (first 32 bytes).
         let out = hi(b"passwd", b"salt", 1);
-        assert_eq!(
-            hex(&out),
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
+        assert_eq!(hex(&out), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
     }
 
     #[test]
@@ -246,29 +222,18 @@ mod tests {
         let stored = postgres_protocol::password::scram_sha_256(b"s3cret pass!");
         let v = ScramVerifier::parse(&stored).unwrap();
         assert_eq!(v.to_string(), stored);
-        assert_eq!(
-            ScramVerifier::from_password("s3cret pass!", &v.salt, v.iterations),
-            v
-        );
+        assert_eq!(ScramVerifier::from_password("s3cret pass!", &v.salt, v.iterations), v);
     }
 
     #[test]
     fn config_password_detects_verifiers() {
-        assert_eq!(
-            ScramVerifier::for_config_password(PENCIL)
-                .unwrap()
-                .to_string(),
-            PENCIL
-        );
+        assert_eq!(ScramVerifier::for_config_password(PENCIL).unwrap().to_string(), PENCIL);
         let a = ScramVerifier::for_config_password("pencil").unwrap();
         let b = ScramVerifier::for_config_password("pencil").unwrap();
         assert_eq!(a.iterations, DEFAULT_ITERATIONS);
         assert_eq!(a.salt.len(), DEFAULT_SALT_LEN);
         assert_ne!(a.salt, b.salt, "salt is random");
-        assert_eq!(
-            ScramVerifier::from_password("pencil", &a.salt, a.iterations),
-            a
-        );
+        assert_eq!(ScramVerifier::from_password("pencil", &a.salt, a.iterations), a);
         // A broken verifier is an error, never silently taken as a plain password.
         assert!(ScramVerifier::for_config_password("SCRAM-SHA-256$4096:abc").is_err());
     }
@@ -277,24 +242,12 @@ mod tests {
     fn rejects_malformed_verifiers() {
         let cases = [
             ("md5abcdef", VerifierError::Format),
-            (
-                "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==",
-                VerifierError::Format,
-            ),
-            (
-                "SCRAM-SHA-256$x:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==",
-                VerifierError::Iterations,
-            ),
-            (
-                "SCRAM-SHA-256$0:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==",
-                VerifierError::Iterations,
-            ),
+            ("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==", VerifierError::Format),
+            ("SCRAM-SHA-256$x:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==", VerifierError::Iterations),
+            ("SCRAM-SHA-256$0:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==", VerifierError::Iterations),
             ("SCRAM-SHA-256$4096:!!$AA==:AA==", VerifierError::Salt),
             ("SCRAM-SHA-256$4096:$AA==:AA==", VerifierError::Salt),
-            (
-                "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==",
-                VerifierError::Key,
-            ),
+            ("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$AA==:AA==", VerifierError::Key),
         ];
         for (text, want) in cases {
             assert_eq!(ScramVerifier::parse(text), Err(want), "{text}");
@@ -303,14 +256,8 @@ mod tests {
 
     #[test]
     fn mock_salt_is_stable_per_user() {
-        assert_eq!(
-            ScramVerifier::mock("alice").salt,
-            ScramVerifier::mock("alice").salt
-        );
-        assert_ne!(
-            ScramVerifier::mock("alice").salt,
-            ScramVerifier::mock("bob").salt
-        );
+        assert_eq!(ScramVerifier::mock("alice").salt, ScramVerifier::mock("alice").salt);
+        assert_ne!(ScramVerifier::mock("alice").salt, ScramVerifier::mock("bob").salt);
         assert_eq!(ScramVerifier::mock("alice").salt.len(), DEFAULT_SALT_LEN);
     }
 

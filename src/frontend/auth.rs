@@ -42,24 +42,15 @@ impl AuthError {
     /// Never says whether the user exists.
     pub fn client_error(&self) -> Option<ClientError> {
         match self {
-            AuthError::UnknownUser { user } | AuthError::WrongPassword { user } => {
-                Some(ClientError::fatal(
-                    sqlstate::INVALID_PASSWORD,
-                    format!("password authentication failed for user \"{user}\""),
-                ))
+            AuthError::UnknownUser { user } | AuthError::WrongPassword { user } => Some(ClientError::fatal(
+                sqlstate::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+            )),
+            AuthError::Protocol(msg) => Some(ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, msg.clone())),
+            AuthError::Scram(e @ ScramError::AuthzidNotSupported) => {
+                Some(ClientError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()))
             }
-            AuthError::Protocol(msg) => Some(ClientError::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                msg.clone(),
-            )),
-            AuthError::Scram(e @ ScramError::AuthzidNotSupported) => Some(ClientError::fatal(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                e.to_string(),
-            )),
-            AuthError::Scram(e) => Some(ClientError::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                e.to_string(),
-            )),
+            AuthError::Scram(e) => Some(ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
             AuthError::Closed | AuthError::Io(_) => None,
         }
     }
@@ -96,12 +87,8 @@ pub async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         None => ScramServer::mock(username),
     };
     let failed = |e: ScramError| match e {
-        ScramError::InvalidProof if user.is_none() => AuthError::UnknownUser {
-            user: username.to_string(),
-        },
-        ScramError::InvalidProof => AuthError::WrongPassword {
-            user: username.to_string(),
-        },
+        ScramError::InvalidProof if user.is_none() => AuthError::UnknownUser { user: username.to_string() },
+        ScramError::InvalidProof => AuthError::WrongPassword { user: username.to_string() },
         e => AuthError::Scram(e),
     };
 
@@ -145,26 +132,17 @@ fn initial_response(body: &[u8]) -> Result<Option<&[u8]>, AuthError> {
 }
 
 /// The next message, which must be a SASLInitialResponse / SASLResponse ('p').
-async fn read_sasl<R: AsyncRead + Unpin>(
-    reader: &mut MessageReader<R>,
-) -> Result<Message, AuthError> {
+async fn read_sasl<R: AsyncRead + Unpin>(reader: &mut MessageReader<R>) -> Result<Message, AuthError> {
     let msg = reader.read().await?;
     match msg.tag {
         b'p' => Ok(msg),
         b'X' => Err(AuthError::Closed),
-        tag => Err(AuthError::Protocol(format!(
-            "expected SASL response, got message type {}",
-            printable(tag)
-        ))),
+        tag => Err(AuthError::Protocol(format!("expected SASL response, got message type {}", printable(tag)))),
     }
 }
 
 fn printable(tag: u8) -> String {
-    if tag.is_ascii_graphic() {
-        format!("'{}'", tag as char)
-    } else {
-        format!("0x{tag:02x}")
-    }
+    if tag.is_ascii_graphic() { format!("'{}'", tag as char) } else { format!("0x{tag:02x}") }
 }
 
 async fn send<W: AsyncWrite + Unpin>(writer: &mut W, msg: Message) -> Result<(), AuthError> {
@@ -228,11 +206,7 @@ mod tests {
         let result = authenticate(&mut reader, &mut w, users.get(&username), &username).await;
         match &result {
             Ok(()) => {
-                for m in [
-                    build::auth(0, &[]),
-                    build::backend_key_data(42, 7),
-                    build::ready_for_query(b'I'),
-                ] {
+                for m in [build::auth(0, &[]), build::backend_key_data(42, 7), build::ready_for_query(b'I')] {
                     w.write_all(&m.frame).await?;
                 }
             }
@@ -247,10 +221,7 @@ mod tests {
     }
 
     /// Connect with the real tokio-postgres client; return its result and the server's.
-    async fn connect(
-        user: &str,
-        password: Option<&str>,
-    ) -> (Result<(), tokio_postgres::Error>, Result<(), AuthError>) {
+    async fn connect(user: &str, password: Option<&str>) -> (Result<(), tokio_postgres::Error>, Result<(), AuthError>) {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(fake_server(server_io, users()));
         let mut config = tokio_postgres::Config::new();
@@ -278,10 +249,7 @@ mod tests {
         let err = client.unwrap_err();
         assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err}");
         let db = err.as_db_error().unwrap();
-        assert_eq!(
-            db.message(),
-            "password authentication failed for user \"alice\""
-        );
+        assert_eq!(db.message(), "password authentication failed for user \"alice\"");
         assert_eq!(db.severity(), "FATAL");
         assert!(matches!(server, Err(AuthError::WrongPassword { user }) if user == "alice"));
     }
@@ -291,10 +259,7 @@ mod tests {
         let (client, server) = connect("mallory", Some("wonderland")).await;
         let err = client.unwrap_err();
         assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err}");
-        assert_eq!(
-            err.as_db_error().unwrap().message(),
-            "password authentication failed for user \"mallory\""
-        );
+        assert_eq!(err.as_db_error().unwrap().message(), "password authentication failed for user \"mallory\"");
         assert!(matches!(server, Err(AuthError::UnknownUser { user }) if user == "mallory"));
     }
 
@@ -341,9 +306,7 @@ mod tests {
         Message::new(b'p', &body)
     }
 
-    async fn expect_error(
-        reader: &mut MessageReader<tokio::io::ReadHalf<DuplexStream>>,
-    ) -> ServerError {
+    async fn expect_error(reader: &mut MessageReader<tokio::io::ReadHalf<DuplexStream>>) -> ServerError {
         let msg = reader.read().await.unwrap();
         assert_eq!(msg.tag, b'E');
         ServerError::parse(msg.body())
@@ -354,10 +317,7 @@ mod tests {
         let (mut reader, mut w, server) = raw_client("alice").await;
         w.write_all(&build::query("select 1").frame).await.unwrap();
         let err = expect_error(&mut reader).await;
-        assert_eq!(
-            (err.severity.as_str(), err.code.as_str()),
-            ("FATAL", "08P01")
-        );
+        assert_eq!((err.severity.as_str(), err.code.as_str()), ("FATAL", "08P01"));
         assert_eq!(err.message, "expected SASL response, got message type 'Q'");
         assert!(matches!(server.await.unwrap(), Err(AuthError::Protocol(_))));
     }
@@ -366,28 +326,13 @@ mod tests {
     async fn protocol_violations_get_08p01() {
         let cases: Vec<(Message, &str)> = vec![
             (
-                sasl_initial(
-                    "SCRAM-SHA-256-PLUS",
-                    Some(b"p=tls-server-end-point,,n=,r=x"),
-                ),
+                sasl_initial("SCRAM-SHA-256-PLUS", Some(b"p=tls-server-end-point,,n=,r=x")),
                 "invalid SASL authentication mechanism",
             ),
-            (
-                sasl_initial("SCRAM-SHA-256", Some(b"x,,n=,r=abc")),
-                "malformed SCRAM message",
-            ),
-            (
-                sasl_initial("SCRAM-SHA-256", Some(b"p=tls-server-end-point,,n=,r=abc")),
-                "channel binding",
-            ),
-            (
-                Message::new(b'p', b"SCRAM-SHA-256\0\0\0\0\x09short"),
-                "malformed SASLInitialResponse",
-            ),
-            (
-                Message::new(b'p', b"SCRAM-SHA-256"),
-                "malformed SASLInitialResponse",
-            ),
+            (sasl_initial("SCRAM-SHA-256", Some(b"x,,n=,r=abc")), "malformed SCRAM message"),
+            (sasl_initial("SCRAM-SHA-256", Some(b"p=tls-server-end-point,,n=,r=abc")), "channel binding"),
+            (Message::new(b'p', b"SCRAM-SHA-256\0\0\0\0\x09short"), "malformed SASLInitialResponse"),
+            (Message::new(b'p', b"SCRAM-SHA-256"), "malformed SASLInitialResponse"),
         ];
         for (msg, want) in cases {
             let (mut reader, mut w, server) = raw_client("alice").await;
@@ -402,41 +347,26 @@ mod tests {
     #[tokio::test]
     async fn authzid_is_not_supported() {
         let (mut reader, mut w, server) = raw_client("alice").await;
-        w.write_all(&sasl_initial("SCRAM-SHA-256", Some(b"n,a=bob,n=,r=abc")).frame)
-            .await
-            .unwrap();
+        w.write_all(&sasl_initial("SCRAM-SHA-256", Some(b"n,a=bob,n=,r=abc")).frame).await.unwrap();
         assert_eq!(expect_error(&mut reader).await.code, "0A000");
-        assert!(matches!(
-            server.await.unwrap(),
-            Err(AuthError::Scram(ScramError::AuthzidNotSupported))
-        ));
+        assert!(matches!(server.await.unwrap(), Err(AuthError::Scram(ScramError::AuthzidNotSupported))));
     }
 
     #[tokio::test]
     async fn initial_response_may_come_after_an_empty_challenge() {
         let (mut reader, mut w, server) = raw_client("alice").await;
         let mut scram = ScramSha256::new(b"wonderland", ChannelBinding::unsupported());
-        w.write_all(&sasl_initial("SCRAM-SHA-256", None).frame)
-            .await
-            .unwrap();
+        w.write_all(&sasl_initial("SCRAM-SHA-256", None).frame).await.unwrap();
         assert_eq!(reader.read().await.unwrap().body(), b"\0\0\0\x0b");
-        w.write_all(&Message::new(b'p', scram.message()).frame)
-            .await
-            .unwrap();
+        w.write_all(&Message::new(b'p', scram.message()).frame).await.unwrap();
         let first = reader.read().await.unwrap();
         assert_eq!(&first.body()[..4], b"\0\0\0\x0b");
         scram.update(&first.body()[4..]).unwrap();
-        w.write_all(&Message::new(b'p', scram.message()).frame)
-            .await
-            .unwrap();
+        w.write_all(&Message::new(b'p', scram.message()).frame).await.unwrap();
         let last = reader.read().await.unwrap();
         assert_eq!(&last.body()[..4], b"\0\0\0\x0c");
         scram.finish(&last.body()[4..]).unwrap();
-        assert_eq!(
-            reader.read().await.unwrap().body(),
-            b"\0\0\0\0",
-            "AuthenticationOk from the caller"
-        );
+        assert_eq!(reader.read().await.unwrap().body(), b"\0\0\0\0", "AuthenticationOk from the caller");
         server.await.unwrap().unwrap();
     }
 

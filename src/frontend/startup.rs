@@ -170,7 +170,10 @@ async fn parse_startup<S: AsyncWrite + Unpin>(body: &[u8], s: &mut S) -> Result<
             "user" => user = Some(v),
             "database" => database = Some(v),
             "replication" if v != "false" && v != "0" && v != "off" && v != "no" => {
-                return Err(reject(sqlstate::FEATURE_NOT_SUPPORTED, "replication connections are not supported by chorus"));
+                return Err(reject(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "replication connections are not supported by chorus",
+                ));
             }
             "replication" => {}
             "options" => session.extend(parse_options(&v)?),

@@ -157,30 +157,22 @@ pub fn check_server_user_can_use(dir: &Path) -> Result<(), ClusterError> {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(ClusterError::Unreachable(dir.to_path_buf()))
-    }
+    if ok { Ok(()) } else { Err(ClusterError::Unreachable(dir.to_path_buf())) }
 }
 
 /// Run a command to completion; a non-zero exit is an error that carries its output.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<Output, ClusterError> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|source| ClusterError::Io {
-        context: format!("cannot run {what}"),
-        source,
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ClusterError::Io { context: format!("cannot run {what}"), source })?;
     if out.status.success() {
         Ok(out)
     } else {
         Err(ClusterError::Command {
             what: what.to_string(),
             status: out.status,
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         })
     }
 }
@@ -234,11 +226,7 @@ pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Durati
     }
     let text =
         |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
-    Ok(CommandOutput {
-        status,
-        stdout: text(stdout),
-        stderr: text(stderr),
-    })
+    Ok(CommandOutput { status, stdout: text(stdout), stderr: text(stderr) })
 }
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {

@@ -61,10 +61,9 @@ impl Guardian {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        let mut child = cmd.spawn().map_err(|source| ClusterError::Io {
-            context: "cannot start the cluster guardian (sh)".into(),
-            source,
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| ClusterError::Io { context: "cannot start the cluster guardian (sh)".into(), source })?;
         let stdin = child.stdin.take();
         Ok(Guardian { child, stdin })
     }

@@ -175,10 +175,8 @@ impl PgNode {
                     return Ok(());
                 }
                 Err(StartError::PortTaken) if attempt < PORT_ATTEMPTS => {
-                    let port = super::free_ports(1).map_err(|source| ClusterError::Io {
-                        context: "cannot pick a free port".into(),
-                        source,
-                    })?;
+                    let port = super::free_ports(1)
+                        .map_err(|source| ClusterError::Io { context: "cannot pick a free port".into(), source })?;
                     self.port.store(port[0], Ordering::SeqCst);
                 }
                 Err(StartError::PortTaken) => {
@@ -248,9 +246,7 @@ impl PgNode {
             .open(&self.log_file)
             .map_err(io(format!("cannot open {}", self.log_file.display())))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let log_err = log
-            .try_clone()
-            .map_err(io("cannot duplicate the log file handle".into()))?;
+        let log_err = log.try_clone().map_err(io("cannot duplicate the log file handle".into()))?;
         let mut cmd = binaries::server_command(&self.bins.tool("postgres"));
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -260,9 +256,7 @@ impl PgNode {
             .stderr(log_err)
             // Keep terminal signals (Ctrl-C) away from the server: its owner stops it.
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(io(format!("cannot start postgres for {}", self.name)))?;
+        let mut child = cmd.spawn().map_err(io(format!("cannot start postgres for {}", self.name)))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -280,9 +274,7 @@ impl PgNode {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(StartError::Other(
-                    self.failure("did not start: not ready within 60 s", log_start),
-                ));
+                return Err(StartError::Other(self.failure("did not start: not ready within 60 s", log_start)));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -303,11 +295,7 @@ impl PgNode {
         // A Unix socket path longer than ~107 bytes cannot be bound: skip the socket
         // then (everything here connects over TCP anyway).
         let socket_dir = self.node_dir.display().to_string();
-        let socket_dir = if socket_dir.len() + 20 < 107 {
-            socket_dir
-        } else {
-            String::new()
-        };
+        let socket_dir = if socket_dir.len() + 20 < 107 { socket_dir } else { String::new() };
         format!(
             "# Written by chorus on every start of this node.\nport = {}\ncluster_name = '{}'\nunix_socket_directories = '{}'\n",
             self.port(),
@@ -342,10 +330,7 @@ pub(super) async fn connect(node: &str, cfg: tokio_postgres::Config) -> Result<t
     let (client, connection) = cfg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|source| ClusterError::Sql {
-            node: node.to_string(),
-            source,
-        })?;
+        .map_err(|source| ClusterError::Sql { node: node.to_string(), source })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

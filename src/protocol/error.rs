@@ -3,9 +3,9 @@
 
 use super::message::{Fields, Message};
 use bytes::BytesMut;
-use std::borrow::Cow;
 use pgwire::messages::Message as _;
 use pgwire::messages::response::ErrorResponse;
+use std::borrow::Cow;
 
 /// A well-known SQLSTATE chorus raises itself.
 pub mod sqlstate {

@@ -19,11 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A statement that makes the server raise `e` as its own error.
 pub fn raise_statement(e: &ClientError) -> String {
     let lit = |s: &str| crate::sql::quote::quote_literal(s);
-    let mut sql = format!(
-        "DO $chorus$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",
-        lit(&e.code),
-        lit(&e.message)
-    );
+    let mut sql =
+        format!("DO $chorus$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}", lit(&e.code), lit(&e.message));
     if let Some(h) = &e.hint {
         sql.push_str(&format!(", HINT = {}", lit(h)));
     }
@@ -32,10 +29,7 @@ pub fn raise_statement(e: &ClientError) -> String {
 }
 
 fn aborted_error() -> ClientError {
-    ClientError::new(
-        "25P02",
-        "current transaction is aborted, commands ignored until end of transaction block",
-    )
+    ClientError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -69,15 +63,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) fn local_abort_batch(&mut self) {
         let batch = std::mem::take(&mut self.batch);
         let ends_txn = batch.iter().filter(|m| m.tag == b'P').all(|m| {
-            parse_head(m).is_some_and(|(_, sql)| {
-                matches!(self.ctx.classify.get(sql).shape, Shape::Commit | Shape::Rollback)
-            })
+            parse_head(m)
+                .is_some_and(|(_, sql)| matches!(self.ctx.classify.get(sql).shape, Shape::Commit | Shape::Rollback))
         }) && batch.iter().all(|m| match m.tag {
             b'B' => bind_head(m).is_some_and(|(_, s)| {
                 batch.iter().any(|p| p.tag == b'P' && parse_head(p).is_some_and(|(n, _)| n == s))
-                    || self.statements.get(s).is_some_and(|st| {
-                        matches!(st.class.shape, Shape::Commit | Shape::Rollback)
-                    })
+                    || self
+                        .statements
+                        .get(s)
+                        .is_some_and(|st| matches!(st.class.shape, Shape::Commit | Shape::Rollback))
             }),
             _ => true,
         });

@@ -135,14 +135,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let key = self.statements.name_key(name);
             let conn = self.conns[node].as_mut().expect("connected");
             match conn.exchange_oob(&[parse, build::sync()]).await {
-                Ok(()) => {
-                    match key {
-                        Some(k) => {
-                            conn.prepared.insert(k);
-                        }
-                        None => conn.unnamed = Some(sql),
+                Ok(()) => match key {
+                    Some(k) => {
+                        conn.prepared.insert(k);
                     }
-                }
+                    None => conn.unnamed = Some(sql),
+                },
                 // The client's own Bind will fail with the server's error.
                 Err(BackendError::Server(_)) => {}
                 Err(e) => return Err(self.backend_error(node, e)),

@@ -291,9 +291,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 b'B' => {
                     if let Some((portal, stmt)) = bind_head(m)
-                        && let Some(c) = self.statements.get(stmt).map(|s| s.class.clone()) {
-                            self.statements.bind_portal(portal, c);
-                        }
+                        && let Some(c) = self.statements.get(stmt).map(|s| s.class.clone())
+                    {
+                        self.statements.bind_portal(portal, c);
+                    }
                 }
                 b'C' => {
                     let Some((b'S', name)) = target_head(m) else { continue };
@@ -304,10 +305,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     self.statements.close(name);
                     for (i, c) in self.conns.iter_mut().enumerate() {
                         let Some(c) = c else { continue };
-                        if c.prepared.remove(name) && i != node
-                            && let Some(k) = key.clone() {
-                                c.to_close.push(k);
-                            }
+                        if c.prepared.remove(name)
+                            && i != node
+                            && let Some(k) = key.clone()
+                        {
+                            c.to_close.push(k);
+                        }
                     }
                 }
                 _ => {}

@@ -218,7 +218,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 let _ = self.flush_client().await;
             }
             Err(SessionError::Shutdown) => {
-                let e = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because chorus is shutting down");
+                let e = ClientError::fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection because chorus is shutting down",
+                );
                 self.cout.put_slice(&e.to_message().frame);
                 let _ = self.flush_client().await;
             }
@@ -333,9 +336,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         match m.tag {
             b'Q' => self.on_query(m).await,
-            b'P' | b'B' | b'D' | b'E' | b'C' => {
-                self.on_extended(m).await
-            }
+            b'P' | b'B' | b'D' | b'E' | b'C' => self.on_extended(m).await,
             b'S' => self.on_sync(m).await,
             b'H' => self.on_flush(m).await,
             b'F' => self.on_function_call(m).await,

@@ -40,7 +40,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let writes = matches!(
             c.leader_reason,
-            Some(LeaderReason::Write | LeaderReason::Ddl | LeaderReason::WritableCte | LeaderReason::LockingRead | LeaderReason::Utility | LeaderReason::Unparsed)
+            Some(
+                LeaderReason::Write
+                    | LeaderReason::Ddl
+                    | LeaderReason::WritableCte
+                    | LeaderReason::LockingRead
+                    | LeaderReason::Utility
+                    | LeaderReason::Unparsed
+            )
         );
         (writes || touches_read_only_guard(c) || c.pin_reason.is_some()).then(|| {
             ClientError::new(
@@ -98,10 +105,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let want = decide(needs_leader, self.view());
         let Some(node) = self.route(want, &m).await? else { return Ok(()) };
         if let Some(p) = class.pin_reason
-            && self.pinned.is_none() {
-                tracing::debug!(reason = ?p, "session pinned to the leader");
-                self.pinned = Some(p);
-            }
+            && self.pinned.is_none()
+        {
+            tracing::debug!(reason = ?p, "session pinned to the leader");
+            self.pinned = Some(p);
+        }
         self.forward_request(
             node,
             &[m],

@@ -29,10 +29,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.cout.put_slice(&m.frame);
                 return self.flush_client().await;
             }
-            b'S'
-                if !self.note_parameter(node, &m) => {
-                    return Ok(());
-                }
+            b'S' if !self.note_parameter(node, &m) => {
+                return Ok(());
+            }
             _ => {}
         }
         self.cout.put_slice(&m.frame);

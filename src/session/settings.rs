@@ -10,7 +10,8 @@ use crate::sql::quote::quote_literal;
 
 /// Settings a follower connection never takes from a client: they would turn the
 /// server-side read-only guard off.
-pub(super) const FOLLOWER_SKIP: &[&str] = &["default_transaction_read_only", "transaction_read_only", "session_characteristics"];
+pub(super) const FOLLOWER_SKIP: &[&str] =
+    &["default_transaction_read_only", "transaction_read_only", "session_characteristics"];
 
 #[derive(Default)]
 pub struct Settings {
@@ -26,7 +27,6 @@ pub struct Settings {
     /// The transaction's savepoints: (name, length of `pending` when it was set).
     savepoints: Vec<(String, usize)>,
 }
-
 
 impl Settings {
     /// Settings from the client's startup packet, applied with set_config so the
@@ -137,7 +137,10 @@ mod tests {
         assert!(s.finish_transaction(true));
         assert_eq!(s.version, 2);
         assert!(s.script(false).ends_with("; SET search_path = a"));
-        s.stage(&[SettingChange::Set { name: "default_transaction_read_only".into(), sql: "SET default_transaction_read_only = off".into() }]);
+        s.stage(&[SettingChange::Set {
+            name: "default_transaction_read_only".into(),
+            sql: "SET default_transaction_read_only = off".into(),
+        }]);
         s.finish_transaction(true);
         assert!(s.script(false).contains("default_transaction_read_only"));
         assert!(!s.script(true).contains("default_transaction_read_only"));

@@ -66,7 +66,8 @@ impl ClassifyCache {
         if self.map.len() >= self.capacity {
             self.evict();
         }
-        self.map.insert(key.into_owned().into_boxed_str(), Entry { class: class.clone(), used: AtomicBool::new(false) });
+        self.map
+            .insert(key.into_owned().into_boxed_str(), Entry { class: class.clone(), used: AtomicBool::new(false) });
         class
     }
 

@@ -485,8 +485,18 @@ fn is_system_relation(name: &str) -> bool {
 /// `oid` and the `reg*` types: casts that turn names into a server's object ids.
 fn is_oid_type(t: &DataType) -> bool {
     const OID_TYPES: &[&str] = &[
-        "oid", "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regnamespace",
-        "regrole", "regconfig", "regdictionary", "regcollation",
+        "oid",
+        "regclass",
+        "regtype",
+        "regproc",
+        "regprocedure",
+        "regoper",
+        "regoperator",
+        "regnamespace",
+        "regrole",
+        "regconfig",
+        "regdictionary",
+        "regcollation",
     ];
     match t {
         DataType::Regclass => true,

@@ -5,11 +5,11 @@
 
 pub mod cache;
 pub mod classify;
-pub mod normalize;
-pub mod quote;
 mod collect;
 mod fallback;
 mod functions;
+pub mod normalize;
+pub mod quote;
 mod settings;
 mod split;
 

@@ -160,7 +160,10 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            ("SELECT abalance FROM pgbench_accounts WHERE aid = 42;", "SELECT abalance FROM pgbench_accounts WHERE aid = 0;"),
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 0;",
+            ),
             ("SELECT 1.5e-3, 0x1F, 1_000", "SELECT 0, 0, 0"),
             ("select 'it''s', E'a\\'b', x from t", "select '', E'', x from t"),
             ("select \"col 1\", t2.c3 from t2 where c = $1", "select \"col 1\", t2.c3 from t2 where c = $1"),

@@ -62,7 +62,7 @@ pub struct ServerConn {
     /// Transaction status from the last ReadyForQuery.
     pub status: u8,
     /// Named prepared statements that exist on this connection.
-    pub prepared: HashSet<Arc<str>>,
+    pub prepared: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// Text of the unnamed prepared statement on this connection, if chorus knows it.
     pub unnamed: Option<Arc<str>>,
     /// Statement names closed by the client elsewhere, to close here before next use.
@@ -112,7 +112,7 @@ impl ServerConn {
             cancel_key: CancelKey { addr, pid: 0, secret: 0 },
             params: HashMap::new(),
             status: b'I',
-            prepared: HashSet::new(),
+            prepared: HashSet::default(),
             unnamed: None,
             to_close: Vec::new(),
             settings_version: 0,
@@ -224,6 +224,17 @@ impl ServerConn {
         }
     }
 
+    /// The next server message if it is already buffered (no I/O).
+    pub fn next_buffered(&mut self) -> Option<Result<Message, BackendError>> {
+        match self.reader.next_buffered()? {
+            Ok(m) => Some(Ok(m)),
+            Err(e) => {
+                self.broken = true;
+                Some(Err(self.io_err(e)))
+            }
+        }
+    }
+
     /// True when a whole server message is already buffered.
     pub fn has_buffered(&self) -> bool {
         self.reader.has_buffered_message()
@@ -250,8 +261,13 @@ impl ServerConn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let data = self.out.split();
-        self.write_raw(&data).await
+        let r = self.writer.write_all(&self.out).await;
+        self.out.clear();
+        if let Err(e) = r {
+            self.broken = true;
+            return Err(self.io_err(FrameError::Io(e)));
+        }
+        Ok(())
     }
 
     /// Record a ParameterStatus message's value.

@@ -88,21 +88,42 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         Ok(())
     }
 
-    /// Read one tagged message. Cancel-safe: a partially read message stays buffered.
-    pub async fn read(&mut self) -> Result<Message, FrameError> {
-        self.fill(5).await?;
-        let tag = self.buf[0];
+    /// The next message if it is already complete in the buffer: no I/O, no
+    /// await. Lets the relay drain a burst of replies without going back
+    /// through `select!` for each one.
+    pub fn next_buffered(&mut self) -> Option<Result<Message, FrameError>> {
+        if self.buf.len() < 5 {
+            return None;
+        }
         let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
         if len < 4 {
-            return Err(FrameError::BadLength(len as i64));
+            return Some(Err(FrameError::BadLength(len as i64)));
         }
         let total = len as usize + 1;
         if total > self.max_len {
-            return Err(FrameError::TooLarge(total, self.max_len));
+            return Some(Err(FrameError::TooLarge(total, self.max_len)));
         }
-        self.fill(total).await?;
-        let frame = self.buf.split_to(total).freeze();
-        Ok(Message { tag, frame })
+        if self.buf.len() < total {
+            return None;
+        }
+        let tag = self.buf[0];
+        Some(Ok(Message { tag, frame: self.buf.split_to(total).freeze() }))
+    }
+
+    /// Read one tagged message. Cancel-safe: a partially read message stays buffered.
+    pub async fn read(&mut self) -> Result<Message, FrameError> {
+        loop {
+            if let Some(r) = self.next_buffered() {
+                return r;
+            }
+            // Need at least the header, then the whole frame.
+            let need = if self.buf.len() < 5 {
+                5
+            } else {
+                i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize + 1
+            };
+            self.fill(need).await?;
+        }
     }
 
     /// Read the untagged startup-phase packet (length + body), returning the body.

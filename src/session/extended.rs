@@ -10,7 +10,6 @@ use super::{Inflight, Session, SessionError};
 use crate::protocol::{ClientError, Message, sqlstate};
 use crate::router::decide;
 use crate::sql::{LeaderReason, SettingChange};
-use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -137,7 +136,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// terminator `m` is kept and the batch looked at again later).
     async fn place_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds, Vec<Message>)>, SessionError> {
         let Some((node, needs)) = self.route_batch(m).await? else { return Ok(None) };
-        let lazy = self.missing_statements(node, &self.batch.clone());
+        let lazy = self.missing_statements(node, &self.batch);
         if !lazy.is_empty() && self.busy() {
             // Pipelined onto a connection with replies still to come: an
             // out-of-band Parse there would read those replies as its own.
@@ -241,13 +240,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// parsed earlier in the same messages.
     fn missing_statements(&self, node: usize, messages: &[Message]) -> Vec<String> {
         let Some(conn) = self.conns[node].as_ref() else { return vec![] };
-        let mut parsed_here: HashSet<&str> = HashSet::new();
+        let mut parsed_here: Vec<&str> = Vec::new();
         let mut missing = Vec::new();
         for m in messages {
             let used = match m.tag {
                 b'P' => {
                     if let Some((name, _)) = parse_head(m) {
-                        parsed_here.insert(name);
+                        parsed_here.push(name);
                     }
                     continue;
                 }
@@ -256,7 +255,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 _ => None,
             };
             let Some(name) = used else { continue };
-            if parsed_here.contains(name) || missing.iter().any(|m: &String| m == name) {
+            if parsed_here.contains(&name) || missing.iter().any(|m: &String| m == name) {
                 continue;
             }
             let Some(stmt) = self.statements.get(name) else { continue };
@@ -287,13 +286,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         conn.unnamed = Some(sql);
                     } else if let Some(k) = self.statements.name_key(name) {
                         conn.prepared.insert(k);
-                    }
-                }
-                b'B' => {
-                    if let Some((portal, stmt)) = bind_head(m)
-                        && let Some(c) = self.statements.get(stmt).map(|s| s.class.clone())
-                    {
-                        self.statements.bind_portal(portal, c);
                     }
                 }
                 b'C' => {

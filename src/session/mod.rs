@@ -251,6 +251,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
+        // One long-lived shutdown future for the whole session: building a
+        // fresh watch future on every idle wait showed up in profiles.
+        let mut stop = self.shutdown.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(shutdown);
         loop {
             let active_buffered = self.active.and_then(|a| self.conns[a].as_ref()).is_some_and(|c| c.has_buffered());
             if !self.cout.is_empty() && (!active_buffered || self.cout.len() >= CLIENT_FLUSH_BYTES) {
@@ -271,6 +278,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if self.busy() {
                 let a = self.active.expect("busy implies an active connection");
                 let conn = self.conns[a].as_mut().expect("active connection exists");
+                // Fast path: replies already read are relayed without select!.
+                if let Some(r) = conn.next_buffered() {
+                    let m = r.map_err(|e| self.server_lost(a, e))?;
+                    self.on_server(a, m).await?;
+                    continue;
+                }
                 let ev = tokio::select! {
                     biased;
                     r = conn.read() => Ok(r),
@@ -297,18 +310,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // leader connection (LISTEN notifications, notices).
                 let leader = self.ctx.topology.leader();
                 let watch_leader = self.pinned.is_some() && self.conns[leader].is_some();
-                let mut shutdown = self.shutdown.clone();
                 let ev = if watch_leader {
                     let conn = self.conns[leader].as_mut().expect("checked");
                     tokio::select! {
                         r = self.client.read() => Ok(r),
                         r = conn.read() => Err(r),
-                        _ = shutdown.wait_for(|s| *s) => return Err(SessionError::Shutdown),
+                        _ = &mut shutdown => return Err(SessionError::Shutdown),
                     }
                 } else {
                     tokio::select! {
                         r = self.client.read() => Ok(r),
-                        _ = shutdown.wait_for(|s| *s) => return Err(SessionError::Shutdown),
+                        _ = &mut shutdown => return Err(SessionError::Shutdown),
                     }
                 };
                 match ev {
@@ -355,9 +367,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.cout.is_empty() {
             return Ok(());
         }
-        let data = self.cout.split();
-        self.out.write_all(&data).await.map_err(|_| SessionError::ClientGone)?;
-        Ok(())
+        // Write from the buffer and clear it, keeping its allocation.
+        let r = self.out.write_all(&self.cout).await;
+        self.cout.clear();
+        r.map_err(|_| SessionError::ClientGone)
     }
 
     /// Reply to the client in chorus's own name with an error and, when the

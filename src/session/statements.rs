@@ -40,11 +40,8 @@ pub fn execute_head(m: &Message) -> Option<&str> {
 
 #[derive(Default)]
 pub struct Statements {
-    named: HashMap<Arc<str>, Statement>,
+    named: HashMap<Arc<str>, Statement, foldhash::fast::RandomState>,
     unnamed: Option<Statement>,
-    /// Portal name -> statement classification (portals die at transaction end,
-    /// but a stale entry is harmless: it is only used to pick a route).
-    portals: HashMap<Box<str>, Arc<Classification>>,
 }
 
 impl Statements {
@@ -70,21 +67,9 @@ impl Statements {
         if name.is_empty() { self.unnamed.take().is_some() } else { self.named.remove(name).is_some() }
     }
 
-    pub fn bind_portal(&mut self, portal: &str, class: Arc<Classification>) {
-        if self.portals.len() > 1024 {
-            self.portals.clear();
-        }
-        self.portals.insert(portal.into(), class);
-    }
-
-    pub fn portal(&self, portal: &str) -> Option<&Arc<Classification>> {
-        self.portals.get(portal)
-    }
-
     /// Forget everything (after DISCARD ALL / DEALLOCATE ALL on the server).
     pub fn clear(&mut self) {
         self.named.clear();
         self.unnamed = None;
-        self.portals.clear();
     }
 }

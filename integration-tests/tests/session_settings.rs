@@ -143,8 +143,14 @@ async fn sets_in_transactions_count_only_when_committed() {
     let db = fresh_database().await;
     db.execute_on_all(FIXTURE).await;
     let chorus = start_chorus(cluster());
-    // The same application_name both ways (a client that sends none sees
-    // chorus's own name for its server connections).
+    // A client that sends no application_name sees PostgreSQL's default (empty)
+    // on every server, not the name chorus gives its own connections.
+    let anonymous = chorus.connect(db.name()).await;
+    for _ in 0..4 {
+        let v: String = anonymous.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+        assert_eq!(v, "", "application_name of a client that sent none");
+    }
+    // The same application_name both ways.
     let client = connect(&format!("{}?application_name=settings_test", chorus.url(db.name()))).await;
     let direct = connect(&format!("{}?application_name=settings_test", db.leader_url())).await;
 

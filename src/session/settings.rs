@@ -33,6 +33,11 @@ impl Settings {
     /// value is taken exactly as the server would take it from a startup packet.
     pub fn from_startup(params: &[(String, String)]) -> Settings {
         let mut s = Settings::default();
+        // Server connections carry chorus's own application_name; a client that
+        // sends none must see PostgreSQL's default (empty), not chorus's.
+        let default_app = [("application_name".to_string(), String::new())];
+        let has_app = params.iter().any(|(k, _)| k.eq_ignore_ascii_case("application_name"));
+        let params = if has_app { params.iter().collect::<Vec<_>>() } else { default_app.iter().chain(params).collect() };
         for (k, v) in params {
             let name = k.to_ascii_lowercase();
             let sql = format!("SELECT pg_catalog.set_config({}, {}, false)", quote_literal(k), quote_literal(v));
@@ -132,7 +137,11 @@ mod tests {
         s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
         assert!(s.finish_transaction(false));
         assert_eq!(s.version, 1);
-        assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
+        assert_eq!(
+            s.script(false),
+            "RESET ALL; SELECT pg_catalog.set_config('application_name', '', false); \
+             SELECT pg_catalog.set_config('TimeZone', 'UTC', false)"
+        );
         s.stage(&[SettingChange::Set { name: "search_path".into(), sql: "SET search_path = a".into() }]);
         assert!(s.finish_transaction(true));
         assert_eq!(s.version, 2);
@@ -146,7 +155,11 @@ mod tests {
         assert!(!s.script(true).contains("default_transaction_read_only"));
         s.stage(&[SettingChange::ResetAll]);
         assert!(!s.finish_transaction(true), "RESET ALL on the server lost the startup TimeZone");
-        assert_eq!(s.script(false), "RESET ALL; SELECT pg_catalog.set_config('TimeZone', 'UTC', false)");
+        assert_eq!(
+            s.script(false),
+            "RESET ALL; SELECT pg_catalog.set_config('application_name', '', false); \
+             SELECT pg_catalog.set_config('TimeZone', 'UTC', false)"
+        );
     }
 
     #[test]

@@ -14,11 +14,11 @@
 //! - per table: the columns (name, `format_type`, NOT NULL, in order) and the
 //!   content as a row count plus an order-independent checksum (a sum of the
 //!   rows' md5 halves: O(1) memory, any table size). Rows are printed with fixed
-//!   DateStyle, TimeZone, extra_float_digits ... so server defaults do not matter.
+//!   DateStyle, TimeZone, extra_float_digits ... so server defaults do not matter;
+//! - sequences (same schemas): their state, `last_value` and `is_called`.
 //!
 //! Not yet: waiting for followers to reach the leader's LSN (there is no
-//! replication log yet), sequences' states, indexes, constraints, views and
-//! functions.
+//! replication log yet), indexes, constraints, views and functions.
 
 mod collect;
 mod compare;

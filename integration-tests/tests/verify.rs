@@ -6,7 +6,7 @@
 //! Other tests of this binary create databases concurrently, so each test
 //! verifies only its own database (`VerifyOptions::databases`, `--database`).
 
-use chorus::verify::{Detail, Difference, Report, TableName, VerifyOptions, verify_with};
+use chorus::verify::{Content, Detail, Difference, Report, TableName, VerifyOptions, verify_with};
 use integration_tests::*;
 
 /// Varied types (their text output depends on session settings verify fixes),
@@ -77,7 +77,7 @@ async fn a_changed_row_is_reported_on_its_table() {
     // Same count everywhere; only the changed follower's digest differs.
     let [Detail::Content(per_node)] = &diff.details[..] else { panic!("{diff:?}") };
     assert_eq!(per_node.len(), 3);
-    assert!(per_node.iter().all(|(_, c)| c.rows == 200), "{per_node:?}");
+    assert!(per_node.iter().all(|(_, c)| matches!(c, Content::Rows { rows: 200, .. })), "{per_node:?}");
     assert_eq!(per_node[0].1, per_node[2].1);
     assert_ne!(per_node[0].1, per_node[1].1);
     assert_eq!(per_node[1].0, follower(0).name());
@@ -137,6 +137,26 @@ async fn a_column_type_difference_is_reported() {
     f2.batch_execute(r#"ALTER TABLE "Other ""Schema"""."Mixed Case" ALTER COLUMN v TYPE varchar(20)"#).await.unwrap();
     let report = verify_db(&db).await;
     assert_eq!(objects(&report), [r#"Other "Schema".Mixed Case"#, "public.dupes"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequence_states_are_compared() {
+    let db = fresh_database().await;
+    db.execute_on_all("CREATE TABLE s (id serial PRIMARY KEY, v text); INSERT INTO s (v) VALUES ('a'), ('b')").await;
+    let report = verify_db(&db).await;
+    assert!(report.converged(), "{:#?}", report.differences);
+    assert_eq!(report.tables, 2, "the table and its sequence");
+    // A value consumed on one follower only (as a rolled-back insert on the
+    // leader would, if it were not replicated): the tables match, the sequence not.
+    let f = db.connect_node(follower(0)).await;
+    f.batch_execute("BEGIN; INSERT INTO s (v) VALUES ('c'); ROLLBACK").await.unwrap();
+    let report = verify_db(&db).await;
+    assert_eq!(objects(&report), ["public.s_id_seq"]);
+    let line = report.differences[0].to_string();
+    assert!(
+        line.ends_with(&format!(": {}=2 {}=3 {}=2", cluster().leader().name(), follower(0).name(), follower(1).name())),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,15 +15,17 @@ use tokio_postgres::{Client, NoTls};
 const SKIPPED_SCHEMAS: &str = "'pg_catalog', 'information_schema', '_chorus'";
 
 /// Every ordinary table (relkind 'r', which includes the leaves of partitioned
-/// tables; a partitioned parent holds no rows of its own) with its columns in
-/// attribute order. `format_type` includes typmods (`varchar(10)`, `numeric(8,2)`).
+/// tables; a partitioned parent holds no rows of its own) and sequence ('S')
+/// with its columns in attribute order. `format_type` includes typmods
+/// (`varchar(10)`, `numeric(8,2)`).
 fn tables_sql() -> String {
     format!(
-        "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+        "SELECT n.nspname::text, c.relname::text, c.relkind = 'S', a.attname::text, \
+         format_type(a.atttypid, a.atttypmod), a.attnotnull \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE c.relkind = 'r' AND n.nspname NOT IN ({SKIPPED_SCHEMAS}) AND n.nspname !~ '^pg_(toast|temp_)' \
+         WHERE c.relkind IN ('r', 'S') AND n.nspname NOT IN ({SKIPPED_SCHEMAS}) AND n.nspname !~ '^pg_(toast|temp_)' \
          ORDER BY 1, 2, a.attnum"
     )
 }
@@ -43,6 +45,12 @@ fn checksum_sql(table: &TableName) -> String {
         quote_ident(&table.schema),
         quote_ident(&table.table)
     )
+}
+
+/// A sequence's state. `log_cnt` is left out: it counts values pre-logged to
+/// WAL, which differs between servers whose sequences are in the same state.
+fn sequence_sql(seq: &TableName) -> String {
+    format!("SELECT last_value, is_called FROM {}.{}", quote_ident(&seq.schema), quote_ident(&seq.table))
 }
 
 /// Session settings that change how values print as text. Fixed on every node,
@@ -117,19 +125,24 @@ async fn summarise(client: &Client) -> Result<BTreeMap<TableName, TableSummary>,
     let setup = format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SETTINGS_SQL}");
     client.batch_execute(&setup).await.map_err(|e| ("preparing the session".to_string(), e))?;
     let rows = client.query(&tables_sql(), &[]).await.map_err(|e| ("listing tables".to_string(), e))?;
-    let mut columns: BTreeMap<TableName, Vec<Column>> = BTreeMap::new();
+    let mut columns: BTreeMap<TableName, (bool, Vec<Column>)> = BTreeMap::new();
     for r in &rows {
-        let cols = columns.entry(TableName::new(r.get(0), r.get(1))).or_default();
+        let (_, cols) = columns.entry(TableName::new(r.get(0), r.get(1))).or_insert_with(|| (r.get(2), Vec::new()));
         // A table without columns has one row of NULLs from the LEFT JOIN.
-        if let Some(name) = r.get::<_, Option<String>>(2) {
-            cols.push(Column { name, type_name: r.get(3), not_null: r.get(4) });
+        if let Some(name) = r.get::<_, Option<String>>(3) {
+            cols.push(Column { name, type_name: r.get(4), not_null: r.get(5) });
         }
     }
     let mut out = BTreeMap::new();
-    for (table, columns) in columns {
-        let row =
-            client.query_one(&checksum_sql(&table), &[]).await.map_err(|e| (format!("checksumming {table}"), e))?;
-        out.insert(table, TableSummary { columns, content: Content { rows: row.get(0), digest: row.get(1) } });
+    for (table, (is_sequence, columns)) in columns {
+        let sql = if is_sequence { sequence_sql(&table) } else { checksum_sql(&table) };
+        let row = client.query_one(&sql, &[]).await.map_err(|e| (format!("checksumming {table}"), e))?;
+        let content = if is_sequence {
+            Content::Sequence { last_value: row.get(0), is_called: row.get(1) }
+        } else {
+            Content::Rows { rows: row.get(0), digest: row.get(1) }
+        };
+        out.insert(table, TableSummary { columns, content });
     }
     client.batch_execute("COMMIT").await.map_err(|e| ("committing".to_string(), e))?;
     Ok(out)

@@ -39,22 +39,35 @@ impl fmt::Display for Column {
     }
 }
 
-/// A table's content, independent of physical row order: the row count and a
-/// digest of the multiset of its rows' text (see `collect::CHECKSUM_SQL`).
+/// What a relation holds, compared for equality.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Content {
-    pub rows: i64,
-    pub digest: String,
+pub enum Content {
+    /// A table: the row count and a digest of the multiset of its rows' text,
+    /// independent of physical row order (see `collect::checksum_sql`).
+    Rows { rows: i64, digest: String },
+    /// A sequence: its state (`log_cnt` is left out: it differs between
+    /// servers with the same state).
+    Sequence { last_value: i64, is_called: bool },
+}
+
+impl Content {
+    pub fn rows(rows: i64, digest: &str) -> Content {
+        Content::Rows { rows, digest: digest.to_string() }
+    }
 }
 
 impl fmt::Display for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // 16 hex digits are plenty to tell digests apart by eye.
-        write!(f, "{}/{}", self.rows, &self.digest[..self.digest.len().min(16)])
+        match self {
+            // 16 hex digits are plenty to tell digests apart by eye.
+            Content::Rows { rows, digest } => write!(f, "{rows}/{}", &digest[..digest.len().min(16)]),
+            Content::Sequence { last_value, is_called: true } => write!(f, "{last_value}"),
+            Content::Sequence { last_value, is_called: false } => write!(f, "{last_value}:not-called"),
+        }
     }
 }
 
-/// What `verify` knows about one table on one node.
+/// What `verify` knows about one table (or sequence) on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSummary {
     pub columns: Vec<Column>,
@@ -265,10 +278,7 @@ mod tests {
     }
 
     fn summary(rows: i64, digest: &str, cols: &[(&str, &str)]) -> TableSummary {
-        TableSummary {
-            columns: cols.iter().map(|(n, t)| col(n, t)).collect(),
-            content: Content { rows, digest: digest.into() },
-        }
+        TableSummary { columns: cols.iter().map(|(n, t)| col(n, t)).collect(), content: Content::rows(rows, digest) }
     }
 
     /// A node from `(db, [(schema.table, summary)])`.
@@ -395,6 +405,23 @@ mod tests {
             assert_eq!(lines(&report), expected, "case {name:?}");
             assert_eq!(report.converged(), expected.is_empty(), "case {name:?}");
         }
+    }
+
+    #[test]
+    fn sequences_compare_their_state() {
+        let seq = |last_value, is_called| TableSummary {
+            columns: vec![col("last_value", "bigint")],
+            content: Content::Sequence { last_value, is_called },
+        };
+        let report = compare(&[
+            node("leader", &[("d", &[("public.s", seq(5, true)), ("public.u", seq(1, false))])]),
+            node("f1", &[("d", &[("public.s", seq(4, true)), ("public.u", seq(1, true))])]),
+            node("f2", &[("d", &[("public.s", seq(5, true)), ("public.u", seq(1, false))])]),
+        ]);
+        assert_eq!(
+            lines(&report),
+            ["d.public.s: leader=5 f1=4 f2=5", "d.public.u: leader=1:not-called f1=1 f2=1:not-called"]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! topology: nodes, roles, health (checked by `health`), read rotation
 //! catalog: which functions are safe on followers (from the leader's pg_proc)
 //! cancel: chorus-issued cancel keys -> the server running the session's query
+//! verify: the convergence judge (per-table checksums on every node, compared)
 //! ```
 
 pub mod auth;
@@ -29,3 +30,4 @@ pub mod server;
 pub mod session;
 pub mod sql;
 pub mod topology;
+pub mod verify;

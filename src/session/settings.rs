@@ -37,7 +37,8 @@ impl Settings {
         // sends none must see PostgreSQL's default (empty), not chorus's.
         let default_app = [("application_name".to_string(), String::new())];
         let has_app = params.iter().any(|(k, _)| k.eq_ignore_ascii_case("application_name"));
-        let params = if has_app { params.iter().collect::<Vec<_>>() } else { default_app.iter().chain(params).collect() };
+        let params =
+            if has_app { params.iter().collect::<Vec<_>>() } else { default_app.iter().chain(params).collect() };
         for (k, v) in params {
             let name = k.to_ascii_lowercase();
             let sql = format!("SELECT pg_catalog.set_config({}, {}, false)", quote_literal(k), quote_literal(v));

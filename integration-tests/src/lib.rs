@@ -38,7 +38,7 @@ pub use cli::{chorus_binary, run_chorus};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
 pub use logging::init_logging_from_env;
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
-pub use probe::{answering_port, error_text, simple_rows, simple_value, sqlstate};
+pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
 
 use std::path::PathBuf;

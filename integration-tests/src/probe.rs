@@ -40,6 +40,12 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("not a server error: {e:?}"))
 }
 
+/// The server's (or chorus's) message of a failed query; empty if it is not a
+/// server error.
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
+}
+
 /// The server's message and SQLSTATE when there is one (tokio-postgres's
 /// Display only says "db error").
 pub fn error_text(e: &tokio_postgres::Error) -> String {

@@ -10,16 +10,6 @@ use integration_tests::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| panic!("expected an error from the server, got: {e:?}"))
-}
-
-fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
-}
-
 fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> User {
     User { name: name.into(), password: password.map(str::to_string), auth }
 }

@@ -19,7 +19,8 @@ fn fast_health(c: &mut chorus::config::Config) {
     c.health.timeout = Duration::from_secs(3);
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> String {
+/// The SQLSTATE, or the error text when it is not a server error (for messages).
+fn sqlstate_or_text(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_else(|| format!("(no SQLSTATE: {e})"))
 }
 
@@ -28,7 +29,7 @@ async fn read_port(client: &tokio_postgres::Client) -> Result<String, String> {
     let fut = client.simple_query("SELECT current_setting('port')");
     match tokio::time::timeout(Duration::from_secs(15), fut).await {
         Err(_) => panic!("a read hung"),
-        Ok(Err(e)) => Err(format!("{} {e:?}", sqlstate(&e))),
+        Ok(Err(e)) => Err(format!("{} {e:?}", sqlstate_or_text(&e))),
         Ok(Ok(msgs)) => Ok(msgs
             .iter()
             .find_map(|m| match m {
@@ -188,17 +189,17 @@ async fn server_connections_terminated_on_the_server_are_not_reused() {
         let c = tokio::time::timeout(Duration::from_secs(15), try_connect(&chorus.url(db.name())))
             .await
             .expect("connect hung")
-            .unwrap_or_else(|e| panic!("session {i} could not start: {} {e:?}", sqlstate(&e)));
+            .unwrap_or_else(|e| panic!("session {i} could not start: {} {e:?}", sqlstate_or_text(&e)));
         reads_ok(&c, 4, &format!("new session {i}")).await;
         c.execute("INSERT INTO t VALUES (2)", &[])
             .await
-            .unwrap_or_else(|e| panic!("write in new session {i}: {} {e:?}", sqlstate(&e)));
+            .unwrap_or_else(|e| panic!("write in new session {i}: {} {e:?}", sqlstate_or_text(&e)));
     }
     // The idle session too.
     reads_ok(&idle, 4, "the idle session").await;
     idle.execute("INSERT INTO t VALUES (3)", &[])
         .await
-        .unwrap_or_else(|e| panic!("write in the idle session: {} {e:?}", sqlstate(&e)));
+        .unwrap_or_else(|e| panic!("write in the idle session: {} {e:?}", sqlstate_or_text(&e)));
     assert_no_chorus_panics();
 }
 
@@ -225,7 +226,7 @@ async fn a_down_leader_fails_writes_quickly_and_reads_go_on() {
     // The session that had a leader connection: a clear error, quickly.
     let (r, took) = write(&client).await;
     let e = r.expect_err("a write succeeded without a leader");
-    assert!(["57P03", "08006"].contains(&sqlstate(&e).as_str()), "{e:?}");
+    assert!(["57P03", "08006"].contains(&sqlstate_or_text(&e).as_str()), "{e:?}");
     assert!(took < Duration::from_secs(10), "the error took {took:?}");
     // Reads still work there, from the followers.
     let ports = reads_ok(&client, 6, "leader down").await;
@@ -236,7 +237,7 @@ async fn a_down_leader_fails_writes_quickly_and_reads_go_on() {
     assert!(ports.iter().all(|p| followers.contains(p)), "{ports:?}");
     let (r, took) = write(&fresh).await;
     let e = r.expect_err("a write succeeded without a leader");
-    assert!(["57P03", "08006"].contains(&sqlstate(&e).as_str()), "{e:?}");
+    assert!(["57P03", "08006"].contains(&sqlstate_or_text(&e).as_str()), "{e:?}");
     assert!(took < Duration::from_secs(10), "the error took {took:?}");
     // The error says what is wrong.
     let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
@@ -376,7 +377,7 @@ async fn a_hung_leader_does_not_hold_up_new_sessions_or_reads() {
         .await
         .expect("a write hung while the leader was frozen");
     let e = r.expect_err("a write succeeded on a frozen leader");
-    assert_eq!(sqlstate(&e), "57P03", "{e:?}");
+    assert_eq!(sqlstate_or_text(&e), "57P03", "{e:?}");
     assert!(started.elapsed() < connect_timeout * 2, "{:?}", started.elapsed());
     reads_ok(&client, 2, "after the failed write").await;
 

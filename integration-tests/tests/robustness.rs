@@ -17,17 +17,6 @@ fn add_trust_user(c: &mut Config) {
     c.users.push(User { name: TRUST_USER.into(), password: None, auth: AuthMethod::Trust });
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| panic!("expected an error from the server, got: {e}"))
-}
-
-/// The server's (or chorus's) message of an error (tokio-postgres displays only "db error").
-fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
-}
-
 /// A bystander session that must keep working while other clients misbehave.
 async fn still_works(client: &tokio_postgres::Client, what: &str) {
     let rows = tokio::time::timeout(Duration::from_secs(15), client.simple_query("SELECT 1"))

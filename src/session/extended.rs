@@ -29,6 +29,9 @@ struct BatchNeeds {
     pin: Option<crate::sql::PinReason>,
     /// Set when the batch would write inside a follower's read-only transaction.
     refuse: Option<ClientError>,
+    /// (name, classification) of each Parse, in order: classified once here and
+    /// reused when the batch is committed.
+    parsed: Vec<(String, Arc<crate::sql::Classification>)>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -41,7 +44,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // missing statement itself.
                 tracing::debug!(?lazy, "statement used mid-batch is not prepared on this server");
             }
-            self.commit_messages(node, std::slice::from_ref(&m));
+            self.commit_messages(node, std::slice::from_ref(&m), &[]);
             let conn = self.conns[node].as_mut().expect("open batch node is connected");
             conn.queue(&m.frame);
             if conn.queued_len() >= FORWARD_CHUNK_BYTES {
@@ -150,7 +153,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(None);
         }
         let batch = std::mem::take(&mut self.batch);
-        self.commit_messages(node, &batch);
+        self.commit_messages(node, &batch, &needs.parsed);
         Ok(Some((node, needs, batch)))
     }
 
@@ -184,7 +187,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     async fn batch_needs(&self) -> BatchNeeds {
         let mut needs = BatchNeeds::default();
         let mut parsed: Vec<(String, Arc<crate::sql::Classification>)> = Vec::new();
-        for m in &self.batch {
+        for m in self.batch.iter() {
             let class = match m.tag {
                 b'P' => match parse_head(m) {
                     Some((name, sql)) => {
@@ -233,6 +236,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if !needs.leader && !needs.functions.is_empty() {
             needs.leader = !self.ctx.catalog.all_safe(&self.database, &needs.functions).await;
         }
+        needs.parsed = parsed;
         needs
     }
 
@@ -273,12 +277,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Record what forwarding these messages to `node` does to the session's
     /// and the connections' statement state.
-    fn commit_messages(&mut self, node: usize, messages: &[Message]) {
+    /// `known`: classifications of the Parses in `messages`, in order, when the
+    /// caller already has them.
+    fn commit_messages(
+        &mut self,
+        node: usize,
+        messages: &[Message],
+        known: &[(String, Arc<crate::sql::Classification>)],
+    ) {
+        let mut known = known.iter();
         for m in messages {
             match m.tag {
                 b'P' => {
                     let Some((name, sql)) = parse_head(m) else { continue };
-                    let class = self.ctx.classify.get(sql);
+                    let class = match known.next() {
+                        Some((n, c)) if n == name => c.clone(),
+                        _ => self.ctx.classify.get(sql),
+                    };
                     let sql: Arc<str> = sql.into();
                     self.statements.define(name, Statement { parse: m.clone(), sql: sql.clone(), class });
                     let conn = self.conns[node].as_mut().expect("connected");

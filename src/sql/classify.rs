@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::collect::{Collector, access_mode};
-use super::{Classification, LeaderReason, Shape, fallback, split};
+use super::{Classification, LeaderReason, Shape, StmtOp, fallback, ops, split};
 
 /// Classify one query text. Never fails: what does not parse goes to the leader.
 pub fn classify(sql: &str) -> Classification {
@@ -21,12 +21,14 @@ pub fn classify(sql: &str) -> Classification {
         return Classification {
             leader_reason: Some(LeaderReason::Unparsed),
             statement_count: 1,
+            ops: vec![StmtOp::Write],
             ..Default::default()
         };
     };
     let count = chunks.len();
     let mut collector = Collector::default();
     let mut shape = Shape::Other;
+    let mut ops = Vec::with_capacity(count);
     for chunk in chunks {
         collector.start_statement(chunk.text);
         // The tokens go to the parser; the rare statement it rejects is
@@ -38,18 +40,21 @@ pub fn classify(sql: &str) -> Classification {
                 (fallback::rewrite(&tokens).and_then(parse), tokens)
             }
         };
-        let this_shape = match parsed {
+        let this_shape = match &parsed {
             Some(stmt) => {
                 let _ = stmt.visit(&mut collector);
-                shape_of(&stmt)
+                shape_of(stmt)
             }
             None => fallback::classify(&tokens, chunk.text, &mut collector),
         };
+        ops.push(ops::op_of(parsed.as_ref(), chunk.text, collector.statement_effect()));
         if count == 1 {
             shape = this_shape;
         }
     }
-    collector.finish(shape, count)
+    let mut class = collector.finish(shape, count);
+    class.ops = ops;
+    class
 }
 
 /// Exactly one statement from the tokens, or `None`.
@@ -333,6 +338,7 @@ mod tests {
             Classification {
                 leader_reason: Some(Write),
                 tables: vec!["pgbench_accounts".into()],
+                ops: vec![StmtOp::Write],
                 statement_count: 1,
                 ..Default::default()
             }
@@ -340,7 +346,12 @@ mod tests {
         let c = classify("SELECT abalance FROM pgbench_accounts WHERE aid = $1;");
         assert_eq!(
             c,
-            Classification { tables: vec!["pgbench_accounts".into()], statement_count: 1, ..Default::default() }
+            Classification {
+                tables: vec!["pgbench_accounts".into()],
+                statement_count: 1,
+                ops: vec![StmtOp::Read],
+                ..Default::default()
+            }
         );
         let c = classify(
             "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);",
@@ -351,6 +362,7 @@ mod tests {
                 leader_reason: Some(Write),
                 tables: vec!["pgbench_history".into()],
                 statement_count: 1,
+                ops: vec![StmtOp::Write],
                 ..Default::default()
             }
         );
@@ -361,11 +373,20 @@ mod tests {
                 leader_reason: Some(Transaction),
                 shape: Shape::Begin { read_only: None, plain: true },
                 statement_count: 1,
+                ops: vec![StmtOp::Begin { isolation: None }],
                 ..Default::default()
             }
         );
         let c = classify("END;");
-        assert_eq!(c, Classification { shape: Shape::Commit, statement_count: 1, ..Default::default() });
+        assert_eq!(
+            c,
+            Classification {
+                shape: Shape::Commit,
+                statement_count: 1,
+                ops: vec![StmtOp::Commit],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -464,7 +485,7 @@ mod tests {
 
     #[test]
     fn current_setting_and_select_one() {
-        let want = Classification { statement_count: 1, ..Default::default() };
+        let want = Classification { statement_count: 1, ops: vec![StmtOp::Read], ..Default::default() };
         assert_eq!(classify("SELECT current_setting('port')"), want);
         assert_eq!(classify("SELECT 1"), want);
         assert_eq!(classify("select 1;"), want);

@@ -13,7 +13,7 @@ use sqlparser::ast::{
     TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
 };
 
-use super::functions::{FunctionKind, function_kind};
+use super::functions::{FunctionKind, changes_data, function_kind};
 use super::{Classification, LeaderReason, PinReason, SettingChange, Shape, settings};
 
 /// Accumulates the classification of a whole query text, statement by statement.
@@ -38,12 +38,38 @@ pub(super) struct Collector<'a> {
     /// CTE names of the current top-level statement: references to them are not tables.
     ctes: Vec<String>,
     tables_at_start: usize,
+    /// The current top-level statement changes data (see [`Collector::statement_effect`]).
+    stmt_writes: bool,
+    /// The current top-level statement calls a function only the catalog can judge.
+    stmt_unknown_function: bool,
+}
+
+/// What one top-level statement does to the data, for the replication log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    Read,
+    /// Calls functions the catalog must judge: a write if any is volatile.
+    MaybeWrite,
+    Write,
 }
 
 impl<'a> Collector<'a> {
     /// Starts a top-level statement whose original text is `sql`.
     pub fn start_statement(&mut self, sql: &'a str) {
         self.sql = sql;
+        self.stmt_writes = false;
+        self.stmt_unknown_function = false;
+    }
+
+    /// What the statement visited since [`Collector::start_statement`] does to data.
+    pub fn statement_effect(&self) -> Effect {
+        if self.stmt_writes {
+            Effect::Write
+        } else if self.stmt_unknown_function {
+            Effect::MaybeWrite
+        } else {
+            Effect::Read
+        }
     }
 
     /// Records a reason to use the leader. The first one wins, except that
@@ -52,6 +78,16 @@ impl<'a> Collector<'a> {
     pub fn lead(&mut self, reason: LeaderReason) {
         if self.not_run > 0 {
             return;
+        }
+        if matches!(
+            reason,
+            LeaderReason::Write
+                | LeaderReason::Ddl
+                | LeaderReason::WritableCte
+                | LeaderReason::Utility
+                | LeaderReason::Unparsed
+        ) {
+            self.stmt_writes = true;
         }
         let weak = |r: &LeaderReason| matches!(r, LeaderReason::Transaction | LeaderReason::SystemCatalog);
         let replace = match &self.leader {
@@ -84,6 +120,7 @@ impl<'a> Collector<'a> {
             functions: self.functions,
             tables: self.tables,
             statement_count,
+            ops: Vec::new(),
         }
     }
 
@@ -93,6 +130,11 @@ impl<'a> Collector<'a> {
         }
         let parts = fold(name);
         let kind = function_kind(&parts);
+        if changes_data(&parts) {
+            self.stmt_writes = true;
+        } else if kind == FunctionKind::Unknown {
+            self.stmt_unknown_function = true;
+        }
         if kind == FunctionKind::Harmless {
             return;
         }

@@ -46,6 +46,15 @@ pub(super) fn function_kind(parts: &[String]) -> FunctionKind {
     if builtin_schema && is_harmless(name) { FunctionKind::Harmless } else { FunctionKind::Unknown }
 }
 
+/// Functions whose calls change the database's data, so a statement calling
+/// them is a write the replication log must carry (a `SELECT nextval(...)`
+/// included). Other volatile built-ins (random, clock_timestamp, pg_notify,
+/// advisory locks ...) change no table: a query calling them is not logged.
+pub(super) fn changes_data(parts: &[String]) -> bool {
+    let Some(name) = parts.last() else { return false };
+    matches!(name.as_str(), "nextval" | "setval" | "dblink_exec" | "loread" | "lowrite") || name.starts_with("lo_")
+}
+
 /// Functions with side effects, session state or per-call results.
 fn is_volatile(name: &str) -> bool {
     const PREFIXES: &[&str] = &[

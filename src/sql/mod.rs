@@ -9,6 +9,7 @@ mod collect;
 mod fallback;
 mod functions;
 pub mod normalize;
+mod ops;
 pub mod quote;
 mod settings;
 mod split;
@@ -116,4 +117,47 @@ pub struct Classification {
     pub tables: Vec<String>,
     /// Number of statements in the text (0 for an empty query).
     pub statement_count: usize,
+    /// What each statement means for the replication log, in order.
+    pub ops: Vec<StmtOp>,
+}
+
+/// What one statement means for the replication log: the session turns a
+/// request's ops into where the transaction's LSN is taken, what is logged and
+/// where the log entry is appended (`session::writeplan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StmtOp {
+    /// Changes no data (queries, SET, LISTEN, cursors ...): not logged.
+    Read,
+    /// Calls functions only the leader's catalog can judge: a write if any of
+    /// them is volatile (a user function may write).
+    MaybeWrite,
+    /// Changes data or schema: logged and replayed on the followers.
+    Write,
+    /// `COPY ... FROM STDIN`: a write whose data follows as CopyData.
+    CopyIn,
+    /// BEGIN / START TRANSACTION, with its isolation level when one is given.
+    Begin {
+        isolation: Option<Isolation>,
+    },
+    /// COMMIT / END.
+    Commit,
+    /// ROLLBACK / ABORT.
+    Rollback,
+    Savepoint(String),
+    RollbackTo(String),
+    Release(String),
+    /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
+    /// CLUSTER, REINDEX): runs on the leader only and is not logged.
+    Maintenance,
+    /// Something chorus cannot replicate; the text says what and why.
+    NotReplicable(&'static str),
+}
+
+/// A transaction isolation level named in BEGIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    /// REPEATABLE READ or SERIALIZABLE: the snapshot is taken by the first
+    /// statement, so the LSN must be taken first.
+    Snapshot,
 }

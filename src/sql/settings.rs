@@ -58,7 +58,7 @@ pub(super) fn from_statement(stmt: &Statement, sql: &str) -> Option<Option<Setti
 }
 
 /// A savepoint's name as PostgreSQL folds it.
-fn savepoint_name(id: &Ident) -> String {
+pub(super) fn savepoint_name(id: &Ident) -> String {
     if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
 }
 

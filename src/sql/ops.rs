@@ -1,0 +1,168 @@
+//! Pure: what one statement means for the replication log ([`StmtOp`]), from
+//! its AST (when it parsed), its text and what the collector saw it do.
+//!
+//! The transaction-control statements matter because they decide where the
+//! session takes the LSN and appends the log entry; the rest is a write
+//! (logged), a read (not logged), or something chorus refuses to replicate.
+
+use sqlparser::ast::{CopySource, CopyTarget, Statement, TransactionIsolationLevel, TransactionMode};
+
+use super::collect::Effect;
+use super::settings::savepoint_name;
+use super::{Isolation, StmtOp};
+
+/// The replication meaning of one top-level statement.
+pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> StmtOp {
+    if let Some(op) = op_by_keywords(text) {
+        return op;
+    }
+    if let Some(stmt) = stmt {
+        match stmt {
+            Statement::StartTransaction { modes, .. } => return StmtOp::Begin { isolation: isolation(modes) },
+            Statement::Commit { chain: false, modifier: None, .. } => return StmtOp::Commit,
+            Statement::Commit { .. } => return StmtOp::NotReplicable("COMMIT AND CHAIN"),
+            Statement::Rollback { chain: false, savepoint: None } => return StmtOp::Rollback,
+            Statement::Rollback { chain: false, savepoint: Some(name) } => {
+                return StmtOp::RollbackTo(savepoint_name(name));
+            }
+            Statement::Rollback { .. } => return StmtOp::NotReplicable("ROLLBACK AND CHAIN"),
+            Statement::Savepoint { name } => return StmtOp::Savepoint(savepoint_name(name)),
+            Statement::ReleaseSavepoint { name } => return StmtOp::Release(savepoint_name(name)),
+            Statement::Copy { to: false, target, source, .. } => {
+                return match (target, source) {
+                    (CopyTarget::Stdin, CopySource::Table { .. }) => StmtOp::CopyIn,
+                    _ => StmtOp::NotReplicable("COPY FROM a file or program on the server"),
+                };
+            }
+            _ => {}
+        }
+    }
+    match effect {
+        Effect::Read => StmtOp::Read,
+        Effect::MaybeWrite => StmtOp::MaybeWrite,
+        Effect::Write => StmtOp::Write,
+    }
+}
+
+fn isolation(modes: &[TransactionMode]) -> Option<Isolation> {
+    modes.iter().find_map(|m| match m {
+        TransactionMode::IsolationLevel(
+            TransactionIsolationLevel::RepeatableRead
+            | TransactionIsolationLevel::Serializable
+            | TransactionIsolationLevel::Snapshot,
+        ) => Some(Isolation::Snapshot),
+        TransactionMode::IsolationLevel(_) => Some(Isolation::ReadCommitted),
+        _ => None,
+    })
+}
+
+/// Statements recognised by their leading keywords, parsed or not.
+fn op_by_keywords(text: &str) -> Option<StmtOp> {
+    let mut words = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_lowercase());
+    let first = words.next()?;
+    let second = words.next().unwrap_or_default();
+    let third = words.next().unwrap_or_default();
+    let fourth = words.next().unwrap_or_default();
+    let op = match (first.as_str(), second.as_str()) {
+        ("vacuum" | "analyze" | "analyse" | "checkpoint" | "cluster" | "reindex", _) => StmtOp::Maintenance,
+        ("create", "index") if third == "concurrently" => {
+            StmtOp::NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")
+        }
+        ("create", "unique") if fourth == "concurrently" => {
+            StmtOp::NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")
+        }
+        ("drop", "index") if third == "concurrently" => {
+            StmtOp::NotReplicable("DROP INDEX CONCURRENTLY (it cannot run in a transaction block)")
+        }
+        ("create" | "drop", "database") => StmtOp::NotReplicable("CREATE/DROP DATABASE through chorus"),
+        ("create" | "drop" | "alter", "tablespace") => StmtOp::NotReplicable("tablespaces"),
+        ("alter", "system") => StmtOp::NotReplicable("ALTER SYSTEM"),
+        ("prepare", "transaction") | ("commit" | "rollback", "prepared") => {
+            StmtOp::NotReplicable("two-phase commit (PREPARE TRANSACTION)")
+        }
+        ("execute", _) => StmtOp::NotReplicable("EXECUTE of an SQL-level prepared statement"),
+        // Session and server state, no data: not logged.
+        (
+            "prepare" | "deallocate" | "discard" | "listen" | "unlisten" | "notify" | "lock" | "load" | "set" | "reset"
+            | "show" | "fetch" | "move" | "close" | "declare",
+            _,
+        ) => StmtOp::Read,
+        _ => return None,
+    };
+    Some(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classify;
+    use super::*;
+
+    fn ops(sql: &str) -> Vec<StmtOp> {
+        classify(sql).ops
+    }
+
+    #[test]
+    fn statements_and_their_ops() {
+        use StmtOp::*;
+        let cases: Vec<(&str, Vec<StmtOp>)> = vec![
+            ("SELECT 1", vec![Read]),
+            ("SELECT my_func(1)", vec![MaybeWrite]),
+            ("SELECT nextval('s')", vec![Write]),
+            ("SELECT setval('s', 10)", vec![Write]),
+            ("SELECT lastval()", vec![Read]),
+            ("SELECT random(), pg_notify('c', 'x')", vec![Read]),
+            ("SELECT pg_advisory_lock(1)", vec![Read]),
+            ("SELECT * FROM t FOR UPDATE", vec![Read]),
+            ("INSERT INTO t VALUES (1)", vec![Write]),
+            ("UPDATE t SET a = 1", vec![Write]),
+            ("DELETE FROM t", vec![Write]),
+            ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", vec![Write]),
+            ("CREATE TABLE t (a int)", vec![Write]),
+            ("CREATE TABLE t2 AS SELECT * FROM t", vec![Write]),
+            ("TRUNCATE t", vec![Write]),
+            ("DO $$ BEGIN INSERT INTO t VALUES (1); END $$", vec![Write]),
+            ("CALL p(1)", vec![Write]),
+            ("COPY t FROM STDIN", vec![CopyIn]),
+            ("COPY t (a, b) FROM STDIN WITH (FORMAT csv)", vec![CopyIn]),
+            ("COPY t FROM '/tmp/x'", vec![NotReplicable("COPY FROM a file or program on the server")]),
+            ("COPY t TO STDOUT", vec![Read]),
+            ("BEGIN", vec![Begin { isolation: None }]),
+            ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![Begin { isolation: Some(Isolation::Snapshot) }]),
+            ("BEGIN ISOLATION LEVEL REPEATABLE READ", vec![Begin { isolation: Some(Isolation::Snapshot) }]),
+            ("BEGIN ISOLATION LEVEL READ COMMITTED", vec![Begin { isolation: Some(Isolation::ReadCommitted) }]),
+            ("COMMIT", vec![Commit]),
+            ("END", vec![Commit]),
+            ("ROLLBACK", vec![Rollback]),
+            ("ABORT", vec![Rollback]),
+            ("SAVEPOINT Sp1", vec![Savepoint("sp1".into())]),
+            ("ROLLBACK TO SAVEPOINT sp1", vec![RollbackTo("sp1".into())]),
+            ("RELEASE SAVEPOINT \"X\"", vec![Release("X".into())]),
+            ("COMMIT AND CHAIN", vec![NotReplicable("COMMIT AND CHAIN")]),
+            ("VACUUM t", vec![Maintenance]),
+            ("ANALYZE t", vec![Maintenance]),
+            ("CHECKPOINT", vec![Maintenance]),
+            (
+                "CREATE INDEX CONCURRENTLY i ON t (a)",
+                vec![NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")],
+            ),
+            ("CREATE INDEX i ON t (a)", vec![Write]),
+            ("CREATE DATABASE x", vec![NotReplicable("CREATE/DROP DATABASE through chorus")]),
+            ("PREPARE TRANSACTION 'x'", vec![NotReplicable("two-phase commit (PREPARE TRANSACTION)")]),
+            ("SET search_path = a", vec![Read]),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![Read]),
+            ("LISTEN c", vec![Read]),
+            ("NOTIFY c", vec![Read]),
+            ("LOCK TABLE t", vec![Read]),
+            ("PREPARE p AS SELECT 1", vec![Read]),
+            ("BEGIN; INSERT INTO t VALUES (1); COMMIT", vec![Begin { isolation: None }, Write, Commit]),
+            ("SELECT 1; UPDATE t SET a = 2", vec![Read, Write]),
+            ("", vec![]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(ops(sql), want, "{sql}");
+        }
+    }
+}

@@ -312,13 +312,10 @@ async fn serve(
 ) -> Result<(), ReplicationError> {
     client.batch_execute("LISTEN _chorus_log").await.map_err(query_error(leader, db, "LISTEN"))?;
     feed.client.send_replace(Some(client.clone()));
+    let read_lsn = client.prepare("SELECT lsn FROM _chorus.lsn").await.map_err(query_error(leader, db, "preparing"))?;
     let mut last_trim = Instant::now();
     loop {
-        let row = client.query_one("SELECT lsn FROM _chorus.lsn", &[]).await.map_err(query_error(
-            leader,
-            db,
-            "reading _chorus.lsn",
-        ))?;
+        let row = client.query_one(&read_lsn, &[]).await.map_err(query_error(leader, db, "reading _chorus.lsn"))?;
         state.set_leader_lsn(db, row.get(0));
         // Working: the next failure starts over with a short delay and a warning.
         backoff.reset();

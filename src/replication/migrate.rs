@@ -11,6 +11,7 @@ use super::{ReplicationError, connect, query_error};
 use crate::config::{Config, Node};
 use crate::sql::quote::{quote_ident, quote_literal};
 use std::time::Duration;
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 /// One schema migration file.
@@ -36,6 +37,11 @@ const BOOTSTRAP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS _chorus; \
 /// how many migrations this call applied (0 when already current).
 pub async fn migrate(node: &Node, db: &str, timeout: Duration) -> Result<usize, ReplicationError> {
     let mut client = connect(node, db, "chorus-migrate", timeout).await?;
+    migrate_with(&mut client, node, db).await
+}
+
+/// [`migrate`] over an existing connection to `db` on `node`.
+async fn migrate_with(client: &mut Client, node: &Node, db: &str) -> Result<usize, ReplicationError> {
     let applied: Vec<i32> = match client.query("SELECT version FROM _chorus.migrations", &[]).await {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
         Err(e) if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME) =>
@@ -93,6 +99,10 @@ pub struct DatabaseSpec {
 /// Read `db`'s encoding and locale on the leader (which also proves it exists there).
 pub async fn database_spec(leader: &Node, db: &str, timeout: Duration) -> Result<DatabaseSpec, ReplicationError> {
     let client = connect(leader, db, "chorus-migrate", timeout).await?;
+    spec_with(&client, leader, db).await
+}
+
+async fn spec_with(client: &Client, leader: &Node, db: &str) -> Result<DatabaseSpec, ReplicationError> {
     let row = client
         .query_one(
             "SELECT pg_catalog.pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
@@ -112,26 +122,23 @@ pub async fn ensure_on_follower(
     spec: &DatabaseSpec,
     timeout: Duration,
 ) -> Result<(), ReplicationError> {
-    create_if_missing(node, db, spec, timeout).await?;
-    migrate(node, db, timeout).await?;
+    let mut client = match connect(node, db, "chorus-migrate", timeout).await {
+        Ok(c) => c,
+        Err(e) if e.is_missing_database() => {
+            create(node, db, spec, timeout).await?;
+            connect(node, db, "chorus-migrate", timeout).await?
+        }
+        Err(e) => return Err(e),
+    };
+    migrate_with(&mut client, node, db).await?;
     Ok(())
 }
 
-async fn create_if_missing(
-    node: &Node,
-    db: &str,
-    spec: &DatabaseSpec,
-    timeout: Duration,
-) -> Result<(), ReplicationError> {
+/// `CREATE DATABASE db` on `node`, like the leader's; someone else creating
+/// it at the same time is fine.
+async fn create(node: &Node, db: &str, spec: &DatabaseSpec, timeout: Duration) -> Result<(), ReplicationError> {
     let admin = &node.admin_database;
     let client = connect(node, admin, "chorus-migrate", timeout).await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&db])
-        .await
-        .map_err(query_error(node, admin, "looking up the database"))?;
-    if exists.is_some() {
-        return Ok(());
-    }
     let base =
         format!("CREATE DATABASE {} TEMPLATE template0 ENCODING {}", quote_ident(db), quote_literal(&spec.encoding));
     let full = format!("{base} LC_COLLATE {} LC_CTYPE {}", quote_literal(&spec.collate), quote_literal(&spec.ctype));
@@ -162,8 +169,10 @@ async fn create_if_missing(
 pub async fn ensure_database(config: &Config, db: &str) -> Result<(), ReplicationError> {
     let timeout = config.limits.connect_timeout;
     let leader = config.leader();
-    let spec = database_spec(leader, db, timeout).await?;
-    migrate(leader, db, timeout).await?;
+    let mut client = connect(leader, db, "chorus-migrate", timeout).await?;
+    let spec = spec_with(&client, leader, db).await?;
+    migrate_with(&mut client, leader, db).await?;
+    drop(client);
     let followers: Vec<&Node> = config.nodes.iter().filter(|n| n.role == crate::config::Role::Follower).collect();
     let results = futures_join(followers.iter().map(|f| ensure_on_follower(f, db, &spec, timeout))).await;
     for (f, r) in followers.iter().zip(results) {

@@ -7,7 +7,7 @@ use super::apply::Applier;
 use super::feed::{self, Feed};
 use super::migrate::ensure_database;
 use super::state::ReplicationState;
-use super::{ReplicationError, connect, query_error};
+use super::{Failures, ReplicationError, connect, query_error};
 use crate::config::Config;
 use crate::topology::Topology;
 use dashmap::DashMap;
@@ -57,27 +57,47 @@ impl Replication {
     }
 
     /// In the background: list the leader's databases and [`ensure`](Self::ensure)
-    /// each replicated one (retrying the listing while the leader is unreachable).
+    /// each replicated one, retrying (with backoff) the listing while the
+    /// leader is unreachable and each database whose setup failed.
     pub fn start(self: &Arc<Self>) {
         let this = self.clone();
         let handle = tokio::spawn(async move {
             let mut backoff = feed::Backoff::default();
+            let mut failures = Failures::default();
+            let mut pending: Option<Vec<String>> = None;
             loop {
-                match this.leader_databases().await {
-                    Ok(dbs) => {
-                        for db in dbs.iter().filter(|d| this.config.replication.covers(d)) {
-                            if let Err(e) = this.ensure(db).await {
+                let dbs = match pending.take() {
+                    Some(dbs) => dbs,
+                    None => match this.leader_databases().await {
+                        Ok(dbs) => dbs.into_iter().filter(|d| this.config.replication.covers(d)).collect(),
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            if failures.record() {
+                                tracing::warn!(error = %e, retry_in = ?delay, "cannot list the leader's databases");
+                            }
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    },
+                };
+                let mut failed = Vec::new();
+                for db in dbs {
+                    match this.ensure(&db).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_missing_database() => {} // dropped meanwhile
+                        Err(e) => {
+                            if failures.record() {
                                 tracing::warn!(db, error = %e, "cannot start replicating the database yet");
                             }
+                            failed.push(db);
                         }
-                        return;
-                    }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %e, retry_in = ?delay, "cannot list the leader's databases");
-                        tokio::time::sleep(delay).await;
                     }
                 }
+                if failed.is_empty() {
+                    return;
+                }
+                pending = Some(failed);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         });
         self.tasks.lock().push(handle.abort_handle());

@@ -1,7 +1,8 @@
 //! The follower side of replication against real servers: transactions
 //! written straight into the leader's `_chorus.log` (as the leader side of a
 //! session logs them: header, simple queries, an extended statement with a
-//! binary parameter and a user-type parameter, a COPY) reach every follower;
+//! binary parameter and a user-type parameter, a COPY, a client encoding
+//! other than UTF-8) reach every follower;
 //! a follower that was down catches up; a database that exists only on the
 //! leader is created on the followers; a statement that fails on one follower
 //! only is a divergence that takes it out of the read rotation.
@@ -124,15 +125,23 @@ async fn logged_transactions_reach_every_follower() {
     let lsn2 = commit_logged(&mut leader, "UPDATE app.t SET m = 'bad' WHERE id = 3", &[entry(b'h', HEADER), x]).await;
     assert_eq!(lsn2, lsn1 + 1);
 
-    wait_applied(&chorus, db.name(), SHARED_FOLLOWERS, lsn2, Duration::from_secs(30)).await;
+    // A client using LATIN1: the follower must read 'é' as the leader did.
+    let insert = "INSERT INTO app.t (id, v) VALUES (5, 'café')";
+    let latin1 = "RESET ALL; SELECT pg_catalog.set_config('client_encoding', 'LATIN1', false)";
+    let lsn3 = commit_logged(&mut leader, insert, &[entry(b'h', latin1), entry(b'q', insert)]).await;
+
+    wait_applied(&chorus, db.name(), SHARED_FOLLOWERS, lsn3, Duration::from_secs(30)).await;
     let expected = rows(&leader).await;
-    assert_eq!(expected, ["(1,one,2024-02-01,ok)", "(2,extended,,)", "(3,three,2024-04-03,bad)", "(4,,,)"]);
+    assert_eq!(
+        expected,
+        ["(1,one,2024-02-01,ok)", "(2,extended,,)", "(3,three,2024-04-03,bad)", "(4,,,)", "(5,café,,)"]
+    );
     let log_rows: i64 = leader.query_one("SELECT count(*) FROM _chorus.log", &[]).await.unwrap().get(0);
     for node in cluster().followers() {
         let f = db.connect_node(node).await;
         assert_eq!(rows(&f).await, expected, "{}", node.name());
-        assert_eq!(position(&f, "applied").await, lsn2, "{}", node.name());
-        assert_eq!(position(&f, "lsn").await, lsn2, "{}: a promoted follower continues from here", node.name());
+        assert_eq!(position(&f, "applied").await, lsn3, "{}", node.name());
+        assert_eq!(position(&f, "lsn").await, lsn3, "{}: a promoted follower continues from here", node.name());
         let copied: i64 = f.query_one("SELECT count(*) FROM _chorus.log", &[]).await.unwrap().get(0);
         assert_eq!(copied, log_rows, "{} keeps a copy of the log", node.name());
     }

@@ -21,6 +21,8 @@ pub struct Config {
     pub health: Health,
     #[serde(default)]
     pub tls: Option<Tls>,
+    #[serde(default)]
+    pub replication: Replication,
     /// The servers chorus fronts: exactly one leader, any number of followers.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -89,6 +91,52 @@ impl Default for Health {
     fn default() -> Self {
         Health { interval: Duration::from_millis(1000), timeout: Duration::from_millis(2000), failures_before_down: 1 }
     }
+}
+
+/// Statement replication from the leader's log to the followers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replication {
+    /// When a write's COMMIT is answered: at once (`async`), once one follower
+    /// applied it (`semi-sync`), or once every follower did (`sync`).
+    pub ack: AckMode,
+    /// How long a `semi-sync`/`sync` COMMIT waits for followers before answering anyway.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// How long applied log entries are kept (on the leader and in the followers'
+    /// copies) before they are trimmed. Entries some follower has not applied
+    /// yet are never trimmed.
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
+    /// Databases to replicate; empty means every database on the leader.
+    pub databases: Vec<String>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            ack: AckMode::Async,
+            ack_timeout: Duration::from_secs(5),
+            log_retention: Duration::from_secs(3600),
+            databases: Vec::new(),
+        }
+    }
+}
+
+impl Replication {
+    /// True when `db` is replicated (listed, or the list is empty).
+    pub fn covers(&self, db: &str) -> bool {
+        self.databases.is_empty() || self.databases.iter().any(|d| d == db)
+    }
+}
+
+/// How many followers must have applied a write before its COMMIT is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckMode {
+    Async,
+    SemiSync,
+    Sync,
 }
 
 /// TLS for client connections (rustls). Without it chorus answers 'N' to SSLRequest.
@@ -246,6 +294,16 @@ impl Config {
         if self.health.interval.is_zero() {
             problems.push("health.interval: must be greater than zero".to_string());
         }
+        if self.replication.ack != AckMode::Async && self.replication.ack_timeout.is_zero() {
+            problems.push("replication.ack_timeout: must be greater than zero when ack is not \"async\"".to_string());
+        }
+        for (i, d) in self.replication.databases.iter().enumerate() {
+            if d.is_empty() {
+                problems.push(format!("replication.databases[{i}]: must not be empty"));
+            } else if self.replication.databases[..i].contains(d) {
+                problems.push(format!("replication.databases[{i}]: duplicate database {d:?}"));
+            }
+        }
         if let Some(tls) = &self.tls {
             if !tls.cert.exists() {
                 problems.push(format!("tls.cert: file {} does not exist", tls.cert.display()));
@@ -286,5 +344,48 @@ mod tests {
             .replace("name = \"app\"", "name = \"app\"\npassword = \"p\"");
         let cfg = Config::from_toml_str(&ok).unwrap();
         assert_eq!((cfg.nodes[0].port, cfg.nodes[1].port), (5432, 65535));
+    }
+
+    const MINIMAL: &str = "[[nodes]]\nname = \"l\"\nrole = \"leader\"\nhost = \"h\"\nport = 5432\nuser = \"u\"\n\
+                           [[users]]\nname = \"app\"\nauth = \"trust\"\n";
+
+    #[test]
+    fn replication_defaults_and_values() {
+        let cfg = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(cfg.replication.ack, AckMode::Async);
+        assert_eq!(cfg.replication.ack_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.replication.log_retention, Duration::from_secs(3600));
+        assert!(cfg.replication.covers("anything"));
+
+        let toml = format!(
+            "{MINIMAL}[replication]\nack = \"semi-sync\"\nack_timeout = \"250ms\"\nlog_retention = \"10m\"\n\
+             databases = [\"shop\"]\n"
+        );
+        let cfg = Config::from_toml_str(&toml).unwrap();
+        assert_eq!(cfg.replication.ack, AckMode::SemiSync);
+        assert_eq!(cfg.replication.ack_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.replication.log_retention, Duration::from_secs(600));
+        assert!(cfg.replication.covers("shop") && !cfg.replication.covers("other"));
+        let sync = format!("{MINIMAL}[replication]\nack = \"sync\"\n");
+        assert_eq!(Config::from_toml_str(&sync).unwrap().replication.ack, AckMode::Sync);
+    }
+
+    #[test]
+    fn replication_problems_are_reported_with_their_key_paths() {
+        let toml =
+            format!("{MINIMAL}[replication]\nack = \"sync\"\nack_timeout = \"0s\"\ndatabases = [\"a\", \"\", \"a\"]\n");
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&toml) else { panic!("accepted") };
+        assert_eq!(
+            problems,
+            [
+                "replication.ack_timeout: must be greater than zero when ack is not \"async\"",
+                "replication.databases[1]: must not be empty",
+                "replication.databases[2]: duplicate database \"a\"",
+            ]
+        );
+        let bad_mode = format!("{MINIMAL}[replication]\nack = \"eventually\"\n");
+        assert!(matches!(Config::from_toml_str(&bad_mode), Err(ConfigError::Load(_))));
+        let unknown = format!("{MINIMAL}[replication]\nlag = 1\n");
+        assert!(matches!(Config::from_toml_str(&unknown), Err(ConfigError::Load(_))));
     }
 }

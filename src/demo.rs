@@ -7,7 +7,8 @@ use crate::server::{Server, ServerError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-/// The database created on every node and named in `CHORUS_PG_URL`.
+/// The database created on the leader and named in `CHORUS_PG_URL`; chorus
+/// creates it on the followers, which start empty.
 pub const DEMO_DATABASE: &str = "chorus_demo";
 /// The user clients log in to chorus as (also created on every node, so the same
 /// credentials work directly against a server).
@@ -31,6 +32,8 @@ pub enum DemoError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("cannot prepare the demo database for replication: {0}")]
+    Replication(#[from] crate::replication::ReplicationError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("a demo (pid {pid}) is already running in {}; stop it first (Ctrl-C or `kill {pid}`)", dir.display())]
@@ -100,11 +103,23 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()> + Send) -
 
 async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = ()> + Send) -> Result<(), DemoError> {
     cluster.create_role(DEMO_USER, DEMO_PASSWORD, true).await?;
-    cluster.create_database(DEMO_DATABASE).await?;
+    // Only on the leader: followers start with the standard databases and get
+    // everything else through chorus.
+    let leader = cluster.leader();
+    let sql = format!("CREATE DATABASE {}", crate::sql::quote::quote_ident(DEMO_DATABASE));
+    leader
+        .connect("postgres")
+        .await?
+        .batch_execute(&sql)
+        .await
+        .map_err(|source| ClusterError::Sql { node: leader.name().to_string(), source })?;
 
     // Bind first (port 0: any free port), then write the config with the real address.
     let any_port = "127.0.0.1:0".parse().expect("valid address");
     let config = Config::from_toml_str(&cluster.chorus_config_toml(any_port, DEMO_USER, DEMO_PASSWORD))?;
+    // The database (and chorus's bookkeeping in it) on every follower before
+    // demo.env announces their URLs.
+    crate::replication::ensure_database(&config, DEMO_DATABASE).await?;
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let config_path = dir.join("chorus.toml");

@@ -11,6 +11,8 @@
 //! topology: nodes, roles, health (checked by `health`), read rotation
 //! catalog: which functions are safe on followers (from the leader's pg_proc)
 //! cancel: chorus-issued cancel keys -> the server running the session's query
+//! replication: leader's _chorus.log --feed--> applier (one per follower and
+//!              database) --> follower, applied LSN recorded in the same transaction
 //! verify: the convergence judge (per-table checksums on every node, compared)
 //! ```
 
@@ -25,6 +27,7 @@ pub mod frontend;
 pub mod health;
 pub mod localcluster;
 pub mod protocol;
+pub mod replication;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -51,6 +51,10 @@ enum Command {
         /// Only this database (repeatable); default: every database on the leader.
         #[arg(long = "database", short = 'd', value_name = "NAME")]
         databases: Vec<String>,
+        /// How long to wait for every follower to apply the leader's log
+        /// position before comparing (e.g. "30s", "2m"); exit 2 if one does not.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
 }
 
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::CheckConfig { file } => return check_config(&file),
-        Command::Verify { config, databases } => return verify(&config, databases),
+        Command::Verify { config, databases, wait } => return verify(&config, databases, wait),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo { dir, followers } => runtime().and_then(|rt| {
             rt.block_on(async {
@@ -117,11 +121,12 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 /// `chorus verify`: differences on stdout, one per line, then the summary;
 /// exit 0 when every node matches the leader, 1 when something differs, 2 when
-/// no verdict was reached (bad config, unreachable node, failed query).
-fn verify(config_path: &std::path::Path, databases: Vec<String>) -> ExitCode {
+/// no verdict was reached (bad config, unreachable node, failed query, a follower
+/// that did not reach the leader's log position within `--wait`).
+fn verify(config_path: &std::path::Path, databases: Vec<String>, wait: std::time::Duration) -> ExitCode {
     let result = Config::load(config_path).with_context(|| format!("{}", config_path.display())).and_then(|config| {
         let options = chorus::verify::VerifyOptions { databases };
-        runtime()?.block_on(chorus::verify::verify_with(&config, &options)).map_err(anyhow::Error::from)
+        runtime()?.block_on(chorus::verify::verify_waiting(&config, &options, wait)).map_err(anyhow::Error::from)
     });
     match result {
         Ok(report) => {

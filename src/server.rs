@@ -46,6 +46,11 @@ impl Server {
         Ok(Server { ctx, listener, tls })
     }
 
+    /// The state every session shares (topology, replication progress...).
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
     /// The PostgreSQL listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
@@ -57,6 +62,7 @@ impl Server {
         let ctx = self.ctx.clone();
         let health =
             crate::health::spawn(ctx.topology.clone(), ctx.config.health.clone(), ctx.config.limits.connect_timeout);
+        ctx.replication.start();
         let limit = Arc::new(Semaphore::new(ctx.config.limits.max_client_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -98,6 +104,7 @@ impl Server {
         for h in health {
             h.abort();
         }
+        ctx.replication.shutdown();
         Ok(())
     }
 }

@@ -11,11 +11,24 @@ pub struct NodeState {
     pub role: Role,
     pub pool: Arc<Pool>,
     healthy: AtomicBool,
+    /// Replication found this follower's data differs from the leader's (a
+    /// logged statement failed there). Unlike `healthy`, only an operator (a
+    /// restart of chorus) clears it: the health checker never does.
+    diverged: AtomicBool,
 }
 
 impl NodeState {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_diverged(&self) -> bool {
+        self.diverged.load(Ordering::Relaxed)
+    }
+
+    /// May serve reads: answering health checks and not diverged.
+    pub fn is_readable(&self) -> bool {
+        self.is_healthy() && !self.is_diverged()
     }
 }
 
@@ -45,6 +58,7 @@ impl Topology {
                 // Optimistic until the first check says otherwise: a node that is
                 // down fails fast on connect and is then marked down.
                 healthy: AtomicBool::new(true),
+                diverged: AtomicBool::new(false),
             })
             .collect();
         let leader = nodes.iter().position(|n| n.role == Role::Leader).expect("validated: one leader");
@@ -72,13 +86,48 @@ impl Topology {
         was != healthy
     }
 
-    /// Next healthy follower in round-robin order, if any.
+    /// Take a follower out of the read rotation for good (until chorus
+    /// restarts): its data no longer matches the leader's. Returns true if it
+    /// was not marked already.
+    pub fn set_diverged(&self, index: usize) -> bool {
+        !self.nodes[index].diverged.swap(true, Ordering::Relaxed)
+    }
+
+    /// Followers' node indexes, in configuration order.
+    pub fn followers(&self) -> &[usize] {
+        &self.followers
+    }
+
+    /// Next readable (healthy, not diverged) follower in round-robin order, if any.
     pub fn pick_follower(&self) -> Option<usize> {
         let n = self.followers.len();
         if n == 0 {
             return None;
         }
         let start = self.next_follower.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| self.followers[(start + k) % n]).find(|&i| self.nodes[i].is_healthy())
+        (0..n).map(|k| self.followers[(start + k) % n]).find(|&i| self.nodes[i].is_readable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diverged_follower_leaves_the_rotation_and_health_does_not_bring_it_back() {
+        let toml = "[[nodes]]\nname = \"l\"\nrole = \"leader\"\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
+                    [[nodes]]\nname = \"f1\"\nrole = \"follower\"\nhost = \"h\"\nport = 2\nuser = \"u\"\n\
+                    [[nodes]]\nname = \"f2\"\nrole = \"follower\"\nhost = \"h\"\nport = 3\nuser = \"u\"\n\
+                    [[users]]\nname = \"app\"\nauth = \"trust\"\n";
+        let topo = Topology::new(&Config::from_toml_str(toml).unwrap());
+        assert_eq!(topo.followers(), [1, 2]);
+        assert!(topo.set_diverged(1));
+        assert!(!topo.set_diverged(1), "already marked");
+        topo.set_healthy(1, false);
+        topo.set_healthy(1, true);
+        assert!(topo.node(1).is_healthy() && topo.node(1).is_diverged() && !topo.node(1).is_readable());
+        assert!((0..6).all(|_| topo.pick_follower() == Some(2)));
+        topo.set_healthy(2, false);
+        assert_eq!(topo.pick_follower(), None);
     }
 }

@@ -17,15 +17,23 @@
 //!   DateStyle, TimeZone, extra_float_digits ... so server defaults do not matter;
 //! - sequences (same schemas): their state, `last_value` and `is_called`.
 //!
-//! Not yet: waiting for followers to reach the leader's LSN (there is no
-//! replication log yet), indexes, constraints, views and functions.
+//! Before comparing a replicated database (one with `_chorus`), [`wait`] waits
+//! until every follower has applied the leader's current LSN.
+//!
+//! Not yet: indexes, constraints, views and functions.
 
 mod collect;
 mod compare;
+mod wait;
 
 pub use compare::{Column, Content, Detail, Difference, NodeSnapshot, Report, TableName, TableSummary, compare};
+pub use wait::Behind;
 
-use crate::config::{Config, Role};
+/// How long [`verify_with`] waits for followers to reach the leader's LSN.
+pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+use crate::config::{Config, Node, Role};
+use std::time::Duration;
 
 /// What to compare.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +64,12 @@ pub enum VerifyError {
     },
     #[error("database {0} does not exist on any node")]
     NoSuchDatabase(String),
+    #[error(
+        "database {database}: followers did not reach the leader's LSN {leader_lsn} within {}: {}",
+        humantime::format_duration(*waited),
+        behind.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    Behind { database: String, leader_lsn: i64, waited: std::time::Duration, behind: Vec<Behind> },
 }
 
 /// Compare every replicated database on every node of `config`.
@@ -63,9 +77,18 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     verify_with(config, &VerifyOptions::default()).await
 }
 
-/// Compare the databases `options` selects on every node of `config`. Nodes are
-/// read concurrently; the leader comes first in the report.
+/// Compare the databases `options` selects on every node of `config`, after
+/// waiting up to [`DEFAULT_WAIT`] for followers to apply the leader's log.
 pub async fn verify_with(config: &Config, options: &VerifyOptions) -> Result<Report, VerifyError> {
+    verify_waiting(config, options, DEFAULT_WAIT).await
+}
+
+/// Compare the databases `options` selects on every node of `config`. Each
+/// replicated database is compared once every follower that has it applied
+/// the leader's current LSN; [`VerifyError::Behind`] names the followers that
+/// did not within `wait`. Nodes are read concurrently; the leader comes first
+/// in the report.
+pub async fn verify_waiting(config: &Config, options: &VerifyOptions, wait: Duration) -> Result<Report, VerifyError> {
     let timeout = config.limits.connect_timeout;
     let mut nodes: Vec<_> = config.nodes.iter().filter(|n| n.role == Role::Leader).cloned().collect();
     nodes.extend(config.nodes.iter().filter(|n| n.role != Role::Leader).cloned());
@@ -80,6 +103,17 @@ pub async fn verify_with(config: &Config, options: &VerifyOptions) -> Result<Rep
         if let Some(absent) = options.databases.iter().find(|d| !per_node.iter().any(|dbs| dbs.contains(d))) {
             return Err(VerifyError::NoSuchDatabase(absent.clone()));
         }
+    }
+
+    let leader_dbs = per_node.first().cloned().unwrap_or_default();
+    let waits = leader_dbs.iter().map(|db| {
+        let followers: Vec<Node> =
+            nodes.iter().zip(&per_node).skip(1).filter(|(_, dbs)| dbs.contains(db)).map(|(n, _)| n.clone()).collect();
+        let (leader, db) = (nodes[0].clone(), db.clone());
+        tokio::spawn(async move { wait::wait_for_followers(&leader, &followers, &db, wait, timeout).await })
+    });
+    for w in waits.collect::<Vec<_>>() {
+        w.await.expect("verify wait task panicked")?;
     }
 
     let jobs: Vec<_> = nodes.into_iter().zip(per_node).collect();

@@ -6,10 +6,11 @@
 //! with its test while chorus may be shared.
 
 use chorus::config::Config;
+use chorus::context::Context;
 use chorus::localcluster::{PgCluster, url_encode};
 use chorus::server::Server;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// The user tests log in to chorus as (SCRAM-SHA-256); it also exists, as a
@@ -21,6 +22,7 @@ pub const CHORUS_PASSWORD: &str = "chorus_test_pw";
 pub struct Chorus {
     addr: SocketAddr,
     config: Config,
+    ctx: Arc<Context>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     finished: mpsc::Receiver<Result<(), String>>,
 }
@@ -65,7 +67,7 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
                         return Ok(());
                     }
                 };
-                let _ = addr_tx.send(Ok(server.local_addr()));
+                let _ = addr_tx.send(Ok((server.local_addr(), server.context())));
                 server
                     .run(async move {
                         let _ = stop_rx.await;
@@ -77,13 +79,13 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
             let _ = finished_tx.send(result);
         })
         .expect("cannot spawn chorus's thread");
-    let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(addr)) => addr,
+    let (addr, ctx) = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(x)) => x,
         Ok(Err(e)) => panic!("chorus did not start: {e}"),
         Err(_) => panic!("chorus did not start within 30 s"),
     };
     config.listen.postgres = Some(addr);
-    Chorus { addr, config, stop: Some(stop), finished }
+    Chorus { addr, config, ctx, stop: Some(stop), finished }
 }
 
 impl Chorus {
@@ -98,6 +100,12 @@ impl Chorus {
     /// The configuration chorus runs with (listen address filled in).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// chorus's shared state: topology (health, divergence), replication
+    /// progress. Read it; do not spawn from it (chorus runs on its own runtime).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     /// URL of database `db` through chorus, as [`CHORUS_USER`].

@@ -270,6 +270,40 @@ impl ServerConn {
         Ok(())
     }
 
+    /// Send everything queued while reading what the server answers meanwhile,
+    /// so a long pipeline (large COPY data, many statements) cannot deadlock
+    /// against a server blocked on writing its replies. Returns the messages
+    /// read so far, in order; the caller reads the rest with [`ServerConn::read`].
+    pub async fn flush_reading(&mut self) -> Result<Vec<Message>, BackendError> {
+        use tokio::io::AsyncWriteExt as _;
+        let data = self.out.split().freeze();
+        let mut written = 0;
+        let mut got = Vec::new();
+        while written < data.len() {
+            tokio::select! {
+                r = self.writer.write(&data[written..]) => match r {
+                    Ok(0) => {
+                        self.broken = true;
+                        return Err(self.io_err(FrameError::Closed));
+                    }
+                    Ok(n) => written += n,
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(self.io_err(FrameError::Io(e)));
+                    }
+                },
+                m = self.reader.read() => match m {
+                    Ok(m) => got.push(m),
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(self.io_err(e));
+                    }
+                },
+            }
+        }
+        Ok(got)
+    }
+
     /// Record a ParameterStatus message's value.
     pub fn note_parameter(&mut self, m: &Message) {
         let mut f = Fields::new(m.body());

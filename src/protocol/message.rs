@@ -204,10 +204,77 @@ pub mod build {
     }
 
     pub fn query(sql: &str) -> Message {
+        query_bytes(sql.as_bytes())
+    }
+    /// A simple Query whose text is bytes in the connection's client encoding.
+    pub fn query_bytes(sql: &[u8]) -> Message {
         with_body(b'Q', |b| {
-            b.put_slice(sql.as_bytes());
+            b.put_slice(sql);
             b.put_u8(0);
         })
+    }
+    /// Parse `sql` (bytes in the client encoding) as statement `name` with the
+    /// given parameter type OIDs (0: let the server infer it).
+    pub fn parse(name: &str, sql: &[u8], param_types: &[u32]) -> Message {
+        with_body(b'P', |b| {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_slice(sql);
+            b.put_u8(0);
+            b.put_i16(param_types.len() as i16);
+            for t in param_types {
+                b.put_u32(*t);
+            }
+        })
+    }
+    /// Bind `statement` to `portal`; `tail` is the rest of the Bind body as a
+    /// client sent it: parameter format codes, parameter values, result format codes.
+    pub fn bind_raw(portal: &str, statement: &str, tail: &[u8]) -> Message {
+        with_body(b'B', |b| {
+            b.put_slice(portal.as_bytes());
+            b.put_u8(0);
+            b.put_slice(statement.as_bytes());
+            b.put_u8(0);
+            b.put_slice(tail);
+        })
+    }
+    /// The tail of a Bind (see [`bind_raw`]): one format code per parameter
+    /// (0 text, 1 binary), the values (`None` is NULL), and result format codes.
+    pub fn bind_tail(formats: &[i16], values: &[Option<&[u8]>], result_formats: &[i16]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(formats.len() as i16);
+        for f in formats {
+            b.put_i16(*f);
+        }
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(result_formats.len() as i16);
+        for f in result_formats {
+            b.put_i16(*f);
+        }
+        b.to_vec()
+    }
+    /// Execute `portal`, all rows (`max_rows` 0) or at most `max_rows`.
+    pub fn execute(portal: &str, max_rows: i32) -> Message {
+        with_body(b'E', |b| {
+            b.put_slice(portal.as_bytes());
+            b.put_u8(0);
+            b.put_i32(max_rows);
+        })
+    }
+    pub fn copy_data(data: &[u8]) -> Message {
+        Message::new(b'd', data)
+    }
+    pub fn copy_done() -> Message {
+        Message::new(b'c', &[])
     }
     pub fn sync() -> Message {
         Message::new(b'S', &[])
@@ -267,5 +334,26 @@ impl MessageReader<tokio::net::tcp::OwnedReadHalf> {
             }
         }
         self.buf.first() == Some(&b'E')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_protocol_builders_frame_their_fields() {
+        let p = build::parse("", b"SELECT $1", &[23, 0]);
+        assert_eq!(&p.frame[..], b"P\0\0\0\x19\0SELECT $1\0\0\x02\0\0\0\x17\0\0\0\0");
+        let tail = build::bind_tail(&[1], &[Some(&[0, 0, 0, 7]), None], &[]);
+        assert_eq!(tail, b"\0\x01\0\x01\0\x02\0\0\0\x04\0\0\0\x07\xff\xff\xff\xff\0\0");
+        let b = build::bind_raw("", "s1", &tail);
+        assert_eq!(b.tag, b'B');
+        assert_eq!(&b.body()[..4], b"\0s1\0");
+        assert_eq!(&b.body()[4..], &tail[..]);
+        assert_eq!(&build::execute("", 0).frame[..], b"E\0\0\0\x09\0\0\0\0\0");
+        assert_eq!(&build::copy_data(b"1\n").frame[..], b"d\0\0\0\x061\n");
+        assert_eq!(&build::copy_done().frame[..], b"c\0\0\0\x04");
+        assert_eq!(&build::query_bytes(b"\xe9").frame[..], b"Q\0\0\0\x06\xe9\0");
     }
 }

@@ -142,6 +142,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             shutdown,
             ctx,
         };
+        // chorus's bookkeeping must exist before the session's first write is
+        // logged. If the leader cannot be reached the session goes on as
+        // before: its own connection attempt reports the leader's error.
+        if let Err(e) = s.ctx.replication.ensure(&s.database).await {
+            tracing::debug!(db = %s.database, error = %e, "replication setup for the database failed");
+        }
         match s.first_connection().await {
             Ok(node) => {
                 let is_follower = node != s.ctx.topology.leader();

@@ -61,7 +61,7 @@ const SETTINGS_SQL: &str = "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'pos
      SET search_path = pg_catalog; SET statement_timeout = 0";
 
 /// A connection to `db` on `node` with chorus's credentials for it.
-async fn connect(node: &Node, db: &str, timeout: Duration) -> Result<Client, VerifyError> {
+pub(super) async fn connect(node: &Node, db: &str, timeout: Duration) -> Result<Client, VerifyError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&node.host)
         .port(node.port)

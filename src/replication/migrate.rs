@@ -1,0 +1,226 @@
+//! chorus's own schema (`_chorus`: the log, the LSN counter, the applied
+//! position) in every replicated database on every node, and the database
+//! itself on followers that do not have it yet.
+//!
+//! Migrations are the files `migrations/postgres/NNNN_name.sql`, embedded at
+//! build time. Each is applied in one transaction that also records it in
+//! `_chorus.migrations`, under a transaction-scoped advisory lock, so several
+//! chorus processes starting at once apply each file exactly once.
+
+use super::{ReplicationError, connect, query_error};
+use crate::config::{Config, Node};
+use crate::sql::quote::{quote_ident, quote_literal};
+use std::time::Duration;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+/// One schema migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in version order.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "log", sql: include_str!("../../migrations/postgres/0001_log.sql") }];
+
+/// The advisory lock (per database) migrations run under: "chorusmg".
+const LOCK_KEY: i64 = 0x6368_6f72_7573_6d67;
+
+const BOOTSTRAP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS _chorus; \
+     CREATE TABLE IF NOT EXISTS _chorus.migrations (version int PRIMARY KEY, name text NOT NULL, \
+     applied_at timestamptz NOT NULL DEFAULT now())";
+
+/// Bring `_chorus` in database `db` on `node` to the latest version. Returns
+/// how many migrations this call applied (0 when already current).
+pub async fn migrate(node: &Node, db: &str, timeout: Duration) -> Result<usize, ReplicationError> {
+    let mut client = connect(node, db, "chorus-migrate", timeout).await?;
+    migrate_with(&mut client, node, db).await
+}
+
+/// [`migrate`] over an existing connection to `db` on `node`.
+async fn migrate_with(client: &mut Client, node: &Node, db: &str) -> Result<usize, ReplicationError> {
+    let applied: Vec<i32> = match client.query("SELECT version FROM _chorus.migrations", &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            let txn = client.transaction().await.map_err(query_error(node, db, "BEGIN"))?;
+            txn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await.map_err(query_error(
+                node,
+                db,
+                "taking the migration lock",
+            ))?;
+            txn.batch_execute(BOOTSTRAP_SQL).await.map_err(query_error(node, db, "creating schema _chorus"))?;
+            txn.commit().await.map_err(query_error(node, db, "COMMIT"))?;
+            Vec::new()
+        }
+        Err(e) => return Err(query_error(node, db, "reading _chorus.migrations")(e)),
+    };
+    let mut count = 0;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let what = format!("migration {:04}_{}", m.version, m.name);
+        let txn = client.transaction().await.map_err(query_error(node, db, "BEGIN"))?;
+        txn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await.map_err(query_error(
+            node,
+            db,
+            "taking the migration lock",
+        ))?;
+        // Another chorus may have applied it while we waited for the lock.
+        let done = txn
+            .query_opt("SELECT 1 FROM _chorus.migrations WHERE version = $1", &[&m.version])
+            .await
+            .map_err(query_error(node, db, &what))?;
+        if done.is_none() {
+            txn.batch_execute(m.sql).await.map_err(query_error(node, db, &what))?;
+            txn.execute("INSERT INTO _chorus.migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name])
+                .await
+                .map_err(query_error(node, db, &what))?;
+            count += 1;
+        }
+        txn.commit().await.map_err(query_error(node, db, &what))?;
+        if done.is_none() {
+            tracing::info!(node = %node.name, db, version = m.version, name = m.name, "migration applied");
+        }
+    }
+    Ok(count)
+}
+
+/// How the leader's database was created, so a follower's copy sorts and
+/// encodes text the same way.
+#[derive(Debug, Clone)]
+pub struct DatabaseSpec {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+}
+
+/// Read `db`'s encoding and locale on the leader (which also proves it exists there).
+pub async fn database_spec(leader: &Node, db: &str, timeout: Duration) -> Result<DatabaseSpec, ReplicationError> {
+    let client = connect(leader, db, "chorus-migrate", timeout).await?;
+    spec_with(&client, leader, db).await
+}
+
+async fn spec_with(client: &Client, leader: &Node, db: &str) -> Result<DatabaseSpec, ReplicationError> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
+             FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
+            &[],
+        )
+        .await
+        .map_err(query_error(leader, db, "reading the database's encoding"))?;
+    Ok(DatabaseSpec { encoding: row.get(0), collate: row.get(1), ctype: row.get(2) })
+}
+
+/// Make `db` exist on follower `node` (created like the leader's if missing)
+/// and bring its `_chorus` schema up to date.
+pub async fn ensure_on_follower(
+    node: &Node,
+    db: &str,
+    spec: &DatabaseSpec,
+    timeout: Duration,
+) -> Result<(), ReplicationError> {
+    let mut client = match connect(node, db, "chorus-migrate", timeout).await {
+        Ok(c) => c,
+        Err(e) if e.is_missing_database() => {
+            create(node, db, spec, timeout).await?;
+            connect(node, db, "chorus-migrate", timeout).await?
+        }
+        Err(e) => return Err(e),
+    };
+    migrate_with(&mut client, node, db).await?;
+    Ok(())
+}
+
+/// `CREATE DATABASE db` on `node`, like the leader's; someone else creating
+/// it at the same time is fine.
+async fn create(node: &Node, db: &str, spec: &DatabaseSpec, timeout: Duration) -> Result<(), ReplicationError> {
+    let admin = &node.admin_database;
+    let client = connect(node, admin, "chorus-migrate", timeout).await?;
+    let base =
+        format!("CREATE DATABASE {} TEMPLATE template0 ENCODING {}", quote_ident(db), quote_literal(&spec.encoding));
+    let full = format!("{base} LC_COLLATE {} LC_CTYPE {}", quote_literal(&spec.collate), quote_literal(&spec.ctype));
+    let duplicate = |e: &tokio_postgres::Error| e.code() == Some(&SqlState::DUPLICATE_DATABASE);
+    match client.batch_execute(&full).await {
+        Ok(()) => {}
+        Err(e) if duplicate(&e) => return Ok(()),
+        Err(e) => {
+            // The leader's locale may not exist on this server: same encoding,
+            // the server's default locale, and say so.
+            tracing::warn!(node = %node.name, db, error = %super::pg_text(&e), locale = %spec.collate,
+                "cannot create the database with the leader's locale; using the server's default");
+            match client.batch_execute(&base).await {
+                Ok(()) => {}
+                Err(e) if duplicate(&e) => return Ok(()),
+                Err(e) => return Err(query_error(node, admin, "CREATE DATABASE")(e)),
+            }
+        }
+    }
+    tracing::info!(node = %node.name, db, "database created on the follower");
+    Ok(())
+}
+
+/// Everything a database needs before chorus replicates it: `_chorus` on the
+/// leader, and on every follower the database itself and `_chorus`. A
+/// follower that cannot be reached is skipped with a warning (its applier
+/// prepares it when it comes back); a leader that cannot be reached is an error.
+pub async fn ensure_database(config: &Config, db: &str) -> Result<(), ReplicationError> {
+    let timeout = config.limits.connect_timeout;
+    let leader = config.leader();
+    let mut client = connect(leader, db, "chorus-migrate", timeout).await?;
+    let spec = spec_with(&client, leader, db).await?;
+    migrate_with(&mut client, leader, db).await?;
+    drop(client);
+    let followers: Vec<&Node> = config.nodes.iter().filter(|n| n.role == crate::config::Role::Follower).collect();
+    let results = futures_join(followers.iter().map(|f| ensure_on_follower(f, db, &spec, timeout))).await;
+    for (f, r) in followers.iter().zip(results) {
+        if let Err(e) = r {
+            tracing::warn!(node = %f.name, db, error = %e, "cannot prepare the database on the follower yet");
+        }
+    }
+    Ok(())
+}
+
+/// Run futures concurrently on this task, results in order.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("every future completed")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_match_their_files() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+            assert!(!m.sql.trim().is_empty());
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let expected: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
+        assert_eq!(files, expected, "every migrations/postgres/*.sql file must be listed in MIGRATIONS");
+    }
+}

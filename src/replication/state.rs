@@ -1,0 +1,234 @@
+//! Replication progress every part of chorus can watch: per database, each
+//! follower's applied LSN and the leader's last known LSN, plus divergences.
+//!
+//! Appliers publish here; sessions read and wait (acknowledgements for
+//! semi-sync/sync commits, read-your-writes), the trimmer takes the minimum,
+//! tests and status output read divergences.
+
+use super::Lsn;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a follower stopped applying a database: the statement that failed
+/// there (and only there) and what the server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub node: String,
+    pub database: String,
+    pub lsn: Lsn,
+    pub seq: i32,
+    pub statement: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "follower {} diverged in database {} at LSN {} (seq {}): {:?} failed: {}",
+            self.node, self.database, self.lsn, self.seq, self.statement, self.error
+        )
+    }
+}
+
+/// Progress of one database.
+pub struct DbProgress {
+    /// The leader's last committed LSN, as last read (None: not read yet).
+    leader: watch::Sender<Option<Lsn>>,
+    /// Per follower (in [`ReplicationState::followers`] order): the applied LSN
+    /// as last read or written by its applier (None: not known yet).
+    applied: Vec<watch::Sender<Option<Lsn>>>,
+    /// Bumped on every change of `applied`: one thing for waiters to watch.
+    changed: watch::Sender<u64>,
+    divergences: parking_lot::Mutex<Vec<Divergence>>,
+}
+
+impl DbProgress {
+    fn new(followers: usize) -> DbProgress {
+        DbProgress {
+            leader: watch::channel(None).0,
+            applied: (0..followers).map(|_| watch::channel(None).0).collect(),
+            changed: watch::channel(0).0,
+            divergences: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn count_at_least(&self, lsn: Lsn) -> usize {
+        self.applied.iter().filter(|a| a.borrow().is_some_and(|v| v >= lsn)).count()
+    }
+}
+
+/// Replication progress of every database, shared through [`crate::context::Context`].
+pub struct ReplicationState {
+    /// Node indexes of the followers, in configuration order.
+    followers: Vec<usize>,
+    dbs: DashMap<String, Arc<DbProgress>>,
+}
+
+impl ReplicationState {
+    pub fn new(followers: Vec<usize>) -> ReplicationState {
+        ReplicationState { followers, dbs: DashMap::new() }
+    }
+
+    /// The followers' node indexes this state tracks.
+    pub fn followers(&self) -> &[usize] {
+        &self.followers
+    }
+
+    fn db(&self, db: &str) -> Arc<DbProgress> {
+        if let Some(p) = self.dbs.get(db) {
+            return p.clone();
+        }
+        self.dbs.entry(db.to_string()).or_insert_with(|| Arc::new(DbProgress::new(self.followers.len()))).clone()
+    }
+
+    fn slot(&self, node: usize) -> usize {
+        self.followers.iter().position(|&f| f == node).unwrap_or_else(|| panic!("node {node} is not a follower"))
+    }
+
+    /// Record a follower's applied LSN (it only moves forward).
+    pub fn set_applied(&self, db: &str, node: usize, lsn: Lsn) {
+        let p = self.db(db);
+        let moved = p.applied[self.slot(node)].send_if_modified(|v| {
+            let newer = v.is_none_or(|old| lsn > old);
+            if newer {
+                *v = Some(lsn);
+            }
+            newer
+        });
+        if moved {
+            p.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A follower's applied LSN, as last known.
+    pub fn applied(&self, db: &str, node: usize) -> Option<Lsn> {
+        *self.db(db).applied[self.slot(node)].borrow()
+    }
+
+    /// Watch a follower's applied LSN.
+    pub fn subscribe_applied(&self, db: &str, node: usize) -> watch::Receiver<Option<Lsn>> {
+        self.db(db).applied[self.slot(node)].subscribe()
+    }
+
+    /// The lowest applied LSN over every follower, or None while any is
+    /// unknown (a follower chorus has not reached yet may be far behind).
+    pub fn min_applied(&self, db: &str) -> Option<Lsn> {
+        let p = self.db(db);
+        p.applied.iter().map(|a| *a.borrow()).try_fold(Lsn::MAX, |m, v| v.map(|v| m.min(v)))
+    }
+
+    /// Record the leader's last committed LSN.
+    pub fn set_leader_lsn(&self, db: &str, lsn: Lsn) {
+        self.db(db).leader.send_if_modified(|v| {
+            let changed = *v != Some(lsn);
+            *v = Some(lsn);
+            changed
+        });
+    }
+
+    pub fn leader_lsn(&self, db: &str) -> Option<Lsn> {
+        *self.db(db).leader.borrow()
+    }
+
+    /// Watch the leader's last committed LSN.
+    pub fn subscribe_leader(&self, db: &str) -> watch::Receiver<Option<Lsn>> {
+        self.db(db).leader.subscribe()
+    }
+
+    /// Record (and keep, for status and tests) a follower's divergence.
+    pub fn record_divergence(&self, d: Divergence) {
+        let p = self.db(&d.database);
+        p.divergences.lock().push(d);
+    }
+
+    /// Divergences found in `db` since chorus started.
+    pub fn divergences(&self, db: &str) -> Vec<Divergence> {
+        self.db(db).divergences.lock().clone()
+    }
+
+    /// Wait until at least `needed` followers have applied `lsn` in `db`, for
+    /// at most `timeout`. Returns how many had when the wait ended; `Err` when
+    /// the time ran out first. `needed` 0 returns at once.
+    pub async fn wait_applied(
+        &self,
+        db: &str,
+        needed: usize,
+        lsn: Lsn,
+        timeout: Duration,
+    ) -> Result<usize, tokio::time::error::Elapsed> {
+        let p = self.db(db);
+        let mut changed = p.changed.subscribe();
+        tokio::time::timeout(timeout, async move {
+            loop {
+                changed.borrow_and_update();
+                let n = p.count_at_least(lsn);
+                if n >= needed {
+                    return n;
+                }
+                if changed.changed().await.is_err() {
+                    // The sender lives in `p`, which we hold: cannot happen.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_applied_counts_followers_that_reached_the_lsn() {
+        let state = Arc::new(ReplicationState::new(vec![1, 2, 3]));
+        let short = Duration::from_millis(20);
+        assert_eq!(state.wait_applied("db", 0, 5, short).await.unwrap(), 0);
+        assert!(state.wait_applied("db", 1, 5, short).await.is_err(), "nobody applied anything yet");
+        assert_eq!(state.min_applied("db"), None);
+
+        state.set_applied("db", 1, 7);
+        state.set_applied("db", 2, 4);
+        assert_eq!(state.wait_applied("db", 1, 5, short).await.unwrap(), 1);
+        assert!(state.wait_applied("db", 2, 5, short).await.is_err());
+        assert_eq!(state.min_applied("db"), None, "follower 3 still unknown");
+        state.set_applied("db", 3, 9);
+        assert_eq!(state.min_applied("db"), Some(4));
+
+        // A waiter wakes when a follower catches up later.
+        let waiter = {
+            let state = state.clone();
+            tokio::spawn(async move { state.wait_applied("db", 3, 6, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        state.set_applied("db", 2, 6);
+        assert_eq!(waiter.await.unwrap().unwrap(), 3);
+
+        // Applied positions never go back; databases are independent.
+        state.set_applied("db", 1, 3);
+        assert_eq!(state.applied("db", 1), Some(7));
+        assert_eq!(state.applied("other", 1), None);
+    }
+
+    #[test]
+    fn leader_lsn_and_divergences_are_per_database() {
+        let state = ReplicationState::new(vec![1]);
+        state.set_leader_lsn("a", 3);
+        assert_eq!((state.leader_lsn("a"), state.leader_lsn("b")), (Some(3), None));
+        let d = Divergence {
+            node: "f".into(),
+            database: "a".into(),
+            lsn: 3,
+            seq: 1,
+            statement: "INSERT".into(),
+            error: "ERROR 23505: dup".into(),
+        };
+        state.record_divergence(d.clone());
+        assert_eq!(state.divergences("a"), [d]);
+        assert!(state.divergences("b").is_empty());
+    }
+}

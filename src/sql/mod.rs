@@ -10,6 +10,7 @@ mod fallback;
 mod functions;
 pub mod normalize;
 pub mod quote;
+pub mod rewrite;
 mod settings;
 mod split;
 

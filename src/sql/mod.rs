@@ -11,6 +11,7 @@ mod functions;
 pub mod normalize;
 mod ops;
 pub mod quote;
+pub mod rewrite;
 mod settings;
 mod split;
 

@@ -80,11 +80,11 @@ pub fn normalize(sql: &str) -> Cow<'_, str> {
     }
 }
 
-fn is_ident_byte(c: u8) -> bool {
+pub(crate) fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
 }
 
-fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
     // PostgreSQL block comments nest.
     let mut depth = 0;
     while i < b.len() {
@@ -105,7 +105,7 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
 }
 
 /// From just after an opening quote to just after its closing quote.
-fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash_escapes: bool) -> usize {
+pub(crate) fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash_escapes: bool) -> usize {
     while i < b.len() {
         if backslash_escapes && b[i] == b'\\' {
             i += 2;
@@ -123,7 +123,7 @@ fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash_escapes: bool) -> usize 
     b.len()
 }
 
-fn skip_dollar_quote(b: &[u8], start: usize) -> usize {
+pub(crate) fn skip_dollar_quote(b: &[u8], start: usize) -> usize {
     let mut j = start + 1;
     while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
         j += 1;
@@ -142,7 +142,7 @@ fn skip_dollar_quote(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
-fn skip_number(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_number(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
         if matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
             i += 2;

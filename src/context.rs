@@ -20,6 +20,8 @@ pub struct Context {
     pub next_session_id: AtomicU64,
     /// Statement replication: appliers, progress, per-database setup.
     pub replication: Arc<Replication>,
+    /// Which databases need their sequences captured into the log.
+    pub sequences: crate::session::sequences::SequenceSync,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
             cancels: CancelRegistry::default(),
             users,
             next_session_id: AtomicU64::new(1),
+            sequences: Default::default(),
             config,
         })
     }

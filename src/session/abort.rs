@@ -42,7 +42,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             && self.conns[node].is_some()
             && (!self.busy() || self.active == Some(node))
         {
-            let inflight = Inflight { settings: vec![], ddl: false, extended: false, failed: false };
+            let inflight =
+                Inflight { settings: vec![], ddl: false, extended: false, failed: false, ..Default::default() };
             return self.forward_request(node, &[build::query(&raise_statement(&e))], inflight).await;
         }
         self.reply_error(&e, true);

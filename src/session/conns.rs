@@ -79,7 +79,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let conn = self.conns[node].as_ref().expect("connected");
             (conn.settings_version != version).then(|| self.settings.script(follower))
         };
-        let deferred = self.deferred_begin;
+        // A write's replication step sends the BEGIN itself, with the LSN.
+        let deferred = self.deferred_begin && !self.begin_with_lsn;
         let conn = self.conns[node].as_mut().expect("connected");
         let r: Result<(), BackendError> = async {
             conn.close_stale().await?;
@@ -95,7 +96,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         .await;
         match r {
             Ok(()) => {
-                self.deferred_begin = false;
+                if deferred {
+                    self.deferred_begin = false;
+                }
                 Ok(())
             }
             Err(e) => Err(self.backend_error(node, e)),

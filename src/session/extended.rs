@@ -6,6 +6,7 @@
 //! batch uses that were prepared on another server are prepared on the target.
 
 use super::statements::{Statement, bind_head, parse_head, target_head};
+use super::writeplan::TakeLsn;
 use super::{Inflight, Session, SessionError};
 use crate::protocol::{ClientError, Message, sqlstate};
 use crate::router::decide;
@@ -44,6 +45,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // missing statement itself.
                 tracing::debug!(?lazy, "statement used mid-batch is not prepared on this server");
             }
+            self.open_log_message(&m).await?;
             self.commit_messages(node, std::slice::from_ref(&m), &[]);
             let conn = self.conns[node].as_mut().expect("open batch node is connected");
             conn.queue(&m.frame);
@@ -80,19 +82,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return self.send_now(node, &m).await;
         }
         if let Some(node) = self.open_batch.take() {
-            let inflight = Inflight { settings: vec![], ddl: false, extended: true, failed: false };
-            return self.forward_request(node, &[m], inflight).await;
+            return self.close_open_batch(node, m).await;
         }
         if self.local_abort {
             self.local_abort_batch();
             return Ok(());
         }
-        let Some((node, needs, mut batch)) = self.place_batch(&m).await? else { return Ok(()) };
+        let log = match self.batch_log(&self.batch, &[]).await {
+            Ok(log) => log,
+            Err(e) => return self.refuse_request(e).await,
+        };
+        if self.log_needs_idle(&log.plan) && self.busy() {
+            self.stalled = Some(m);
+            return Ok(());
+        }
+        self.begin_with_lsn = matches!(log.plan.take_lsn, Some(TakeLsn::Before { begin: true }));
+        let placed = self.place_batch(&m, log.plan.logs).await;
+        self.begin_with_lsn = false;
+        let Some((node, needs, mut batch)) = placed? else { return Ok(()) };
         batch.push(m);
         if let Some(p) = needs.pin {
             self.pinned.get_or_insert(p);
         }
-        let inflight = Inflight { settings: needs.settings, ddl: needs.ddl, extended: true, failed: false };
+        let inflight = Inflight { settings: needs.settings, ddl: needs.ddl, extended: true, ..Default::default() };
+        if log.plan.adds_steps() || !log.items.is_empty() {
+            self.copy_logged = log.plan.copy;
+            return self.forward_logged(node, &batch, inflight, log).await;
+        }
         self.forward_request(node, &batch, inflight).await
     }
 
@@ -115,7 +131,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// client's Flush, forwarded after the batch.
     async fn open_batch_now(&mut self, flush: Option<Message>) -> Result<(), SessionError> {
         let terminator = flush.clone().unwrap_or_else(|| Message::new(b'H', &[]));
-        let Some((node, _, batch)) = self.place_batch(&terminator).await? else { return Ok(()) };
+        let log = match self.open_batch_log().await {
+            Ok(log) => log,
+            Err(e) => {
+                self.refuse(e, &terminator);
+                return Ok(());
+            }
+        };
+        if self.log_needs_idle(&log.plan) && self.busy() {
+            self.stalled = Some(terminator);
+            return Ok(());
+        }
+        self.begin_with_lsn = matches!(log.plan.take_lsn, Some(TakeLsn::Before { begin: true }));
+        let placed = self.place_batch(&terminator, log.plan.logs).await;
+        self.begin_with_lsn = false;
+        let Some((node, _, batch)) = placed? else { return Ok(()) };
+        if let Err(e) = self.open_log_start(node, &batch, log).await {
+            self.refuse(e, &terminator);
+            return Ok(());
+        }
         self.set_active(node);
         self.open_batch = Some(node);
         let conn = self.conns[node].as_mut().expect("routed");
@@ -137,8 +171,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// uses that live elsewhere, and hand back the batch with its effects on
     /// statement state recorded. `None`: answered already, or stalled (the
     /// terminator `m` is kept and the batch looked at again later).
-    async fn place_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds, Vec<Message>)>, SessionError> {
-        let Some((node, needs)) = self.route_batch(m).await? else { return Ok(None) };
+    async fn place_batch(
+        &mut self,
+        m: &Message,
+        writes: bool,
+    ) -> Result<Option<(usize, BatchNeeds, Vec<Message>)>, SessionError> {
+        let Some((node, needs)) = self.route_batch(m, writes).await? else { return Ok(None) };
         let lazy = self.missing_statements(node, &self.batch);
         if !lazy.is_empty() && self.busy() {
             // Pipelined onto a connection with replies still to come: an
@@ -166,7 +204,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     /// Pick the batch's server (the terminator `m` is kept for a stall).
-    async fn route_batch(&mut self, m: &Message) -> Result<Option<(usize, BatchNeeds)>, SessionError> {
+    async fn route_batch(&mut self, m: &Message, writes: bool) -> Result<Option<(usize, BatchNeeds)>, SessionError> {
         let needs = self.batch_needs().await;
         if let Some(e) = needs.refuse {
             if m.tag == b'S' {
@@ -177,7 +215,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             return Ok(None);
         }
-        let leader = needs.leader || self.deferred_begin || self.batch_bytes >= EARLY_ROUTE_BYTES;
+        let leader =
+            writes || !self.replicated || needs.leader || self.deferred_begin || self.batch_bytes >= EARLY_ROUTE_BYTES;
         let want = decide(leader, self.view());
         Ok(self.route(want, m).await?.map(|node| (node, needs)))
     }
@@ -330,6 +369,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let node = self.active.expect("copy has an active node");
         if matches!(m.tag, b'c' | b'f') {
             self.copy_in = false;
+        }
+        if self.copy_logged {
+            match m.tag {
+                b'd' => {
+                    if let Some(t) = self.wtxn.as_mut() {
+                        t.copy_data(m.body());
+                    }
+                }
+                _ => self.copy_logged = false,
+            }
         }
         let flush = !self.client.has_buffered_message() || m.tag != b'd';
         let conn = self.conns[node].as_mut().expect("connected");

@@ -13,8 +13,12 @@ mod conns;
 mod extended;
 mod query;
 mod relay;
+mod replicate;
+pub mod sequences;
 pub mod settings;
 pub mod statements;
+mod txnlog;
+pub mod writeplan;
 
 use crate::backend::ServerConn;
 use crate::cancel::CancelSlot;
@@ -48,11 +52,32 @@ pub enum SessionError {
 const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
 
 /// A request sent to a server whose ReadyForQuery has not arrived yet.
+#[derive(Default)]
 struct Inflight {
     settings: Vec<SettingChange>,
     ddl: bool,
     extended: bool,
     failed: bool,
+    /// chorus's own step (replication): its replies are consumed, not relayed.
+    internal: Option<Internal>,
+    /// Hold the client's ReadyForQuery until chorus's step after it is done.
+    hold_ready: bool,
+    /// The client's BEGIN runs inside a transaction chorus opened: hide the
+    /// server's "already a transaction in progress" warning.
+    hide_begin_warning: bool,
+    /// SAVEPOINT / ROLLBACK TO / RELEASE in the request, for the replication log.
+    savepoint_ops: Vec<crate::sql::StmtOp>,
+}
+
+/// chorus's own steps on the leader connection (see replicate.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Internal {
+    /// Take the LSN after a REPEATABLE READ / SERIALIZABLE BEGIN.
+    TakeLsn,
+    /// Append the transaction's log entry; then COMMIT when chorus opened it.
+    Append { commit: bool },
+    /// End the transaction chorus opened, after a failure.
+    Rollback,
 }
 
 /// What a session asks for at startup.
@@ -95,6 +120,29 @@ pub struct Session<R, W> {
     /// client's next Sync completes the request.
     owed_sync: bool,
     last_tag_rollback: bool,
+    /// The writing transaction in progress on the leader (its LSN and log entry).
+    wtxn: Option<txnlog::WriteTxn>,
+    /// The client's ReadyForQuery status, held while chorus finishes its transaction.
+    held_ready: Option<u8>,
+    /// The first error of the internal step in flight.
+    internal_error: Option<Message>,
+    /// chorus's commit step waits for the client's COPY to end.
+    finish_pending: bool,
+    /// Why chorus rolled back the transaction it opened instead of committing it.
+    finish_refused: Option<ClientError>,
+    /// The COPY in progress is logged: its data goes into the log entry.
+    copy_logged: bool,
+    /// The deferred BEGIN is sent by the replication step that takes the LSN.
+    begin_with_lsn: bool,
+    /// SQL-level prepared statements (PREPARE name AS ...): does each write?
+    sql_prepared: std::collections::HashMap<String, bool>,
+    /// This session marked the database's sequences dirty: sync them once idle.
+    sequences_unsynced: std::sync::atomic::AtomicBool,
+    /// Replication state of a batch forwarded before its Sync.
+    open_log: Option<replicate::OpenLog>,
+    /// The session's database is replicated (`[replication] databases`): writes
+    /// are logged. Otherwise everything runs on the leader, unlogged.
+    replicated: bool,
     /// A client message that must wait until the busy connection is idle.
     stalled: Option<Message>,
     cancel: CancelSlot,
@@ -136,6 +184,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             copy_in: false,
             owed_sync: false,
             last_tag_rollback: false,
+            wtxn: None,
+            held_ready: None,
+            internal_error: None,
+            finish_pending: false,
+            finish_refused: None,
+            copy_logged: false,
+            begin_with_lsn: false,
+            open_log: None,
+            sequences_unsynced: std::sync::atomic::AtomicBool::new(false),
+            sql_prepared: Default::default(),
+            replicated: ctx.config.replication.covers(&info.database),
             stalled: None,
             cancel,
             cancel_pid: pid,
@@ -306,6 +365,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                 }
             } else {
+                if self.cout.is_empty() && self.sequences_unsynced.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.sync_sequences_if_needed().await;
+                }
                 {
                     // Nothing is running: a cancel now is ignored, as by PostgreSQL.
                     let mut t = self.cancel.lock();
@@ -398,6 +460,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Hand every server connection back (to the pool if clean).
     fn release(&mut self) {
         self.ctx.cancels.unregister(self.cancel_pid);
+        if self.wtxn.is_some() {
+            // The server rolls the writing transaction back when its connection
+            // goes: whatever sequence values it used are lost to the followers.
+            self.ctx.sequences.mark_dirty(&self.database);
+        }
         let busy = self.busy();
         for (i, c) in self.conns.iter_mut().enumerate() {
             if let Some(mut conn) = c.take() {

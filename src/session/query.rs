@@ -4,6 +4,7 @@
 //! statement: if that is `SET TRANSACTION READ ONLY` the whole transaction can run
 //! on a follower; anything else takes it to the leader.
 
+use super::writeplan::TakeLsn;
 use super::{Inflight, Session, SessionError};
 use crate::protocol::{ClientError, Fields, Message, build, sqlstate};
 use crate::router::{SessionView, Want, decide};
@@ -97,38 +98,59 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(e) = self.follower_txn_guard(&class) {
             return self.refuse_request(e).await;
         }
+        let log = match self.query_log(sql, &class).await {
+            Ok(log) => log,
+            Err(e) => return self.refuse_request(e).await,
+        };
+        if self.log_needs_idle(&log.plan) && self.busy() {
+            // chorus's steps need the transaction state the in-flight requests
+            // will leave, and an idle connection.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         let needs_leader = if self.deferred_begin {
             class.shape != Shape::SetTransactionReadOnly
         } else {
-            self.needs_leader(&class).await
+            !self.replicated || log.plan.logs || self.needs_leader(&class).await
         };
         let want = decide(needs_leader, self.view());
-        let Some(node) = self.route(want, &m).await? else { return Ok(()) };
+        self.begin_with_lsn = matches!(log.plan.take_lsn, Some(TakeLsn::Before { begin: true }));
+        let routed = self.route(want, &m).await;
+        self.begin_with_lsn = false;
+        let Some(node) = routed? else { return Ok(()) };
         if let Some(p) = class.pin_reason
             && self.pinned.is_none()
         {
             tracing::debug!(reason = ?p, "session pinned to the leader");
             self.pinned = Some(p);
         }
-        self.forward_request(
-            node,
-            &[m],
-            Inflight {
-                settings: class.settings.clone(),
-                ddl: matches!(class.leader_reason, Some(LeaderReason::Ddl)),
-                extended: false,
-                failed: false,
-            },
-        )
-        .await
+        let inflight = Inflight {
+            settings: class.settings.clone(),
+            ddl: matches!(class.leader_reason, Some(LeaderReason::Ddl)),
+            ..Default::default()
+        };
+        if log.plan.adds_steps() || !log.items.is_empty() {
+            self.copy_logged = log.plan.copy;
+            return self.forward_logged(node, &[m], inflight, log).await;
+        }
+        self.forward_request(node, &[m], inflight).await
     }
 
-    /// FunctionCall: a legacy way to call a function; always the leader.
+    /// FunctionCall: a legacy way to call a function (libpq's large-object
+    /// API). chorus cannot put a call by function OID into the replication log,
+    /// so it is refused rather than run unreplicated.
     pub(super) async fn on_function_call(&mut self, m: Message) -> Result<(), SessionError> {
-        let want = decide(true, self.view());
-        let Some(node) = self.route(want, &m).await? else { return Ok(()) };
-        self.forward_request(node, &[m], Inflight { settings: vec![], ddl: false, extended: false, failed: false })
-            .await
+        if !self.replicated {
+            let want = decide(true, self.view());
+            let Some(node) = self.route(want, &m).await? else { return Ok(()) };
+            return self.forward_request(node, &[m], Inflight::default()).await;
+        }
+        let e = ClientError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "chorus cannot replicate fast-path function calls (the large-object API uses them)",
+        )
+        .with_hint("Store the data in a bytea column instead of a large object.");
+        self.refuse_request(e).await
     }
 
     /// Resolve `want` to a ready connection. `None` means the request was
@@ -163,7 +185,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Answer a request chorus could not place. A Query or Sync gets its
     /// ReadyForQuery; a Flush-terminated batch does not.
-    fn refuse(&mut self, e: ClientError, m: &Message) {
+    pub(super) fn refuse(&mut self, e: ClientError, m: &Message) {
         self.batch.clear();
         self.reply_error(&e, m.tag != b'H');
     }

@@ -9,8 +9,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) async fn on_server(&mut self, node: usize, m: Message) -> Result<(), SessionError> {
+        if let Some(kind) = self.inflight.front().and_then(|f| f.internal) {
+            return self.on_internal(node, kind, m).await;
+        }
         match m.tag {
-            b'Z' => self.on_ready(node, &m),
+            b'Z' if !self.on_ready(node, &m) => {
+                // Held: chorus's COPY finishing step goes now that the copy is over.
+                return self.after_held_ready(node).await;
+            }
+            b'N' if self.inflight.front().is_some_and(|f| f.hide_begin_warning) && is_begin_warning(&m) => {
+                if let Some(f) = self.inflight.front_mut() {
+                    f.hide_begin_warning = false;
+                }
+                return Ok(());
+            }
             b'E' => {
                 if let Some(f) = self.inflight.front_mut() {
                     f.failed = true;
@@ -56,14 +68,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         !(is_follower && name == "default_transaction_read_only")
     }
 
-    fn on_ready(&mut self, node: usize, m: &Message) {
+    /// A client request's ReadyForQuery; false when it is held back (chorus
+    /// still has to finish the transaction it opened around the request).
+    fn on_ready(&mut self, node: usize, m: &Message) -> bool {
         let status = m.body().first().copied().unwrap_or(b'I');
         if let Some(c) = self.conns[node].as_mut() {
             c.status = status;
         }
         let Some(done) = self.inflight.pop_front() else {
             tracing::warn!("ReadyForQuery with no request in flight");
-            return;
+            return true;
         };
         if !done.failed {
             self.settings.stage(&done.settings);
@@ -71,17 +85,36 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.ctx.catalog.invalidate(&self.database);
             }
         }
+        if done.hold_ready {
+            if done.failed && self.wtxn.is_some() {
+                self.mark_sequences_dirty();
+            }
+            self.held_ready = Some(if done.failed { b'E' } else { status });
+            return false;
+        }
+        self.log_request_done(&done, status);
         if status == b'I' {
             self.txn_node = None;
-            if self.settings.finish_transaction(!self.last_tag_rollback) {
-                // The connection that ran the SETs already has them (after a
-                // RESET of a startup value it gets the whole script again).
-                if let Some(c) = self.conns[node].as_mut() {
-                    c.settings_version = self.settings.version;
-                }
-            }
+            self.finish_settings(node, !self.last_tag_rollback);
         } else {
             self.txn_node = Some(node);
         }
+        true
     }
+
+    /// The transaction ended on `node`: settings changed in it count if it committed.
+    pub(super) fn finish_settings(&mut self, node: usize, committed: bool) {
+        if self.settings.finish_transaction(committed) {
+            // The connection that ran the SETs already has them (after a
+            // RESET of a startup value it gets the whole script again).
+            if let Some(c) = self.conns[node].as_mut() {
+                c.settings_version = self.settings.version;
+            }
+        }
+    }
+}
+
+/// The server's warning for a BEGIN inside a transaction (SQLSTATE 25001).
+fn is_begin_warning(m: &Message) -> bool {
+    crate::protocol::ServerError::parse(m.body()).code == "25001"
 }

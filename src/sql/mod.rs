@@ -16,6 +16,13 @@ mod settings;
 mod split;
 
 pub use cache::ClassifyCache;
+
+/// The statements of a query text, each as its original text (empty ones
+/// dropped), in the order [`Classification::ops`] describes them; `None`
+/// when the text does not tokenize.
+pub fn statements(sql: &str) -> Option<Vec<&str>> {
+    split::split(sql).ok().map(|chunks| chunks.into_iter().map(|c| c.text).collect())
+}
 pub use classify::classify;
 
 /// Why a query must run on the leader.
@@ -150,6 +157,9 @@ pub enum StmtOp {
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
     /// CLUSTER, REINDEX): runs on the leader only and is not logged.
     Maintenance,
+    /// `EXECUTE name (...)` of an SQL-level prepared statement: a read or a
+    /// write depending on what was prepared (the session knows).
+    Execute,
     /// Something chorus cannot replicate; the text says what and why.
     NotReplicable(&'static str),
 }

@@ -7,7 +7,7 @@
 
 use sqlparser::ast::{CopySource, CopyTarget, Statement, TransactionIsolationLevel, TransactionMode};
 
-use super::collect::Effect;
+use super::collect::{Effect, access_mode};
 use super::settings::savepoint_name;
 use super::{Isolation, StmtOp};
 
@@ -18,6 +18,10 @@ pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> Stm
     }
     if let Some(stmt) = stmt {
         match stmt {
+            // A read-only transaction takes no LSN, whatever its isolation.
+            Statement::StartTransaction { modes, .. } if access_mode(modes) == Some(true) => {
+                return StmtOp::Begin { isolation: None };
+            }
             Statement::StartTransaction { modes, .. } => return StmtOp::Begin { isolation: isolation(modes) },
             Statement::Commit { chain: false, modifier: None, .. } => return StmtOp::Commit,
             Statement::Commit { .. } => return StmtOp::NotReplicable("COMMIT AND CHAIN"),
@@ -63,6 +67,13 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
         .filter(|w| !w.is_empty())
         .map(|w| w.to_ascii_lowercase());
     let first = words.next()?;
+    if first == "copy" {
+        // `COPY (query) TO ...` is a read; the normalizer keeps the parenthesis.
+        if text.trim_start()[4..].trim_start().starts_with('(') {
+            return Some(StmtOp::Read);
+        }
+        return Some(copy_op(words));
+    }
     let second = words.next().unwrap_or_default();
     let third = words.next().unwrap_or_default();
     let fourth = words.next().unwrap_or_default();
@@ -83,7 +94,7 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
         ("prepare", "transaction") | ("commit" | "rollback", "prepared") => {
             StmtOp::NotReplicable("two-phase commit (PREPARE TRANSACTION)")
         }
-        ("execute", _) => StmtOp::NotReplicable("EXECUTE of an SQL-level prepared statement"),
+        ("execute", _) => StmtOp::Execute,
         // Session and server state, no data: not logged.
         (
             "prepare" | "deallocate" | "discard" | "listen" | "unlisten" | "notify" | "lock" | "load" | "set" | "reset"
@@ -93,6 +104,25 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
         _ => return None,
     };
     Some(op)
+}
+
+/// COPY by its words, so options sqlparser does not know (`WITH (FREEZE on)`,
+/// pgbench's) do not hide what it is. The first top-level FROM or TO decides.
+fn copy_op(words: impl Iterator<Item = String>) -> StmtOp {
+    let mut words = words.peekable();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "to" => return StmtOp::Read,
+            "from" => {
+                return match words.peek().map(String::as_str) {
+                    Some("stdin") => StmtOp::CopyIn,
+                    _ => StmtOp::NotReplicable("COPY FROM a file or program on the server"),
+                };
+            }
+            _ => {}
+        }
+    }
+    StmtOp::Write
 }
 
 #[cfg(test)]
@@ -129,10 +159,14 @@ mod tests {
             ("COPY t (a, b) FROM STDIN WITH (FORMAT csv)", vec![CopyIn]),
             ("COPY t FROM '/tmp/x'", vec![NotReplicable("COPY FROM a file or program on the server")]),
             ("COPY t TO STDOUT", vec![Read]),
+            ("copy pgbench_accounts from stdin with (freeze on)", vec![CopyIn]),
+            ("COPY (SELECT * FROM x) TO STDOUT", vec![Read]),
+            ("COPY t FROM PROGRAM 'cat'", vec![NotReplicable("COPY FROM a file or program on the server")]),
             ("BEGIN", vec![Begin { isolation: None }]),
             ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![Begin { isolation: Some(Isolation::Snapshot) }]),
             ("BEGIN ISOLATION LEVEL REPEATABLE READ", vec![Begin { isolation: Some(Isolation::Snapshot) }]),
             ("BEGIN ISOLATION LEVEL READ COMMITTED", vec![Begin { isolation: Some(Isolation::ReadCommitted) }]),
+            ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", vec![Begin { isolation: None }]),
             ("COMMIT", vec![Commit]),
             ("END", vec![Commit]),
             ("ROLLBACK", vec![Rollback]),

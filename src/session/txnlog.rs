@@ -1,0 +1,432 @@
+//! The leader-side half of statement replication for one session: the log
+//! entry of the writing transaction in progress, and the messages chorus adds
+//! around the client's own to take the transaction's LSN and append its entry.
+//!
+//! Entries are collected as requests are sent (a failed request leaves the
+//! transaction aborted, so it either never commits or is cut back by
+//! `ROLLBACK TO`, which truncates the entries to the savepoint). The entry is
+//! rendered (transaction-time functions turned into literals of the leader's
+//! transaction timestamp) and inserted into `_chorus.log` in the same
+//! transaction, just before it commits. See migrations/postgres/0001_log.sql
+//! for the format.
+
+use crate::protocol::Message;
+use crate::sql::rewrite::{self, TimePlan};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Statement names chorus uses for its own steps on a client's connection
+/// (closed before each use, so a failed earlier step never leaves one behind).
+const LSN_STMT: &str = "_chorus_lsn";
+const BEGIN_STMT: &str = "_chorus_begin";
+const APPEND_STMT: &str = "_chorus_append";
+const END_STMT: &str = "_chorus_end";
+
+/// The first write of a transaction runs this: the row lock serializes writing
+/// transactions until they end, the value rolls back with them (so LSNs are
+/// gapless), and now() is the transaction timestamp the log's literals use.
+const TAKE_LSN_SQL: &str =
+    "UPDATE _chorus.lsn SET lsn = lsn + 1 RETURNING lsn, (extract(epoch FROM now()) * 1000000)::int8, NULL::text";
+const CAPTURE_STMT: &str = "_chorus_seq";
+const SAVEPOINT_STMT: &str = "_chorus_savepoint";
+
+const APPEND_SQL: &str = "INSERT INTO _chorus.log (lsn, seq, kind, sql, param_types, params) \
+     SELECT l.lsn, u.seq, u.kind, u.sql, u.types::oid[], u.params \
+     FROM _chorus.lsn l, unnest($1::int4[], $2::\"char\"[], $3::text[], $4::text[], $5::bytea[]) \
+     AS u(seq, kind, sql, types, params)";
+
+/// Rows per Bind of the append statement, and the bytes after which a new Bind starts.
+const APPEND_ROWS: usize = 2000;
+const APPEND_BYTES: usize = 32 << 20;
+
+/// One logged statement.
+pub enum Entry {
+    /// A simple-protocol query text (maybe several statements).
+    Query { sql: Arc<str>, plan: TimePlan },
+    /// An extended-protocol execution: statement text, Parse parameter types,
+    /// and the Bind message from its parameter format codes on.
+    Extended { sql: Arc<str>, plan: TimePlan, types: Vec<u32>, tail: Bytes },
+    /// COPY FROM STDIN and the data the client sent.
+    Copy { sql: Arc<str>, data: BytesMut },
+}
+
+/// A savepoint, as a position in the entries.
+struct Savepoint {
+    name: String,
+    at: usize,
+}
+
+/// The writing transaction in progress on the leader.
+pub struct WriteTxn {
+    pub lsn: Option<i64>,
+    /// now() of the transaction on the leader, µs since the Unix epoch.
+    pub micros: Option<i64>,
+    /// SET script that re-establishes the session context on a follower.
+    context: String,
+    entries: Vec<Entry>,
+    savepoints: Vec<Savepoint>,
+    /// Why this transaction cannot be logged faithfully, if it cannot.
+    pub poisoned: Option<&'static str>,
+    /// The sequence-sync epoch this transaction captured at (sequences.rs).
+    pub capture_epoch: Option<u64>,
+    /// A `ROLLBACK TO` undid statements that may have used sequence values:
+    /// capture the sequences again before the next write.
+    pub resync: bool,
+    bytes: usize,
+}
+
+impl WriteTxn {
+    pub fn new(context: String) -> WriteTxn {
+        WriteTxn {
+            lsn: None,
+            micros: None,
+            context,
+            entries: Vec::new(),
+            savepoints: Vec::new(),
+            poisoned: None,
+            capture_epoch: None,
+            resync: false,
+            bytes: 0,
+        }
+    }
+
+    pub fn push(&mut self, entry: Entry) {
+        self.bytes += match &entry {
+            Entry::Query { sql, .. } => sql.len(),
+            Entry::Extended { sql, tail, .. } => sql.len() + tail.len(),
+            Entry::Copy { sql, data } => sql.len() + data.len(),
+        };
+        self.entries.push(entry);
+    }
+
+    /// Bytes of statements and data held for the log.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// CopyData of the COPY being logged.
+    pub fn copy_data(&mut self, payload: &[u8]) {
+        if let Some(Entry::Copy { data, .. }) = self.entries.last_mut() {
+            data.put_slice(payload);
+            self.bytes += payload.len();
+        }
+    }
+
+    pub fn savepoint(&mut self, name: &str) {
+        self.savepoints.push(Savepoint { name: name.to_string(), at: self.entries.len() });
+    }
+
+    /// `ROLLBACK TO name`: what was logged after the savepoint is undone, and
+    /// the statements undone may have used sequence values. False when the
+    /// savepoint is older than the LSN: then the LSN itself was undone.
+    pub fn rollback_to(&mut self, name: &str) -> bool {
+        let Some(i) = self.savepoints.iter().rposition(|s| s.name == name) else { return false };
+        let at = self.savepoints[i].at;
+        self.entries.truncate(at);
+        self.savepoints.truncate(i + 1);
+        self.resync = true;
+        true
+    }
+
+    /// `RELEASE name` succeeded: the savepoint and later ones are gone.
+    pub fn release(&mut self, name: &str) {
+        if let Some(i) = self.savepoints.iter().rposition(|s| s.name == name) {
+            self.savepoints.truncate(i);
+        }
+    }
+
+    /// Messages that take the LSN (opening the transaction first when `begin`).
+    pub fn take_lsn_messages(begin: bool) -> Vec<Message> {
+        let mut out = Vec::with_capacity(10);
+        if begin {
+            push_statement(&mut out, BEGIN_STMT, "BEGIN", &[], &[]);
+        }
+        push_statement(&mut out, LSN_STMT, TAKE_LSN_SQL, &[], &[]);
+        // The client's statements run below this savepoint. An error aborts
+        // only the subtransaction, so the LSN row lock is held until chorus has
+        // seen the error (and noted that sequence values may be lost) and the
+        // transaction ends; a plain abort would release it at once.
+        push_statement(&mut out, SAVEPOINT_STMT, "SAVEPOINT _chorus_lsn", &[], &[]);
+        out.push(Message::new(b'S', &[]));
+        out
+    }
+
+    /// Messages that capture the sequences' state (after a `ROLLBACK TO`).
+    pub fn capture_messages() -> Vec<Message> {
+        let mut out = Vec::with_capacity(5);
+        push_statement(
+            &mut out,
+            CAPTURE_STMT,
+            &format!("SELECT 0::int8, 0::int8, {}", super::sequences::CAPTURE_SQL),
+            &[],
+            &[],
+        );
+        out.push(Message::new(b'S', &[]));
+        out
+    }
+
+    /// Log the captured sequence state (setval calls) as the next entry.
+    pub fn push_sequences(&mut self, script: &str) {
+        if script.is_empty() {
+            return;
+        }
+        if let Ok(plan) = plan_text(script) {
+            self.push(Entry::Query { sql: script.into(), plan });
+        }
+    }
+
+    /// Messages that append this transaction's entry, then commit when `commit`.
+    pub fn append_messages(&self, commit: bool) -> Vec<Message> {
+        let micros = self.micros.unwrap_or(0);
+        let mut out = Vec::new();
+        out.push(close_statement(APPEND_STMT));
+        out.push(parse(APPEND_STMT, APPEND_SQL, &[1007, 1002, 1009, 1009, 1001]));
+        let mut rows = Rows::default();
+        rows.push(0, b'h', Some(self.context.as_bytes()), None, None);
+        for (i, e) in self.entries.iter().enumerate() {
+            let seq = i as i32 + 1;
+            match e {
+                Entry::Query { sql, plan } => {
+                    let text = plan.render(sql, micros);
+                    rows.push(seq, b'q', Some(text.as_bytes()), None, None)
+                }
+                Entry::Extended { sql, plan, types, tail } => {
+                    let text = plan.render(sql, micros);
+                    let types = oid_array_text(types);
+                    rows.push(seq, b'x', Some(text.as_bytes()), Some(types.as_bytes()), Some(tail))
+                }
+                Entry::Copy { sql, data } => rows.push(seq, b'c', Some(sql.as_bytes()), None, Some(data)),
+            }
+            if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
+                std::mem::take(&mut rows).bind_execute(&mut out);
+            }
+        }
+        if rows.len() > 0 {
+            rows.bind_execute(&mut out);
+        }
+        if commit {
+            push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
+        }
+        out.push(Message::new(b'S', &[]));
+        out
+    }
+
+    /// Messages that roll back the transaction chorus opened.
+    pub fn rollback_messages() -> Vec<Message> {
+        let mut out = Vec::new();
+        push_statement(&mut out, END_STMT, "ROLLBACK", &[], &[]);
+        out.push(Message::new(b'S', &[]));
+        out
+    }
+}
+
+/// Make a statement deterministic for the log, or say why it cannot be.
+pub fn plan_text(sql: &str) -> Result<TimePlan, rewrite::Nondeterministic> {
+    rewrite::plan(sql)
+}
+
+/// The rows of one Bind of the append statement, as binary arrays.
+#[derive(Default)]
+struct Rows {
+    seq: Vec<i32>,
+    kind: Vec<u8>,
+    sql: Vec<Option<Vec<u8>>>,
+    types: Vec<Option<Vec<u8>>>,
+    params: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    fn push(&mut self, seq: i32, kind: u8, sql: Option<&[u8]>, types: Option<&[u8]>, params: Option<&[u8]>) {
+        self.bytes += sql.map_or(0, <[u8]>::len) + params.map_or(0, <[u8]>::len);
+        self.seq.push(seq);
+        self.kind.push(kind);
+        self.sql.push(sql.map(<[u8]>::to_vec));
+        self.types.push(types.map(<[u8]>::to_vec));
+        self.params.push(params.map(<[u8]>::to_vec));
+    }
+
+    /// Bind (all parameters binary) and Execute the append statement.
+    fn bind_execute(self, out: &mut Vec<Message>) {
+        let seq: Vec<Option<Vec<u8>>> = self.seq.iter().map(|s| Some(s.to_be_bytes().to_vec())).collect();
+        let kind: Vec<Option<Vec<u8>>> = self.kind.iter().map(|k| Some(vec![*k])).collect();
+        let params = [
+            binary_array(23, &seq),
+            binary_array(18, &kind),
+            binary_array(25, &self.sql),
+            binary_array(25, &self.types),
+            binary_array(17, &self.params),
+        ];
+        out.push(bind(APPEND_STMT, &params, true));
+        out.push(execute());
+    }
+}
+
+/// `{23,25}`: a Parse's parameter types as an oid[] literal (user-defined
+/// types, whose OIDs differ between servers, become 0: the follower infers them).
+fn oid_array_text(types: &[u32]) -> String {
+    let mut s = String::from("{");
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let t = if *t >= 16384 { 0 } else { *t };
+        s.push_str(&t.to_string());
+    }
+    s.push('}');
+    s
+}
+
+/// A one-dimensional array in PostgreSQL's binary format.
+fn binary_array(elem_oid: u32, items: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let size: usize = items.iter().map(|i| 4 + i.as_ref().map_or(0, Vec::len)).sum();
+    let mut b = Vec::with_capacity(20 + size);
+    b.put_i32(1);
+    b.put_i32(items.iter().any(Option::is_none) as i32);
+    b.put_u32(elem_oid);
+    b.put_i32(items.len() as i32);
+    b.put_i32(1);
+    for i in items {
+        match i {
+            Some(v) => {
+                b.put_i32(v.len() as i32);
+                b.put_slice(v);
+            }
+            None => b.put_i32(-1),
+        }
+    }
+    b
+}
+
+fn push_statement(out: &mut Vec<Message>, name: &str, sql: &str, types: &[u32], params: &[Vec<u8>]) {
+    out.push(close_statement(name));
+    out.push(parse(name, sql, types));
+    out.push(bind(name, params, false));
+    out.push(execute());
+}
+
+fn close_statement(name: &str) -> Message {
+    let mut b = BytesMut::new();
+    b.put_u8(b'S');
+    put_cstr(&mut b, name);
+    Message::new(b'C', &b)
+}
+
+fn parse(name: &str, sql: &str, types: &[u32]) -> Message {
+    let mut b = BytesMut::with_capacity(sql.len() + name.len() + 8 + 4 * types.len());
+    put_cstr(&mut b, name);
+    put_cstr(&mut b, sql);
+    b.put_i16(types.len() as i16);
+    for t in types {
+        b.put_u32(*t);
+    }
+    Message::new(b'P', &b)
+}
+
+/// Bind to the unnamed portal; parameters binary when `binary`, results text.
+fn bind(stmt: &str, params: &[Vec<u8>], binary: bool) -> Message {
+    let size: usize = params.iter().map(|p| p.len() + 4).sum();
+    let mut b = BytesMut::with_capacity(size + stmt.len() + 16);
+    put_cstr(&mut b, "");
+    put_cstr(&mut b, stmt);
+    if binary && !params.is_empty() {
+        b.put_i16(1);
+        b.put_i16(1);
+    } else {
+        b.put_i16(0);
+    }
+    b.put_i16(params.len() as i16);
+    for p in params {
+        b.put_i32(p.len() as i32);
+        b.put_slice(p);
+    }
+    b.put_i16(0);
+    Message::new(b'B', &b)
+}
+
+fn execute() -> Message {
+    let mut b = BytesMut::with_capacity(5);
+    put_cstr(&mut b, "");
+    b.put_i32(0);
+    Message::new(b'E', &b)
+}
+
+fn put_cstr(b: &mut BytesMut, s: &str) {
+    b.put_slice(s.as_bytes());
+    b.put_u8(0);
+}
+
+/// The take-LSN step's DataRow: the LSN, the transaction timestamp and the
+/// captured sequences' `setval` script (empty when not captured).
+pub fn parse_lsn_row(body: &[u8]) -> Option<(i64, i64, String)> {
+    let mut f = crate::protocol::Fields::new(body);
+    if f.i16()? != 3 {
+        return None;
+    }
+    let mut next = || -> Option<Option<&str>> {
+        let n = f.i32()?;
+        if n < 0 {
+            return Some(None);
+        }
+        let v = f.bytes(usize::try_from(n).ok()?)?;
+        std::str::from_utf8(v).ok().map(Some)
+    };
+    let lsn = next()??.parse().ok()?;
+    let micros = next()??.parse().ok()?;
+    let script = next()?.unwrap_or("").to_string();
+    Some((lsn, micros, script))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_arrays_match_postgres_layout() {
+        let a = binary_array(23, &[Some(1i32.to_be_bytes().to_vec()), None]);
+        let mut want = Vec::new();
+        for v in [1i32, 1, 23, 2, 1, 4, 1, -1] {
+            want.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(a, want);
+    }
+
+    #[test]
+    fn user_type_oids_become_unspecified() {
+        assert_eq!(oid_array_text(&[23, 25, 16385, 0]), "{23,25,0,0}");
+        assert_eq!(oid_array_text(&[]), "{}");
+    }
+
+    #[test]
+    fn lsn_row_parses() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&3i16.to_be_bytes());
+        for v in ["42", "1700000000123456"] {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(parse_lsn_row(&b), Some((42, 1_700_000_000_123_456, String::new())));
+    }
+
+    #[test]
+    fn rollback_to_cuts_entries() {
+        let mut t = WriteTxn::new(String::new());
+        let q = |s: &str| Entry::Copy { sql: s.into(), data: BytesMut::new() };
+        t.push(q("a"));
+        t.savepoint("s");
+        t.push(q("b"));
+        t.push(q("c"));
+        assert!(t.rollback_to("s"));
+        assert_eq!(t.entries.len(), 1);
+        assert!(t.resync);
+        t.push(q("d"));
+        t.release("s");
+        assert!(!t.rollback_to("s"), "a released (or older) savepoint is not ours");
+        assert_eq!(t.entries.len(), 2);
+    }
+}

@@ -1,0 +1,239 @@
+//! Pure: how one client request fits into statement replication, from the
+//! session's transaction state and the request's statements ([`StmtOp`]s).
+//!
+//! Every writing transaction takes its LSN with its first write (or, for a
+//! REPEATABLE READ / SERIALIZABLE transaction, right after BEGIN, before its
+//! snapshot) and appends its log entry just before it commits, on the same
+//! connection, in the same transaction. A write outside a transaction is
+//! wrapped: chorus opens the transaction, and appends and commits after it.
+
+use crate::sql::{Isolation, StmtOp};
+
+/// The session's transaction, as far as replication is concerned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxnView {
+    /// A client transaction is open (on a server, or deferred by chorus).
+    pub in_txn: bool,
+    /// The client's plain BEGIN has not been sent to any server yet.
+    pub deferred_begin: bool,
+    /// The open transaction has taken its LSN.
+    pub has_lsn: bool,
+}
+
+/// Where chorus takes the transaction's LSN for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeLsn {
+    /// Before the request; `begin`: chorus opens the transaction too.
+    Before { begin: bool },
+    /// After the request (its BEGIN fixes a snapshot isolation level; the LSN
+    /// must come before the snapshot, i.e. be the first statement).
+    After,
+}
+
+/// What chorus adds around one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WritePlan {
+    pub take_lsn: Option<TakeLsn>,
+    /// The request commits the transaction: append the log entry before it.
+    pub append_before: bool,
+    /// chorus opened the transaction for this request: append and commit after it.
+    pub finish_after: bool,
+    /// The request's own BEGIN runs inside the transaction chorus opened: its
+    /// "already in progress" warning is chorus's doing, not the client's.
+    pub hide_begin_warning: bool,
+    /// The request's writes go into the log.
+    pub logs: bool,
+    /// The request is a COPY FROM STDIN: its data goes into the log, and a
+    /// finishing step waits until the copy ends.
+    pub copy: bool,
+}
+
+impl WritePlan {
+    /// True when chorus adds steps of its own (they need an idle connection).
+    pub fn adds_steps(&self) -> bool {
+        self.take_lsn.is_some() || self.append_before || self.finish_after
+    }
+}
+
+/// Why a request cannot be replicated as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+/// Plan a request. `ops` must have `MaybeWrite` resolved (to `Write` or `Read`).
+pub fn plan(view: TxnView, ops: &[StmtOp]) -> Result<WritePlan, Refusal> {
+    let mut p = WritePlan::default();
+    let mut in_txn = view.in_txn;
+    let mut has_lsn = view.has_lsn;
+    // The request's own plain BEGIN opened the transaction (not yet sent when
+    // chorus takes the LSN first).
+    let mut own_begin = false;
+    let mut ended = false;
+    let writes = ops.iter().any(|o| matches!(o, StmtOp::Write | StmtOp::CopyIn));
+    for op in ops {
+        match op {
+            StmtOp::NotReplicable(what) => {
+                return Err(Refusal(format!("chorus cannot replicate {what}")));
+            }
+            StmtOp::Begin { isolation } => {
+                if in_txn {
+                    continue;
+                }
+                in_txn = true;
+                if *isolation == Some(Isolation::Snapshot) {
+                    if ops.len() > 1 && writes {
+                        return Err(Refusal(
+                            "chorus cannot replicate a REPEATABLE READ or SERIALIZABLE BEGIN sent together with \
+                             other statements in one query; send the BEGIN on its own"
+                                .into(),
+                        ));
+                    }
+                    p.take_lsn = Some(TakeLsn::After);
+                    has_lsn = true;
+                } else {
+                    own_begin = true;
+                }
+            }
+            StmtOp::Write | StmtOp::CopyIn => {
+                if ended {
+                    return Err(Refusal(
+                        "chorus cannot replicate a write that follows COMMIT or ROLLBACK in the same query; \
+                         send the next transaction as its own query"
+                            .into(),
+                    ));
+                }
+                if *op == StmtOp::CopyIn {
+                    if ops.len() > 1 {
+                        return Err(Refusal(
+                            "chorus cannot replicate COPY FROM STDIN sent together with other statements; \
+                             send the COPY on its own"
+                                .into(),
+                        ));
+                    }
+                    p.copy = true;
+                }
+                p.logs = true;
+                if !in_txn {
+                    // Autocommit: chorus's transaction around the whole request.
+                    if ops.iter().any(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback | StmtOp::Begin { .. })) {
+                        return Err(Refusal(
+                            "chorus cannot replicate a query that writes before its BEGIN; \
+                             start the transaction first"
+                                .into(),
+                        ));
+                    }
+                    p.take_lsn = Some(TakeLsn::Before { begin: true });
+                    p.finish_after = true;
+                    in_txn = true;
+                    has_lsn = true;
+                } else if !has_lsn {
+                    // The transaction is not on the server yet when the client's
+                    // BEGIN is in this request or still deferred by chorus.
+                    p.hide_begin_warning = own_begin;
+                    p.take_lsn = Some(TakeLsn::Before { begin: own_begin || view.deferred_begin });
+                    has_lsn = true;
+                }
+            }
+            StmtOp::Commit if in_txn => {
+                if has_lsn && !p.append_before {
+                    p.append_before = true;
+                }
+                in_txn = false;
+                has_lsn = false;
+                own_begin = false;
+                ended = true;
+            }
+            StmtOp::Rollback if in_txn => {
+                in_txn = false;
+                has_lsn = false;
+                own_begin = false;
+                ended = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StmtOp::*;
+
+    const IDLE: TxnView = TxnView { in_txn: false, deferred_begin: false, has_lsn: false };
+    const DEFERRED: TxnView = TxnView { in_txn: true, deferred_begin: true, has_lsn: false };
+    const OPEN: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: false };
+    const WRITING: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: true };
+
+    fn begin() -> StmtOp {
+        Begin { isolation: None }
+    }
+
+    #[test]
+    fn plans() {
+        let before = |begin| Some(TakeLsn::Before { begin });
+        let none = WritePlan::default();
+        let cases: Vec<(TxnView, Vec<StmtOp>, WritePlan)> = vec![
+            (IDLE, vec![Read], none),
+            (IDLE, vec![], none),
+            (IDLE, vec![Write], WritePlan { take_lsn: before(true), finish_after: true, logs: true, ..none }),
+            (
+                IDLE,
+                vec![Read, Write, Write],
+                WritePlan { take_lsn: before(true), finish_after: true, logs: true, ..none },
+            ),
+            (
+                IDLE,
+                vec![CopyIn],
+                WritePlan { take_lsn: before(true), finish_after: true, logs: true, copy: true, ..none },
+            ),
+            (DEFERRED, vec![Write], WritePlan { take_lsn: before(true), logs: true, ..none }),
+            (DEFERRED, vec![Read], none),
+            (OPEN, vec![Write], WritePlan { take_lsn: before(false), logs: true, ..none }),
+            (WRITING, vec![Write], WritePlan { logs: true, ..none }),
+            (WRITING, vec![Commit], WritePlan { append_before: true, ..none }),
+            (OPEN, vec![Commit], none),
+            (WRITING, vec![Rollback], none),
+            (IDLE, vec![Commit], none),
+            (OPEN, vec![Write, Commit], WritePlan { take_lsn: before(false), append_before: true, logs: true, ..none }),
+            (
+                IDLE,
+                vec![begin(), Write, Commit],
+                WritePlan { take_lsn: before(true), append_before: true, hide_begin_warning: true, logs: true, ..none },
+            ),
+            (
+                IDLE,
+                vec![begin(), Read, Write],
+                WritePlan { take_lsn: before(true), hide_begin_warning: true, logs: true, ..none },
+            ),
+            (IDLE, vec![begin(), Write, Rollback], {
+                WritePlan { take_lsn: before(true), hide_begin_warning: true, logs: true, ..none }
+            }),
+            (IDLE, vec![Begin { isolation: Some(Isolation::Snapshot) }], {
+                WritePlan { take_lsn: Some(TakeLsn::After), ..none }
+            }),
+            (IDLE, vec![Begin { isolation: Some(Isolation::ReadCommitted) }], none),
+            (IDLE, vec![Maintenance], none),
+            (IDLE, vec![Savepoint("a".into())], none),
+        ];
+        for (view, ops, want) in cases {
+            assert_eq!(plan(view, &ops), Ok(want), "{view:?} {ops:?}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: Vec<(TxnView, Vec<StmtOp>)> = vec![
+            (IDLE, vec![Write, Commit]),
+            (IDLE, vec![Write, begin()]),
+            (WRITING, vec![Commit, Write]),
+            (IDLE, vec![begin(), Write, Commit, Write]),
+            (IDLE, vec![CopyIn, Read]),
+            (IDLE, vec![Begin { isolation: Some(Isolation::Snapshot) }, Write]),
+            (IDLE, vec![NotReplicable("CREATE DATABASE")]),
+            (WRITING, vec![Write, NotReplicable("x")]),
+        ];
+        for (view, ops) in cases {
+            assert!(plan(view, &ops).is_err(), "{view:?} {ops:?}");
+        }
+    }
+}

@@ -32,6 +32,7 @@ mod panics;
 mod probe;
 mod proxy;
 pub mod raw;
+mod workload;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
 pub use cli::{chorus_binary, run_chorus};
@@ -40,6 +41,7 @@ pub use logging::init_logging_from_env;
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
+pub use workload::{WorkloadOptions, WorkloadStats, run_workload};
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -202,4 +204,14 @@ impl<'c> TestDb<'c> {
     pub fn is_follower_port(&self, port: &str) -> bool {
         self.cluster.followers().iter().any(|n| n.port().to_string() == port)
     }
+}
+
+/// Wait until every follower has applied the leader's log for `db` and assert
+/// that every table matches the leader (`chorus verify`). Every test that
+/// writes through chorus ends with this.
+pub async fn assert_converged(db: &TestDb<'_>) {
+    let config = chorus_config(db.cluster());
+    let options = chorus::verify::VerifyOptions { databases: vec![db.name().to_string()] };
+    let report = chorus::verify::verify_with(&config, &options).await.unwrap_or_else(|e| panic!("verify failed: {e}"));
+    assert!(report.converged(), "{} differs: {:#?}", db.name(), report.differences);
 }

@@ -1,0 +1,140 @@
+//! The leader side of statement replication: what chorus writes into the
+//! leader's `_chorus.log` for each kind of request, and that the followers
+//! converge once the appliers have replayed it.
+
+use integration_tests::*;
+
+/// The log rows on the leader, as (lsn, seq, kind, sql).
+async fn log_rows(db: &TestDb<'_>) -> Vec<(i64, i32, String, Option<String>)> {
+    let leader = db.connect_leader().await;
+    leader
+        .query("SELECT lsn, seq, kind::text, sql FROM _chorus.log ORDER BY lsn, seq", &[])
+        .await
+        .expect("read the log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+async fn setup() -> (TestDb<'static>, Chorus) {
+    init_logging_from_env();
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    (db, chorus)
+}
+
+#[tokio::test]
+async fn autocommit_writes_are_logged_once_each_with_their_lsn() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1, 'a')").await.unwrap();
+    c.execute("INSERT INTO t VALUES ($1, $2)", &[&2i32, &"b"]).await.unwrap();
+    // A read is not logged.
+    c.query("SELECT 1", &[]).await.unwrap();
+    // A failing write leaves nothing in the log.
+    assert!(c.batch_execute("INSERT INTO t VALUES (1, 'dup')").await.is_err());
+    let rows = log_rows(&db).await;
+    let lsns: Vec<i64> = rows.iter().filter(|r| r.1 == 0).map(|r| r.0).collect();
+    assert_eq!(lsns, vec![1, 2, 3], "{rows:?}");
+    let kinds: Vec<&str> = rows.iter().filter(|r| r.1 > 0).map(|r| r.2.as_str()).collect();
+    assert_eq!(kinds, vec!["q", "q", "x"], "{rows:?}");
+    assert_eq!(rows.iter().find(|r| r.0 == 3 && r.1 == 1).unwrap().3.as_deref(), Some("INSERT INTO t VALUES ($1, $2)"));
+    // The session is fine after the failed write.
+    c.batch_execute("SELECT 1").await.unwrap();
+    let leader = db.connect_leader().await;
+    let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn a_transaction_is_one_entry_and_rolled_back_work_is_not_logged() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    c.batch_execute("SAVEPOINT s").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    assert!(c.batch_execute("INSERT INTO t VALUES (2)").await.is_err());
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // Rolled back whole: no entry, and the LSN it took is given back.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (4); ROLLBACK").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (5); COMMIT").await.unwrap();
+    let rows = log_rows(&db).await;
+    let entry = |lsn: i64| -> Vec<String> {
+        rows.iter().filter(|r| r.0 == lsn && r.1 > 0).map(|r| r.3.clone().unwrap_or_default()).collect()
+    };
+    assert_eq!(entry(2), vec!["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (3)"], "{rows:?}");
+    assert_eq!(entry(3), vec!["INSERT INTO t VALUES (5)"], "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.1 == 0).count(), 3, "{rows:?}");
+    // Nothing is left open or held: the session goes on.
+    c.batch_execute("SELECT 1").await.unwrap();
+    let leader = db.connect_leader().await;
+    let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+}
+
+#[tokio::test]
+async fn copy_from_stdin_logs_its_data() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int, v text)").await.unwrap();
+    let sink = c.copy_in("COPY t FROM STDIN").await.unwrap();
+    use futures_util::SinkExt;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n")).await.unwrap();
+    let n = sink.as_mut().finish().await.unwrap();
+    assert_eq!(n, 2);
+    let leader = db.connect_leader().await;
+    let row = leader
+        .query_one("SELECT kind::text, sql, params FROM _chorus.log WHERE lsn = 2 AND seq = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "c");
+    assert_eq!(row.get::<_, Vec<u8>>(2), b"1\tone\n2\ttwo\n".to_vec());
+}
+
+#[tokio::test]
+async fn refused_writes_get_a_clear_error_and_leave_the_session_usable() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    let e = c.batch_execute("INSERT INTO t VALUES (1); COMMIT").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    let e = c.batch_execute("PREPARE TRANSACTION 'x'").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let leader = db.connect_leader().await;
+    let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_autocommit_writes_in_a_row() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE s (id serial PRIMARY KEY, note text NOT NULL)").await.unwrap();
+    c.batch_execute("CREATE TABLE e (id int PRIMARY KEY)").await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let url = chorus.url(db.name());
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&url).await;
+            for i in 0..20 {
+                let id = k * 1000 + i;
+                c.batch_execute(&format!("INSERT INTO e VALUES ({id})")).await.unwrap();
+                let r = c.batch_execute(&format!("INSERT INTO e VALUES ({id})")).await;
+                assert_eq!(sqlstate(&r.unwrap_err()), "23505");
+                let r = c.batch_execute("INSERT INTO s (note) VALUES (NULL)").await;
+                assert_eq!(sqlstate(&r.unwrap_err()), "23502");
+                c.batch_execute("INSERT INTO s (note) VALUES ('x')").await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

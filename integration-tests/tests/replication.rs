@@ -123,3 +123,60 @@ async fn a_follower_killed_mid_workload_catches_up() {
     let report = verify_db(&db).await;
     assert!(report.converged(), "seed {}: {:#?}", opts.seed, report.differences);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_and_sync_commits_are_on_followers_when_they_return() {
+    init_logging_from_env();
+    let db = fresh_database().await;
+    for (mode, needed) in [(chorus::config::AckMode::SemiSync, 1), (chorus::config::AckMode::Sync, SHARED_FOLLOWERS)] {
+        let chorus = start_chorus_with(cluster(), |c| c.replication.ack = mode);
+        let c = chorus.connect(db.name()).await;
+        c.batch_execute("CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY, mode text)").await.unwrap();
+        let followers: Vec<_> = futures_join(db.cluster().followers().iter().map(|f| db.connect_node(f))).await;
+        for i in 0..20 {
+            let id = i + if needed == 1 { 0 } else { 100 };
+            if i % 2 == 0 {
+                c.execute("INSERT INTO t VALUES ($1, $2)", &[&id, &format!("{mode:?}")]).await.unwrap();
+            } else {
+                c.batch_execute(&format!("BEGIN; INSERT INTO t VALUES ({id}, 'txn'); COMMIT")).await.unwrap();
+            }
+            let mut have = 0;
+            for f in &followers {
+                have += f.query("SELECT 1 FROM t WHERE id = $1", &[&id]).await.unwrap().len();
+            }
+            assert!(have >= needed, "{mode:?}: row {id} on {have} followers when COMMIT returned");
+        }
+    }
+    assert_converged(&db).await;
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    for f in fs {
+        out.push(f.await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_commit_without_followers_returns_after_the_timeout_with_a_warning() {
+    init_logging_from_env();
+    let cluster = private_cluster(1);
+    let db = fresh_database_on(&cluster).await;
+    let chorus = start_chorus_with(&cluster, |c| {
+        c.replication.ack = chorus::config::AckMode::Sync;
+        c.replication.ack_timeout = std::time::Duration::from_millis(300);
+        // The follower stays in rotation: a down follower stops counting.
+        c.health.interval = std::time::Duration::from_secs(600);
+    });
+    let url = chorus.url(db.name());
+    psql_sql(&url, "CREATE TABLE t (id int)");
+    // The follower's applier cannot apply while the follower is down; the
+    // health check (every 10 minutes here) has not taken it out of rotation.
+    cluster.followers()[0].stop().unwrap();
+    let out = psql(&url, &["-c", "INSERT INTO t VALUES (1)"], None);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("WARNING") && out.stderr.contains("ack_timeout"), "{}", out.stderr);
+    cluster.followers()[0].start().unwrap();
+    assert_converged(&db).await;
+}

@@ -49,6 +49,15 @@ impl ClientError {
         self
     }
 
+    /// The same fields as a NoticeResponse (a WARNING the client is told
+    /// about without the request failing).
+    pub fn to_notice(&self) -> Message {
+        let e = self.to_message();
+        let mut frame = BytesMut::from(&e.frame[..]);
+        frame[0] = b'N';
+        Message { tag: b'N', frame: frame.freeze() }
+    }
+
     pub fn to_message(&self) -> Message {
         let mut fields = vec![
             (b'S', self.severity.to_string()),

@@ -134,6 +134,8 @@ pub struct Session<R, W> {
     copy_logged: bool,
     /// The deferred BEGIN is sent by the replication step that takes the LSN.
     begin_with_lsn: bool,
+    /// A committed LSN the client's ReadyForQuery waits on (semi-sync / sync).
+    pending_ack: Option<i64>,
     /// SQL-level prepared statements (PREPARE name AS ...): does each write?
     sql_prepared: std::collections::HashMap<String, bool>,
     /// This session marked the database's sequences dirty: sync them once idle.
@@ -194,6 +196,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             open_log: None,
             sequences_unsynced: std::sync::atomic::AtomicBool::new(false),
             sql_prepared: Default::default(),
+            pending_ack: None,
             replicated: ctx.config.replication.covers(&info.database),
             stalled: None,
             cancel,

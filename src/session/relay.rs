@@ -13,9 +13,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return self.on_internal(node, kind, m).await;
         }
         match m.tag {
-            b'Z' if !self.on_ready(node, &m) => {
-                // Held: chorus's COPY finishing step goes now that the copy is over.
-                return self.after_held_ready(node).await;
+            b'Z' => {
+                if !self.on_ready(node, &m) {
+                    // Held: chorus's COPY finishing step goes now that the copy is over.
+                    return self.after_held_ready(node).await;
+                }
+                // A COMMIT that must be acknowledged by followers first.
+                self.await_ack().await;
             }
             b'N' if self.inflight.front().is_some_and(|f| f.hide_begin_warning) && is_begin_warning(&m) => {
                 if let Some(f) = self.inflight.front_mut() {

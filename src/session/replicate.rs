@@ -15,6 +15,7 @@ use super::txnlog::{self, Entry, WriteTxn};
 use super::writeplan::{self, TakeLsn, TxnView, WritePlan};
 use super::{Inflight, Internal, Session, SessionError};
 use crate::backend::BackendError;
+use crate::config::AckMode;
 use crate::protocol::{ClientError, Fields, Message, ServerError, build, sqlstate};
 use crate::sql::{Classification, StmtOp};
 use bytes::{BufMut, Bytes};
@@ -386,7 +387,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let conn = self.conns[leader].as_mut().expect("checked");
         let r = conn.exchange_oob(&r).await;
         match r {
-            Ok(()) => self.committed(),
+            Ok(()) => {
+                self.committed();
+                self.pending_ack = None;
+            }
             Err(e) => tracing::debug!(error = %e, "could not sync sequences"),
         }
         let conn = self.conns[leader].as_mut().expect("checked");
@@ -645,6 +649,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                 } else if commit {
                     self.committed();
+                    self.await_ack().await;
                 }
                 if commit {
                     self.wtxn = None;
@@ -684,6 +689,45 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if let Some(epoch) = t.capture_epoch {
                 self.ctx.sequences.synced(&self.database, epoch);
             }
+            if self.ctx.config.replication.ack != AckMode::Async {
+                self.pending_ack = t.lsn;
+            }
+        }
+    }
+
+    /// `semi-sync` / `sync`: before the client hears that its COMMIT
+    /// succeeded, wait until one / every readable follower has applied it, for
+    /// at most `ack_timeout`. When the bound is hit the commit stands (it is on
+    /// the leader and will reach the followers); the client gets a WARNING
+    /// saying so, as PostgreSQL does when synchronous replication is cancelled.
+    pub(super) async fn await_ack(&mut self) {
+        let Some(lsn) = self.pending_ack.take() else { return };
+        let cfg = &self.ctx.config.replication;
+        let readable =
+            self.ctx.topology.followers().iter().filter(|&&f| self.ctx.topology.node(f).is_readable()).count();
+        let (needed, what) = match cfg.ack {
+            AckMode::Async => return,
+            AckMode::SemiSync => (readable.min(1), "one follower"),
+            AckMode::Sync => (readable, "every healthy follower"),
+        };
+        if needed == 0 {
+            return;
+        }
+        let state = self.ctx.replication.state().clone();
+        if state.wait_applied(&self.database, needed, lsn, cfg.ack_timeout).await.is_err() {
+            let w = ClientError {
+                severity: "WARNING",
+                ..ClientError::new(
+                    "01000",
+                    format!(
+                        "the transaction committed on the leader (LSN {lsn}) but {what} had not applied it within {:?} \
+                         (replication.ack_timeout); it will reach the followers later",
+                        cfg.ack_timeout
+                    ),
+                )
+            };
+            tracing::warn!(lsn, ack = ?cfg.ack, "commit acknowledgement timed out");
+            self.cout.put_slice(&w.to_notice().frame);
         }
     }
 

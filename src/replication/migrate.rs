@@ -23,8 +23,10 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "log", sql: include_str!("../../migrations/postgres/0001_log.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "log", sql: include_str!("../../migrations/postgres/0001_log.sql") },
+    Migration { version: 2, name: "applied_at", sql: include_str!("../../migrations/postgres/0002_applied_at.sql") },
+];
 
 /// The advisory lock (per database) migrations run under: "chorusmg".
 const LOCK_KEY: i64 = 0x6368_6f72_7573_6d67;

@@ -13,8 +13,19 @@ use std::time::{Duration, Instant};
 const TTL: Duration = Duration::from_secs(30);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
+/// What one database's catalog says, loaded in one go.
+#[derive(Default)]
+struct Snapshot {
+    /// Functions that are not volatile, by `name` and `schema.name`.
+    safe: HashSet<String>,
+    /// Columns whose DEFAULT a follower would evaluate to something else
+    /// (transaction time, random, uuid ...), by table `name` and `schema.name`:
+    /// (column, default expression).
+    volatile_defaults: std::collections::HashMap<String, Vec<(String, String)>>,
+}
+
 struct Entry {
-    safe: Arc<HashSet<String>>,
+    snap: Arc<Snapshot>,
     loaded: Instant,
 }
 
@@ -29,8 +40,43 @@ impl FunctionCatalog {
         FunctionCatalog { leader, dbs: DashMap::new(), loading: tokio::sync::Mutex::new(()) }
     }
 
-    fn cached(&self, db: &str) -> Option<Arc<HashSet<String>>> {
-        self.dbs.get(db).filter(|e| e.loaded.elapsed() < TTL).map(|e| e.safe.clone())
+    fn cached(&self, db: &str) -> Option<Arc<Snapshot>> {
+        self.dbs.get(db).filter(|e| e.loaded.elapsed() < TTL).map(|e| e.snap.clone())
+    }
+
+    async fn snapshot(&self, db: &str) -> Option<Arc<Snapshot>> {
+        match self.cached(db) {
+            Some(s) => Some(s),
+            None => match self.load(db).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(db, error = %e, "catalog unavailable");
+                    // Remember the failure briefly so a down leader does not
+                    // cost every query a connection attempt.
+                    let loaded = Instant::now().checked_sub(TTL - RETRY_AFTER_FAILURE).unwrap_or_else(Instant::now);
+                    self.dbs.insert(db.to_string(), Entry { snap: Arc::new(Snapshot::default()), loaded });
+                    None
+                }
+            },
+        }
+    }
+
+    /// Columns of `tables` whose DEFAULT would differ when evaluated again on a
+    /// follower: (table, column, default expression). Unknown while the
+    /// catalog cannot be read (then nothing is reported: the leader is down,
+    /// and the write fails anyway).
+    pub async fn volatile_defaults(&self, db: &str, tables: &[String]) -> Vec<(String, String, String)> {
+        if tables.is_empty() {
+            return Vec::new();
+        }
+        let Some(snap) = self.snapshot(db).await else { return Vec::new() };
+        let mut out = Vec::new();
+        for t in tables {
+            if let Some(cols) = snap.volatile_defaults.get(t) {
+                out.extend(cols.iter().map(|(c, e)| (t.clone(), c.clone(), e.clone())));
+            }
+        }
+        out
     }
 
     /// True when every function is known to be non-volatile in `db`.
@@ -38,21 +84,10 @@ impl FunctionCatalog {
         if functions.is_empty() {
             return true;
         }
-        let safe = match self.cached(db) {
-            Some(s) => s,
-            None => match self.load(db).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(db, error = %e, "function catalog unavailable; routing to the leader");
-                    // Remember the failure briefly so a down leader does not
-                    // cost every read a connection attempt.
-                    let loaded = Instant::now().checked_sub(TTL - RETRY_AFTER_FAILURE).unwrap_or_else(Instant::now);
-                    self.dbs.insert(db.to_string(), Entry { safe: Arc::new(HashSet::new()), loaded });
-                    return false;
-                }
-            },
-        };
-        functions.iter().all(|f| safe.contains(f.as_str()))
+        match self.snapshot(db).await {
+            Some(snap) => functions.iter().all(|f| snap.safe.contains(f.as_str())),
+            None => false,
+        }
     }
 
     /// Forget what we know about `db` (after DDL).
@@ -60,7 +95,7 @@ impl FunctionCatalog {
         self.dbs.remove(db);
     }
 
-    async fn load(&self, db: &str) -> Result<Arc<HashSet<String>>, tokio_postgres::Error> {
+    async fn load(&self, db: &str) -> Result<Arc<Snapshot>, tokio_postgres::Error> {
         let _guard = self.loading.lock().await;
         if let Some(s) = self.cached(db) {
             return Ok(s);
@@ -86,8 +121,34 @@ impl FunctionCatalog {
                 &[],
             )
             .await;
+        let defaults = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, a.attname::text, pg_catalog.pg_get_expr(d.adbin, d.adrelid) \
+                 FROM pg_catalog.pg_attrdef d \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+                 JOIN pg_catalog.pg_class c ON c.oid = d.adrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT a.attisdropped AND a.attgenerated = '' \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_chorus')",
+                &[],
+            )
+            .await;
         task.abort();
         let rows = rows?;
+        let mut volatile_defaults: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+        for r in defaults? {
+            let (schema, table, column, expr): (String, String, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            // Transaction time (rewritable in a statement, not in a default) or
+            // a value chorus cannot know: the follower would compute another.
+            // (The rewrite planner judges statements: a bare expression is a definition.)
+            let differs = crate::sql::rewrite::plan(&format!("SELECT {expr}")).map_or(true, |p| !p.is_identity());
+            if differs {
+                for key in [table.clone(), format!("{schema}.{table}")] {
+                    volatile_defaults.entry(key).or_default().push((column.clone(), expr.clone()));
+                }
+            }
+        }
         let mut unqualified: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
         let mut safe = HashSet::new();
         for r in rows {
@@ -101,8 +162,8 @@ impl FunctionCatalog {
             *e &= ok;
         }
         safe.extend(unqualified.into_iter().filter(|(_, ok)| *ok).map(|(n, _)| n));
-        let safe = Arc::new(safe);
-        self.dbs.insert(db.to_string(), Entry { safe: safe.clone(), loaded: Instant::now() });
-        Ok(safe)
+        let snap = Arc::new(Snapshot { safe, volatile_defaults });
+        self.dbs.insert(db.to_string(), Entry { snap: snap.clone(), loaded: Instant::now() });
+        Ok(snap)
     }
 }

@@ -38,7 +38,7 @@ fn client_command(program: &str) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", format!("chorus-tests-{program}"));
+    cmd.env("PGCONNECT_TIMEOUT", "30").env("PGAPPNAME", format!("chorus-tests-{program}"));
     cmd
 }
 

@@ -110,6 +110,41 @@ async fn refused_writes_get_a_clear_error_and_leave_the_session_usable() {
     let leader = db.connect_leader().await;
     let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
+
+    // Values chorus cannot know, in a write: refused before the leader runs it.
+    for sql in [
+        "INSERT INTO t SELECT (random() * 100)::int",
+        "UPDATE t SET id = extract(epoch FROM clock_timestamp())::int",
+        "INSERT INTO t VALUES (length(gen_random_uuid()::text))",
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
+        assert!(error_text(&e).contains("cannot replicate"), "{sql}: {}", error_text(&e));
+    }
+    // ... also through the extended protocol, and inside a transaction (which it aborts).
+    let e = c.execute("INSERT INTO t VALUES ($1 + (random() * 0)::int)", &[&3i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (4)").await.unwrap();
+    let e = c.batch_execute("INSERT INTO t SELECT (random() * 100)::int").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    let e = c.batch_execute("INSERT INTO t VALUES (5)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A SELECT that writes nothing may use them.
+    c.batch_execute("SELECT random(), gen_random_uuid(), clock_timestamp()").await.unwrap();
+
+    // A column left to a volatile DEFAULT would be evaluated again on a follower.
+    c.batch_execute("CREATE TABLE d (id int PRIMARY KEY, at timestamptz DEFAULT now(), n int DEFAULT 7)")
+        .await
+        .unwrap();
+    let e = c.batch_execute("INSERT INTO d (id) VALUES (1)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    assert!(error_text(&e).contains("column at of d"), "{}", error_text(&e));
+    c.batch_execute("INSERT INTO d (id, at) VALUES (1, now())").await.unwrap();
+    c.execute("INSERT INTO d (id, at) VALUES ($1, CURRENT_TIMESTAMP)", &[&2i32]).await.unwrap();
+    c.batch_execute("UPDATE d SET n = n + 1").await.unwrap();
+    assert_converged(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.sql_prepared_statements(sql, &mut ops);
         self.note_rollback(&ops);
         let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
+        if plan.logs {
+            self.refuse_volatile_defaults(sql, &class.tables).await?;
+        }
         let mut items = Vec::new();
         if plan.copy {
             items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }));
@@ -141,6 +144,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         Ok(RequestLog { plan, items })
+    }
+
+    /// An INSERT (or COPY, MERGE, `SET col = DEFAULT`) that leaves a column to
+    /// a DEFAULT a follower would evaluate to another value (`now()`,
+    /// `gen_random_uuid()` ...) would diverge: refuse it before the leader
+    /// runs it. A column the statement names is taken to be given.
+    async fn refuse_volatile_defaults(&self, sql: &str, tables: &[String]) -> Result<(), ClientError> {
+        if tables.is_empty() || !["insert", "copy", "merge", "default"].iter().any(|w| mentions_word(sql, w)) {
+            return Ok(());
+        }
+        for (table, column, expr) in self.ctx.catalog.volatile_defaults(&self.database, tables).await {
+            if !mentions_word(sql, &column) {
+                return Err(ClientError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "chorus cannot replicate this write: column {column} of {table} would take its default \
+                         {expr}, which a follower would evaluate to another value"
+                    ),
+                )
+                .with_hint(
+                    "Give the column's value in the statement; now() and CURRENT_TIMESTAMP written there are \
+                     replicated exactly.",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// SQL-level PREPARE / EXECUTE / DEALLOCATE: remember what each prepared
@@ -230,7 +259,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         let mut ops = Vec::new();
         // Writes (parse, bind) and savepoint ops, in order.
-        let mut pending: Vec<Result<(Message, Message), StmtOp>> = Vec::new();
+        let mut pending: Vec<Result<(Message, Message, Arc<Classification>), StmtOp>> = Vec::new();
         let mut portals: Vec<(String, usize)> = Vec::new(); // portal -> Bind index
         for (i, m) in batch.iter().enumerate() {
             match m.tag {
@@ -254,7 +283,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let resolved = self.resolve_ops(&class).await;
                     let op = resolved.into_iter().next().unwrap_or(StmtOp::Read);
                     if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
-                        pending.push(Ok((parse, bind.clone())));
+                        pending.push(Ok((parse, bind.clone(), class.clone())));
                     } else if is_savepoint_op(&op) {
                         pending.push(Err(op.clone()));
                     }
@@ -267,7 +296,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
         let mut items = Vec::new();
         for p in pending {
-            let (parse, bind) = match p {
+            let (parse, bind, class) = match p {
                 Ok(pb) => pb,
                 Err(op) => {
                     items.push(Item::Savepoint(op));
@@ -275,6 +304,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
             };
             let (sql, types) = parse_statement(&parse).ok_or_else(bad_message)?;
+            if plan.logs {
+                self.refuse_volatile_defaults(&sql, &class.tables).await?;
+            }
             if plan.copy {
                 items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }));
                 continue;
@@ -766,6 +798,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 }
 
+/// Does `word` occur in `text` as a whole identifier (case-insensitive)?
+fn mentions_word(text: &str, word: &str) -> bool {
+    let (t, w) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let b = t.as_bytes();
+    t.match_indices(&w).any(|(start, m)| {
+        let end = start + m.len();
+        (start == 0 || !is_ident(b[start - 1])) && (end == b.len() || !is_ident(b[end]))
+    })
+}
+
 /// The name after the first `skip` words of a PREPARE / EXECUTE / DEALLOCATE,
 /// folded as PostgreSQL folds identifiers.
 fn prepared_name(text: &str, skip: usize) -> Option<String> {
@@ -974,4 +1017,24 @@ fn nondeterministic(e: crate::sql::rewrite::Nondeterministic) -> ClientError {
 
 fn bad_message() -> ClientError {
     ClientError::new(sqlstate::PROTOCOL_VIOLATION, "malformed Parse or Bind message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_names() {
+        assert!(mentions_word("INSERT INTO t (id, Created_At) VALUES (1, now())", "created_at"));
+        assert!(!mentions_word("INSERT INTO t (id, created_at2) VALUES (1)", "created_at"));
+        assert!(!mentions_word("INSERT INTO tä_created_at VALUES (1)", "created_at"));
+        assert!(mentions_word("copy t from stdin", "copy"));
+        assert_eq!(prepared_name("PREPARE by_id(int) AS SELECT 1", 1).as_deref(), Some("by_id"));
+        assert_eq!(prepared_name("EXECUTE \"Q\" (1)", 1).as_deref(), Some("Q"));
+        assert_eq!(prepared_name("DEALLOCATE PREPARE p", 2).as_deref(), Some("p"));
+        assert_eq!(
+            prepared_body("PREPARE p (int, text) AS INSERT INTO t VALUES ($1, $2)"),
+            Some("INSERT INTO t VALUES ($1, $2)")
+        );
+    }
 }

@@ -11,6 +11,8 @@
 mod abort;
 mod conns;
 mod extended;
+mod logplan;
+mod openbatch;
 mod query;
 mod relay;
 mod replicate;
@@ -141,7 +143,7 @@ pub struct Session<R, W> {
     /// This session marked the database's sequences dirty: sync them once idle.
     sequences_unsynced: std::sync::atomic::AtomicBool,
     /// Replication state of a batch forwarded before its Sync.
-    open_log: Option<replicate::OpenLog>,
+    open_log: Option<openbatch::OpenLog>,
     /// The session's database is replicated (`[replication] databases`): writes
     /// are logged. Otherwise everything runs on the leader, unlogged.
     replicated: bool,

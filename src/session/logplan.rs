@@ -1,0 +1,414 @@
+//! Pure-ish planning of a request for the replication log: which statements
+//! it logs (with their text, parameter types and Bind parameters), where the
+//! transaction's LSN is taken and its entry appended ([`super::writeplan`]),
+//! and what is refused before the leader runs it (values chorus cannot know,
+//! columns left to a volatile DEFAULT, SQL-level EXECUTE of a prepared write).
+
+use super::Session;
+use super::statements::{bind_head, execute_head, parse_head};
+use super::txnlog::{self, Entry};
+use super::writeplan::{self, TxnView, WritePlan};
+use crate::protocol::{ClientError, Fields, Message, sqlstate};
+use crate::sql::{Classification, StmtOp};
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a request contributes to the log, decided before it is sent.
+pub(super) struct RequestLog {
+    pub plan: WritePlan,
+    /// Entries and savepoint ops, in statement order.
+    pub items: Vec<Item>,
+}
+
+/// A batch's writes (Parse, Bind, classification) and savepoint ops, in order.
+enum Pending {
+    Write(Message, Message, Arc<Classification>),
+    Savepoint(StmtOp),
+}
+
+pub(super) enum Item {
+    Entry(Entry),
+    /// SAVEPOINT / ROLLBACK TO / RELEASE: positions in the entries.
+    Savepoint(StmtOp),
+}
+
+impl RequestLog {
+    /// Nothing to log (the database is not replicated).
+    fn unlogged() -> RequestLog {
+        RequestLog { plan: WritePlan::default(), items: Vec::new() }
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    pub(super) fn txn_view(&self) -> TxnView {
+        TxnView {
+            in_txn: self.txn_node.is_some() || self.deferred_begin,
+            deferred_begin: self.deferred_begin,
+            has_lsn: self.wtxn.is_some(),
+        }
+    }
+
+    /// The ops of a classification with functions only the catalog can judge
+    /// resolved: a volatile (or unknown) function makes its statement a write.
+    pub(super) async fn resolve_ops(&self, class: &Classification) -> Vec<StmtOp> {
+        if !class.ops.contains(&StmtOp::MaybeWrite) {
+            return class.ops.clone();
+        }
+        let volatile = !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
+        class
+            .ops
+            .iter()
+            .map(|o| match o {
+                StmtOp::MaybeWrite if volatile => StmtOp::Write,
+                StmtOp::MaybeWrite => StmtOp::Read,
+                o => o.clone(),
+            })
+            .collect()
+    }
+
+    /// A ROLLBACK (or ROLLBACK TO, which may undo the LSN itself) of a writing
+    /// transaction is about to be sent: the sequence values it used are lost
+    /// to the followers (marked while it still holds the LSN lock).
+    fn note_rollback(&self, ops: &[StmtOp]) {
+        let writes = ops.iter().any(|o| matches!(o, StmtOp::Write | StmtOp::CopyIn));
+        let rollback = ops.iter().any(|o| matches!(o, StmtOp::Rollback | StmtOp::RollbackTo(_)));
+        if (self.wtxn.is_some() || writes) && rollback {
+            self.mark_sequences_dirty();
+        }
+    }
+
+    /// Plan a simple Query for the log. `Err`: refuse the request with it.
+    pub(super) async fn query_log(&mut self, sql: &str, class: &Classification) -> Result<RequestLog, ClientError> {
+        if !self.replicated {
+            return Ok(RequestLog::unlogged());
+        }
+        let mut ops = self.resolve_ops(class).await;
+        self.sql_prepared_statements(sql, &mut ops);
+        self.note_rollback(&ops);
+        let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
+        if plan.logs {
+            self.refuse_volatile_defaults(sql, &class.tables).await?;
+        }
+        let mut items = Vec::new();
+        if plan.copy {
+            items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }));
+        } else if ops.len() == 1 {
+            match &ops[0] {
+                StmtOp::Write => {
+                    let time = txnlog::plan_text(sql).map_err(nondeterministic)?;
+                    items.push(Item::Entry(Entry::Query { sql: sql.into(), plan: time }));
+                }
+                op @ (StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_)) => {
+                    items.push(Item::Savepoint(op.clone()))
+                }
+                _ => {}
+            }
+        } else if plan.logs || ops.iter().any(is_savepoint_op) {
+            // One entry per statement: the applier runs each log entry in its
+            // own transaction (so BEGIN/COMMIT must not be in it), and a
+            // ROLLBACK TO can cut between any two statements.
+            let texts = crate::sql::statements(sql).filter(|t| t.len() == ops.len()).ok_or_else(|| {
+                refusal(writeplan::Refusal("chorus could not split this query into its statements".into()))
+            })?;
+            for (text, op) in texts.into_iter().zip(&ops) {
+                match op {
+                    StmtOp::Begin { .. } | StmtOp::Commit | StmtOp::Rollback | StmtOp::Maintenance => {}
+                    StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
+                        items.push(Item::Savepoint(op.clone()))
+                    }
+                    // Reads are kept too: a SET among them changes what follows.
+                    _ if plan.logs => {
+                        let time = txnlog::plan_text(text).map_err(nondeterministic)?;
+                        items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(RequestLog { plan, items })
+    }
+
+    /// An INSERT (or COPY, MERGE, `SET col = DEFAULT`) that leaves a column to
+    /// a DEFAULT a follower would evaluate to another value (`now()`,
+    /// `gen_random_uuid()` ...) would diverge: refuse it before the leader
+    /// runs it. A column the statement names is taken to be given.
+    async fn refuse_volatile_defaults(&self, sql: &str, tables: &[String]) -> Result<(), ClientError> {
+        if tables.is_empty() || !["insert", "copy", "merge", "default"].iter().any(|w| mentions_word(sql, w)) {
+            return Ok(());
+        }
+        for (table, column, expr) in self.ctx.catalog.volatile_defaults(&self.database, tables).await {
+            if !mentions_word(sql, &column) {
+                return Err(ClientError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "chorus cannot replicate this write: column {column} of {table} would take its default \
+                         {expr}, which a follower would evaluate to another value"
+                    ),
+                )
+                .with_hint(
+                    "Give the column's value in the statement; now() and CURRENT_TIMESTAMP written there are \
+                     replicated exactly.",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// SQL-level PREPARE / EXECUTE / DEALLOCATE: remember what each prepared
+    /// statement does, and resolve an EXECUTE to a read or a refusal. chorus
+    /// cannot replay an EXECUTE (the follower has no such prepared statement),
+    /// so executing a prepared write is refused.
+    fn sql_prepared_statements(&mut self, sql: &str, ops: &mut [StmtOp]) {
+        let n = ops.len();
+        let texts = || crate::sql::statements(sql).filter(|t| t.len() == n);
+        if ops.contains(&StmtOp::Execute) {
+            let Some(texts) = texts() else { return };
+            for (op, text) in ops.iter_mut().zip(texts) {
+                if *op != StmtOp::Execute {
+                    continue;
+                }
+                let name = prepared_name(text, 1);
+                *op = match name.and_then(|n| self.sql_prepared.get(&n)) {
+                    Some(true) => {
+                        StmtOp::NotReplicable("EXECUTE of an SQL-level prepared write; use the extended protocol")
+                    }
+                    // Unknown names fail on the server (26000).
+                    _ => StmtOp::Read,
+                };
+            }
+        }
+        let words = |t: &str| t.split_whitespace().take(2).map(str::to_ascii_lowercase).collect::<Vec<_>>();
+        if !sql.trim_start().get(..10).is_some_and(|h| {
+            let h = h.to_ascii_lowercase();
+            h.starts_with("prepare") || h.starts_with("deallocate") || h.starts_with("discard")
+        }) && n == 1
+        {
+            return;
+        }
+        let Some(texts) = texts() else { return };
+        for text in texts {
+            let w = words(text);
+            match w.first().map(String::as_str) {
+                Some("prepare") if w.get(1).map(String::as_str) != Some("transaction") => {
+                    let Some(name) = prepared_name(text, 1) else { continue };
+                    let writes = prepared_body(text)
+                        .is_none_or(|body| self.ctx.classify.get(body).ops.iter().any(|o| !matches!(o, StmtOp::Read)));
+                    self.sql_prepared.insert(name, writes);
+                }
+                Some("deallocate") => {
+                    match prepared_name(text, if w.get(1).map(String::as_str) == Some("prepare") { 2 } else { 1 }) {
+                        Some(n) if n == "all" => self.sql_prepared.clear(),
+                        Some(n) => {
+                            self.sql_prepared.remove(&n);
+                        }
+                        None => {}
+                    }
+                }
+                Some("discard") => self.sql_prepared.clear(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Plan an extended-protocol batch for the log: one entry per Execute of a
+    /// writing statement, with the statement's text, parameter types and the
+    /// Bind's parameters.
+    pub(super) async fn batch_log(
+        &self,
+        batch: &[Message],
+        parsed: &[(String, Arc<Classification>)],
+    ) -> Result<RequestLog, ClientError> {
+        if !self.replicated {
+            return Ok(RequestLog::unlogged());
+        }
+        // Statement name -> (Parse message, classification), later Parses win.
+        let stmt_of = |name: &str, upto: usize| -> Option<(Message, Arc<Classification>)> {
+            for m in batch[..upto].iter().rev() {
+                if m.tag == b'P'
+                    && let Some((n, sql)) = parse_head(m)
+                    && n == name
+                {
+                    let class = parsed
+                        .iter()
+                        .rev()
+                        .find(|(pn, _)| pn == name)
+                        .map(|(_, c)| c.clone())
+                        .unwrap_or_else(|| self.ctx.classify.get(sql));
+                    return Some((m.clone(), class));
+                }
+            }
+            self.statements.get(name).map(|s| (s.parse.clone(), s.class.clone()))
+        };
+        let mut ops = Vec::new();
+        // Writes (parse, bind) and savepoint ops, in order.
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut portals: Vec<(String, usize)> = Vec::new(); // portal -> Bind index
+        for (i, m) in batch.iter().enumerate() {
+            match m.tag {
+                b'B' => {
+                    if let Some((portal, _)) = bind_head(m) {
+                        portals.retain(|(p, _)| p != portal);
+                        portals.push((portal.to_string(), i));
+                    }
+                }
+                b'E' => {
+                    let Some(portal) = execute_head(m) else { continue };
+                    let Some(&(_, bi)) = portals.iter().find(|(p, _)| p == portal) else {
+                        // A portal bound by an earlier request: its statement is
+                        // unknown here; refuse only if it could write.
+                        ops.push(StmtOp::NotReplicable("Execute of a portal bound before the last Sync"));
+                        continue;
+                    };
+                    let bind = &batch[bi];
+                    let Some((_, stmt)) = bind_head(bind) else { continue };
+                    let Some((parse, class)) = stmt_of(stmt, bi) else { continue };
+                    let resolved = self.resolve_ops(&class).await;
+                    let op = resolved.into_iter().next().unwrap_or(StmtOp::Read);
+                    if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
+                        pending.push(Pending::Write(parse, bind.clone(), class.clone()));
+                    } else if is_savepoint_op(&op) {
+                        pending.push(Pending::Savepoint(op.clone()));
+                    }
+                    ops.push(op);
+                }
+                _ => {}
+            }
+        }
+        self.note_rollback(&ops);
+        let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
+        let mut items = Vec::new();
+        for p in pending {
+            let (parse, bind, class) = match p {
+                Pending::Write(parse, bind, class) => (parse, bind, class),
+                Pending::Savepoint(op) => {
+                    items.push(Item::Savepoint(op));
+                    continue;
+                }
+            };
+            let (sql, types) = parse_statement(&parse).ok_or_else(bad_message)?;
+            if plan.logs {
+                self.refuse_volatile_defaults(&sql, &class.tables).await?;
+            }
+            if plan.copy {
+                items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }));
+                continue;
+            }
+            let time = txnlog::plan_text(&sql).map_err(nondeterministic)?;
+            let tail = bind_tail(&bind).ok_or_else(bad_message)?;
+            items.push(Item::Entry(Entry::Extended { sql, plan: time, types, tail }));
+        }
+        Ok(RequestLog { plan, items })
+    }
+}
+
+/// Does `word` occur in `text` as a whole identifier (case-insensitive)?
+fn mentions_word(text: &str, word: &str) -> bool {
+    let (t, w) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let b = t.as_bytes();
+    t.match_indices(&w).any(|(start, m)| {
+        let end = start + m.len();
+        (start == 0 || !is_ident(b[start - 1])) && (end == b.len() || !is_ident(b[end]))
+    })
+}
+
+/// The name after the first `skip` words of a PREPARE / EXECUTE / DEALLOCATE,
+/// folded as PostgreSQL folds identifiers.
+fn prepared_name(text: &str, skip: usize) -> Option<String> {
+    let mut rest = text.trim_start();
+    for _ in 0..skip {
+        rest = rest.split_once(char::is_whitespace)?.1.trim_start();
+    }
+    if let Some(q) = rest.strip_prefix('"') {
+        return q.split_once('"').map(|(n, _)| n.to_string());
+    }
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')).unwrap_or(rest.len());
+    (end > 0).then(|| rest[..end].to_lowercase())
+}
+
+/// The statement a PREPARE prepares: what follows its top-level AS.
+fn prepared_body(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    let mut depth = 0i32;
+    let b = lower.as_bytes();
+    for i in 0..b.len() {
+        match b[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'a' if depth == 0
+                && lower[i..].starts_with("as")
+                && i > 0
+                && b[i - 1].is_ascii_whitespace()
+                && b.get(i + 2).is_some_and(|c| c.is_ascii_whitespace()) =>
+            {
+                return Some(text[i + 2..].trim());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn is_savepoint_op(op: &StmtOp) -> bool {
+    matches!(op, StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_))
+}
+
+/// The Parse message's text and parameter types.
+pub(super) fn parse_statement(parse: &Message) -> Option<(Arc<str>, Vec<u32>)> {
+    let mut f = Fields::new(parse.body());
+    let _name = f.cstr()?;
+    let sql = f.cstr()?;
+    let n = f.i16()?;
+    let mut types = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        types.push(f.i32()? as u32);
+    }
+    Some((sql.into(), types))
+}
+
+/// The Bind message from its parameter format codes on.
+pub(super) fn bind_tail(bind: &Message) -> Option<Bytes> {
+    let body = bind.body();
+    let mut f = Fields::new(body);
+    f.cstr()?;
+    f.cstr()?;
+    let rest = f.rest();
+    let start = body.len() - rest.len();
+    Some(bind.frame.slice(5 + start..))
+}
+
+pub(super) fn refusal(r: writeplan::Refusal) -> ClientError {
+    ClientError::new(sqlstate::FEATURE_NOT_SUPPORTED, r.0)
+        .with_hint("chorus replicates every write to its followers statement by statement; see README, Replication.")
+}
+
+pub(super) fn nondeterministic(e: crate::sql::rewrite::Nondeterministic) -> ClientError {
+    ClientError::new(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()).with_hint(
+        "Compute the value in the application and pass it as a literal or parameter, so every node stores the same.",
+    )
+}
+
+fn bad_message() -> ClientError {
+    ClientError::new(sqlstate::PROTOCOL_VIOLATION, "malformed Parse or Bind message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_names() {
+        assert!(mentions_word("INSERT INTO t (id, Created_At) VALUES (1, now())", "created_at"));
+        assert!(!mentions_word("INSERT INTO t (id, created_at2) VALUES (1)", "created_at"));
+        assert!(!mentions_word("INSERT INTO tä_created_at VALUES (1)", "created_at"));
+        assert!(mentions_word("copy t from stdin", "copy"));
+        assert_eq!(prepared_name("PREPARE by_id(int) AS SELECT 1", 1).as_deref(), Some("by_id"));
+        assert_eq!(prepared_name("EXECUTE \"Q\" (1)", 1).as_deref(), Some("Q"));
+        assert_eq!(prepared_name("DEALLOCATE PREPARE p", 2).as_deref(), Some("p"));
+        assert_eq!(
+            prepared_body("PREPARE p (int, text) AS INSERT INTO t VALUES ($1, $2)"),
+            Some("INSERT INTO t VALUES ($1, $2)")
+        );
+    }
+}

@@ -11,6 +11,7 @@ use super::writeplan::{self, TxnView, WritePlan};
 use crate::protocol::{ClientError, Fields, Message, sqlstate};
 use crate::sql::{Classification, StmtOp};
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -51,20 +52,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// The ops of a classification with functions only the catalog can judge
     /// resolved: a volatile (or unknown) function makes its statement a write.
-    pub(super) async fn resolve_ops(&self, class: &Classification) -> Vec<StmtOp> {
+    pub(super) async fn resolve_ops<'c>(&self, class: &'c Classification) -> Cow<'c, [StmtOp]> {
         if !class.ops.contains(&StmtOp::MaybeWrite) {
-            return class.ops.clone();
+            return Cow::Borrowed(&class.ops);
         }
         let volatile = !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
-        class
-            .ops
-            .iter()
-            .map(|o| match o {
-                StmtOp::MaybeWrite if volatile => StmtOp::Write,
-                StmtOp::MaybeWrite => StmtOp::Read,
-                o => o.clone(),
-            })
-            .collect()
+        Cow::Owned(
+            class
+                .ops
+                .iter()
+                .map(|o| match o {
+                    StmtOp::MaybeWrite if volatile => StmtOp::Write,
+                    StmtOp::MaybeWrite => StmtOp::Read,
+                    o => o.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// A ROLLBACK (or ROLLBACK TO, which may undo the LSN itself) of a writing
@@ -84,7 +87,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(RequestLog::unlogged());
         }
         let mut ops = self.resolve_ops(class).await;
-        self.sql_prepared_statements(sql, &mut ops);
+        const SESSION_WORDS: [&str; 3] = ["prepare", "deallocate", "discard"];
+        if ops.contains(&StmtOp::Execute)
+            || starts_with_word(sql, &SESSION_WORDS)
+            || (ops.len() > 1 && SESSION_WORDS.iter().any(|w| mentions_word(sql, w)))
+        {
+            self.sql_prepared_statements(sql, ops.to_mut());
+        }
         self.note_rollback(&ops);
         let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
         if plan.logs {
@@ -111,7 +120,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let texts = crate::sql::statements(sql).filter(|t| t.len() == ops.len()).ok_or_else(|| {
                 refusal(writeplan::Refusal("chorus could not split this query into its statements".into()))
             })?;
-            for (text, op) in texts.into_iter().zip(&ops) {
+            for (text, op) in texts.into_iter().zip(ops.iter()) {
                 match op {
                     StmtOp::Begin { .. } | StmtOp::Commit | StmtOp::Rollback | StmtOp::Maintenance => {}
                     StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
@@ -179,13 +188,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         let words = |t: &str| t.split_whitespace().take(2).map(str::to_ascii_lowercase).collect::<Vec<_>>();
-        if !sql.trim_start().get(..10).is_some_and(|h| {
-            let h = h.to_ascii_lowercase();
-            h.starts_with("prepare") || h.starts_with("deallocate") || h.starts_with("discard")
-        }) && n == 1
-        {
-            return;
-        }
         let Some(texts) = texts() else { return };
         for text in texts {
             let w = words(text);
@@ -263,8 +265,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let bind = &batch[bi];
                     let Some((_, stmt)) = bind_head(bind) else { continue };
                     let Some((parse, class)) = stmt_of(stmt, bi) else { continue };
-                    let resolved = self.resolve_ops(&class).await;
-                    let op = resolved.into_iter().next().unwrap_or(StmtOp::Read);
+                    let op = self.resolve_ops(&class).await.first().cloned().unwrap_or(StmtOp::Read);
                     if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
                         pending.push(Pending::Write(parse, bind.clone(), class.clone()));
                     } else if is_savepoint_op(&op) {
@@ -302,14 +303,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 }
 
+/// Does the text start with one of these keywords? No allocation: this runs
+/// for every query.
+fn starts_with_word(sql: &str, words: &[&str]) -> bool {
+    let t = sql.trim_start().as_bytes();
+    words.iter().any(|w| t.len() >= w.len() && t[..w.len()].eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// Does `word` occur in `text` as a whole identifier (case-insensitive)?
 fn mentions_word(text: &str, word: &str) -> bool {
-    let (t, w) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    let (t, w) = (text.as_bytes(), word.as_bytes());
+    if w.is_empty() || t.len() < w.len() {
+        return false;
+    }
     let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
-    let b = t.as_bytes();
-    t.match_indices(&w).any(|(start, m)| {
-        let end = start + m.len();
-        (start == 0 || !is_ident(b[start - 1])) && (end == b.len() || !is_ident(b[end]))
+    (0..=t.len() - w.len()).any(|start| {
+        let end = start + w.len();
+        t[start..end].eq_ignore_ascii_case(w)
+            && (start == 0 || !is_ident(t[start - 1]))
+            && (end == t.len() || !is_ident(t[end]))
     })
 }
 

@@ -91,7 +91,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 let Some((parse, class)) = stmt.map(|s| (s.parse.clone(), s.class.clone())) else {
                     return Ok(());
                 };
-                let op = self.resolve_ops(&class).await.into_iter().next().unwrap_or(StmtOp::Read);
+                let op = self.resolve_ops(&class).await.first().cloned().unwrap_or(StmtOp::Read);
                 let logging = self.open_log.as_ref().is_some_and(|o| o.logging);
                 let entry = match op {
                     StmtOp::Read | StmtOp::Maintenance => return Ok(()),

@@ -173,3 +173,22 @@ async fn failing_autocommit_writes_in_a_row() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_stay_on_the_leader_and_do_not_break_replication() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    for session in 0..2 {
+        let s = chorus.connect(db.name()).await;
+        s.batch_execute("CREATE TEMP TABLE scratch (id int)").await.unwrap();
+        s.batch_execute("INSERT INTO scratch VALUES (1), (2)").await.unwrap();
+        s.execute("UPDATE scratch SET id = id + $1", &[&10i32]).await.unwrap();
+        s.batch_execute("CREATE TEMP TABLE copied AS SELECT * FROM t").await.unwrap();
+        let e = s.batch_execute("INSERT INTO t SELECT id FROM scratch").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{e}");
+        s.batch_execute(&format!("INSERT INTO t VALUES ({session})")).await.unwrap();
+        s.batch_execute("DROP TABLE scratch").await.unwrap();
+    }
+    assert_converged(&db).await;
+}

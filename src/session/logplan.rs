@@ -87,6 +87,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(RequestLog::unlogged());
         }
         let mut ops = self.resolve_ops(class).await;
+        self.temporary_tables(class, &mut ops, true);
         const SESSION_WORDS: [&str; 3] = ["prepare", "deallocate", "discard"];
         if ops.contains(&StmtOp::Execute)
             || starts_with_word(sql, &SESSION_WORDS)
@@ -162,6 +163,43 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         Ok(())
+    }
+
+    /// Temporary tables live in one session on the leader: creating them and
+    /// writing only to them is not logged (a follower's applier has no such
+    /// session). A write that mixes them with regular tables cannot be
+    /// replayed, and is refused.
+    fn temporary_tables(&mut self, class: &Classification, ops: &mut Cow<'_, [StmtOp]>, record: bool) {
+        for op in ops.iter() {
+            if record && let StmtOp::CreateTemp(name) = op {
+                self.temp_tables.insert(name.rsplit('.').next().unwrap_or(name).to_string());
+            }
+        }
+        self.temporary_tables_in_batch(class, ops);
+    }
+
+    fn temporary_tables_in_batch(&self, class: &Classification, ops: &mut Cow<'_, [StmtOp]>) {
+        if self.temp_tables.is_empty() && !ops.iter().any(|o| matches!(o, StmtOp::CreateTemp(_))) {
+            return;
+        }
+        let is_temp = |t: &String| {
+            let (schema, name) = t.rsplit_once('.').map_or(("", t.as_str()), |(s, n)| (s, n));
+            (schema.is_empty() || schema.starts_with("pg_temp")) && self.temp_tables.contains(name)
+        };
+        let temp = class.tables.iter().filter(|t| is_temp(t)).count();
+        let verdict = if temp == 0 {
+            None
+        } else if temp == class.tables.len() {
+            Some(StmtOp::Read)
+        } else {
+            Some(StmtOp::NotReplicable("a write that involves both temporary and regular tables"))
+        };
+        let Some(verdict) = verdict else { return };
+        for op in ops.to_mut().iter_mut() {
+            if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
+                *op = verdict.clone();
+            }
+        }
     }
 
     /// SQL-level PREPARE / EXECUTE / DEALLOCATE: remember what each prepared
@@ -265,7 +303,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let bind = &batch[bi];
                     let Some((_, stmt)) = bind_head(bind) else { continue };
                     let Some((parse, class)) = stmt_of(stmt, bi) else { continue };
-                    let op = self.resolve_ops(&class).await.first().cloned().unwrap_or(StmtOp::Read);
+                    let mut resolved = self.resolve_ops(&class).await;
+                    self.temporary_tables_in_batch(&class, &mut resolved);
+                    let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
                     if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
                         pending.push(Pending::Write(parse, bind.clone(), class.clone()));
                     } else if is_savepoint_op(&op) {

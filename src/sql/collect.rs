@@ -564,7 +564,7 @@ fn fold_ident(id: &Ident) -> String {
     if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
 }
 
-fn fold(name: &ObjectName) -> Vec<String> {
+pub(super) fn fold(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|part| match part {

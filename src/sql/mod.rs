@@ -157,6 +157,10 @@ pub enum StmtOp {
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
     /// CLUSTER, REINDEX): runs on the leader only and is not logged.
     Maintenance,
+    /// `CREATE TEMP TABLE name ...` (also `AS SELECT`): session-local, not
+    /// logged; the session remembers the name (folded) so that writes to its
+    /// temporary tables are not logged either.
+    CreateTemp(String),
     /// `EXECUTE name (...)` of an SQL-level prepared statement: a read or a
     /// write depending on what was prepared (the session knows).
     Execute,

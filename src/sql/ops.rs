@@ -7,7 +7,7 @@
 
 use sqlparser::ast::{CopySource, CopyTarget, Statement, TransactionIsolationLevel, TransactionMode};
 
-use super::collect::{Effect, access_mode};
+use super::collect::{Effect, access_mode, fold};
 use super::settings::savepoint_name;
 use super::{Isolation, StmtOp};
 
@@ -31,6 +31,7 @@ pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> Stm
             }
             Statement::Rollback { .. } => return StmtOp::NotReplicable("ROLLBACK AND CHAIN"),
             Statement::Savepoint { name } => return StmtOp::Savepoint(savepoint_name(name)),
+            Statement::CreateTable(ct) if ct.temporary => return StmtOp::CreateTemp(fold(&ct.name).join(".")),
             Statement::ReleaseSavepoint { name } => return StmtOp::Release(savepoint_name(name)),
             Statement::Copy { to: false, target, source, .. } => {
                 return match (target, source) {
@@ -183,6 +184,8 @@ mod tests {
                 vec![NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")],
             ),
             ("CREATE INDEX i ON t (a)", vec![Write]),
+            ("CREATE TEMP TABLE Tmp (a int)", vec![CreateTemp("tmp".into())]),
+            ("CREATE TEMPORARY TABLE tmp AS SELECT * FROM t", vec![CreateTemp("tmp".into())]),
             ("CREATE DATABASE x", vec![NotReplicable("CREATE/DROP DATABASE through chorus")]),
             ("PREPARE TRANSACTION 'x'", vec![NotReplicable("two-phase commit (PREPARE TRANSACTION)")]),
             ("SET search_path = a", vec![Read]),

@@ -141,9 +141,17 @@ async fn refused_writes_get_a_clear_error_and_leave_the_session_usable() {
     let e = c.batch_execute("INSERT INTO d (id) VALUES (1)").await.unwrap_err();
     assert_eq!(sqlstate(&e), "0A000", "{e}");
     assert!(error_text(&e).contains("column at of d"), "{}", error_text(&e));
+    let e = c.batch_execute("INSERT INTO d (id, at) VALUES (1, DEFAULT)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
     c.batch_execute("INSERT INTO d (id, at) VALUES (1, now())").await.unwrap();
     c.execute("INSERT INTO d (id, at) VALUES ($1, CURRENT_TIMESTAMP)", &[&2i32]).await.unwrap();
+    let e = c.batch_execute("INSERT INTO d (id) VALUES (9)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
     c.batch_execute("UPDATE d SET n = n + 1").await.unwrap();
+    let e = c.batch_execute("UPDATE d SET at = DEFAULT").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    // DDL on such a table is not a row write.
+    c.batch_execute("ALTER TABLE d ADD COLUMN m int DEFAULT 5").await.unwrap();
     assert_converged(&db).await;
 }
 

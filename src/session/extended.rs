@@ -90,7 +90,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let log = match self.batch_log(&self.batch, &[]).await {
             Ok(log) => log,
-            Err(e) => return self.refuse_request(e).await,
+            Err(e) => return self.refuse_in_order(e, m).await,
         };
         if self.log_needs_idle(&log.plan) && self.busy() {
             self.stalled = Some(m);
@@ -208,7 +208,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let needs = self.batch_needs().await;
         if let Some(e) = needs.refuse {
             if m.tag == b'S' {
-                self.refuse_request(e).await?;
+                self.refuse_in_order(e, m.clone()).await?;
             } else {
                 self.batch.clear();
                 self.reply_error(&e, false);

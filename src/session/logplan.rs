@@ -144,11 +144,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// `gen_random_uuid()` ...) would diverge: refuse it before the leader
     /// runs it. A column the statement names is taken to be given.
     async fn refuse_volatile_defaults(&self, sql: &str, tables: &[String]) -> Result<(), ClientError> {
-        if tables.is_empty() || !["insert", "copy", "merge", "default"].iter().any(|w| mentions_word(sql, w)) {
+        // Statements that fill in whole rows take defaults for the columns they
+        // do not name; any row write evaluates an explicit DEFAULT (VALUES (1,
+        // DEFAULT), SET c = DEFAULT). DDL (ALTER TABLE ... DEFAULT) is neither.
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let fills_rows = ["insert", "copy", "merge"].iter().any(|w| mentions_word(sql, w));
+        let explicit_default = (fills_rows || mentions_word(sql, "update")) && mentions_word(sql, "default");
+        if !fills_rows && !explicit_default {
             return Ok(());
         }
         for (table, column, expr) in self.ctx.catalog.volatile_defaults(&self.database, tables).await {
-            if !mentions_word(sql, &column) {
+            if explicit_default || !mentions_word(sql, &column) {
                 return Err(ClientError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     format!(

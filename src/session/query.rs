@@ -96,11 +96,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
 
         if let Some(e) = self.follower_txn_guard(&class) {
-            return self.refuse_request(e).await;
+            return self.refuse_in_order(e, m).await;
         }
         let log = match self.query_log(sql, &class).await {
             Ok(log) => log,
-            Err(e) => return self.refuse_request(e).await,
+            Err(e) => return self.refuse_in_order(e, m).await,
         };
         if self.log_needs_idle(&log.plan) && self.busy() {
             // chorus's steps need the transaction state the in-flight requests
@@ -136,6 +136,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.forward_request(node, &[m], inflight).await
     }
 
+    /// Refuse a complete request, but only once the requests before it have
+    /// been answered: a client may pipeline (tokio-postgres sends a statement's
+    /// Close and Sync without waiting), and answers must come in order.
+    pub(super) async fn refuse_in_order(&mut self, e: ClientError, m: Message) -> Result<(), SessionError> {
+        if self.busy() {
+            self.stalled = Some(m);
+            return Ok(());
+        }
+        self.refuse_request(e).await
+    }
+
     /// FunctionCall: a legacy way to call a function (libpq's large-object
     /// API). chorus cannot put a call by function OID into the replication log,
     /// so it is refused rather than run unreplicated.
@@ -150,7 +161,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             "chorus cannot replicate fast-path function calls (the large-object API uses them)",
         )
         .with_hint("Store the data in a bytea column instead of a large object.");
-        self.refuse_request(e).await
+        self.refuse_in_order(e, m).await
     }
 
     /// Resolve `want` to a ready connection. `None` means the request was

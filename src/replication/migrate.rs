@@ -42,18 +42,29 @@ pub async fn migrate(node: &Node, db: &str, timeout: Duration) -> Result<usize, 
     migrate_with(&mut client, node, db).await
 }
 
+/// A transaction holding the migration lock (so concurrent chorus instances
+/// migrate one at a time).
+async fn locked_transaction<'a>(
+    client: &'a mut Client,
+    node: &Node,
+    db: &str,
+) -> Result<tokio_postgres::Transaction<'a>, ReplicationError> {
+    let txn = client.transaction().await.map_err(query_error(node, db, "BEGIN"))?;
+    txn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await.map_err(query_error(
+        node,
+        db,
+        "taking the migration lock",
+    ))?;
+    Ok(txn)
+}
+
 /// [`migrate`] over an existing connection to `db` on `node`.
 async fn migrate_with(client: &mut Client, node: &Node, db: &str) -> Result<usize, ReplicationError> {
     let applied: Vec<i32> = match client.query("SELECT version FROM _chorus.migrations", &[]).await {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
         Err(e) if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME) =>
         {
-            let txn = client.transaction().await.map_err(query_error(node, db, "BEGIN"))?;
-            txn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await.map_err(query_error(
-                node,
-                db,
-                "taking the migration lock",
-            ))?;
+            let txn = locked_transaction(client, node, db).await?;
             txn.batch_execute(BOOTSTRAP_SQL).await.map_err(query_error(node, db, "creating schema _chorus"))?;
             txn.commit().await.map_err(query_error(node, db, "COMMIT"))?;
             Vec::new()
@@ -63,12 +74,7 @@ async fn migrate_with(client: &mut Client, node: &Node, db: &str) -> Result<usiz
     let mut count = 0;
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let what = format!("migration {:04}_{}", m.version, m.name);
-        let txn = client.transaction().await.map_err(query_error(node, db, "BEGIN"))?;
-        txn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await.map_err(query_error(
-            node,
-            db,
-            "taking the migration lock",
-        ))?;
+        let txn = locked_transaction(client, node, db).await?;
         // Another chorus may have applied it while we waited for the lock.
         let done = txn
             .query_opt("SELECT 1 FROM _chorus.migrations WHERE version = $1", &[&m.version])

@@ -5,9 +5,9 @@
 
 use super::logplan::{Item, RequestLog, bind_tail, nondeterministic, parse_statement, refusal};
 use super::statements::{bind_head, execute_head};
-use super::txnlog::{self, Entry, WriteTxn};
+use super::txnlog::{self, Entry};
 use super::writeplan::{self, TakeLsn};
-use super::{Inflight, Internal, Session, SessionError};
+use super::{Inflight, Session, SessionError};
 use crate::protocol::{ClientError, Message};
 use crate::sql::StmtOp;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -132,13 +132,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if !finish {
             return self.forward_request(node, &[sync], inflight).await;
         }
-        let conn = self.conns[node].as_mut().expect("open batch node is connected");
-        conn.queue(&sync.frame);
-        self.inflight.push_back(inflight);
-        if let Err(e) = self.queue_append(node, true) {
-            self.finish_refused = Some(e);
-            self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
-        }
+        self.queue_request(node, &[sync], inflight);
+        self.queue_finish(node);
         let conn = self.conns[node].as_mut().expect("connected");
         let r = conn.flush().await;
         r.map_err(|e| self.server_lost(node, e))

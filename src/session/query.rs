@@ -201,14 +201,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.reply_error(&e, m.tag != b'H');
     }
 
-    /// Send a complete request (ending in Query/Sync/FunctionCall) to `node`.
-    pub(super) async fn forward_request(
-        &mut self,
-        node: usize,
-        messages: &[Message],
-        inflight: Inflight,
-    ) -> Result<(), SessionError> {
-        self.set_active(node);
+    /// Queue a complete request on `node`'s connection (sent at the next flush).
+    pub(super) fn queue_request(&mut self, node: usize, messages: &[Message], inflight: Inflight) {
         let conn = self.conns[node].as_mut().expect("routed to a connected node");
         for m in messages {
             if m.tag == b'Q' {
@@ -218,6 +212,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             conn.queue(&m.frame);
         }
         self.inflight.push_back(inflight);
+    }
+
+    /// Send a complete request (ending in Query/Sync/FunctionCall) to `node`.
+    pub(super) async fn forward_request(
+        &mut self,
+        node: usize,
+        messages: &[Message],
+        inflight: Inflight,
+    ) -> Result<(), SessionError> {
+        self.set_active(node);
+        self.queue_request(node, messages, inflight);
+        let conn = self.conns[node].as_mut().expect("routed to a connected node");
         let r = conn.flush().await;
         r.map_err(|e| self.server_lost(node, e))?;
         self.placed(node);

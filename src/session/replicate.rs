@@ -240,28 +240,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After);
         inflight.hide_begin_warning = plan.hide_begin_warning;
-        let conn = self.conns[node].as_mut().expect("routed to a connected node");
-        for m in messages {
-            if m.tag == b'Q' {
-                conn.unnamed = None;
-            }
-            conn.queue(&m.frame);
-        }
-        self.inflight.push_back(inflight);
+        self.queue_request(node, messages, inflight);
         if plan.take_lsn == Some(TakeLsn::After) {
-            let conn = self.conns[node].as_mut().expect("connected");
-            for m in WriteTxn::take_lsn_messages(false) {
-                conn.queue(&m.frame);
-            }
+            self.queue_internal(node, WriteTxn::take_lsn_messages(false), Internal::TakeLsn);
             self.wtxn = Some(WriteTxn::new(self.settings.script(false)));
-            self.inflight.push_back(Inflight { internal: Some(Internal::TakeLsn), ..Default::default() });
         }
         if plan.finish_after {
             if plan.copy {
                 self.finish_pending = true;
-            } else if let Err(e) = self.queue_append(node, true) {
-                self.finish_refused = Some(e);
-                self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
+            } else {
+                self.queue_finish(node);
             }
         }
         let conn = self.conns[node].as_mut().expect("connected");
@@ -286,6 +274,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         Ok(())
     }
 
+    /// Queue chorus's commit of the transaction it opened: the append and
+    /// COMMIT, or, when the entry cannot be logged faithfully, a ROLLBACK and
+    /// the reason for the client.
+    pub(super) fn queue_finish(&mut self, node: usize) {
+        if let Err(e) = self.queue_append(node, true) {
+            self.finish_refused = Some(e);
+            self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
+        }
+    }
+
     pub(super) fn queue_internal(&mut self, node: usize, messages: Vec<Message>, kind: Internal) {
         let conn = self.conns[node].as_mut().expect("connected");
         for m in &messages {
@@ -302,10 +300,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(());
         }
         self.copy_logged = false;
-        if let Err(e) = self.queue_append(node, true) {
-            self.finish_refused = Some(e);
-            self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
-        }
+        self.queue_finish(node);
         let conn = self.conns[node].as_mut().expect("connected");
         let r = conn.flush().await;
         r.map_err(|e| self.server_lost(node, e))

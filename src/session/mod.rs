@@ -333,7 +333,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         tokio::pin!(shutdown);
         loop {
             let active_buffered = self.active.and_then(|a| self.conns[a].as_ref()).is_some_and(|c| c.has_buffered());
-            if !self.cout.is_empty() && (!active_buffered || self.cout.len() >= CLIENT_FLUSH_BYTES) {
+            // While chorus commits a transaction it opened around the client's
+            // write, the write's replies wait too: a client that sees
+            // CommandComplete (tokio-postgres returns on it) sees a committed
+            // write, unless the output outgrows the buffer.
+            let hold = !self.cout.is_empty() && self.chorus_step_in_flight();
+            if !self.cout.is_empty() && (self.cout.len() >= CLIENT_FLUSH_BYTES || (!active_buffered && !hold)) {
                 self.flush_client().await?;
             }
             if let Some(m) = self.stalled.take() {

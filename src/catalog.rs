@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 const TTL: Duration = Duration::from_secs(30);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
+/// A DEFAULT expression (as `pg_get_expr` prints it) that is a constant: a
+/// literal, possibly negated, parenthesized and cast (`0`, `'x'::text`,
+/// `'{}'::integer[]`, `('-1'::integer)`, `false`, `NULL::numeric(10,2)`).
+const CONSTANT_DEFAULT: &str =
+    r#"^\(*-?('([^']|'')*'|[0-9][0-9.e+-]*|true|false|NULL)\)*(::[a-zA-Z0-9_ ."\[\](),]+)*\)*$"#;
+
 /// What one database's catalog says, loaded in one go.
 #[derive(Default)]
 struct Snapshot {
@@ -22,6 +28,22 @@ struct Snapshot {
     /// (transaction time, random, uuid ...), by table `name` and `schema.name`:
     /// (column, default expression).
     volatile_defaults: std::collections::HashMap<String, Vec<(String, String)>>,
+    /// What a keyed write needs to know about its table, by `name` (when no
+    /// other schema has a table of that name) and `schema.name`.
+    tables: std::collections::HashMap<String, Arc<TableFacts>>,
+}
+
+/// What the session needs to know to let a keyed write take its LSN at
+/// commit (see `sql::keyed`).
+#[derive(Debug, Default)]
+pub struct TableFacts {
+    /// The primary key's columns (empty: none).
+    pub primary_key: Vec<String>,
+    /// A plain table: no user triggers, rules, row security or inheritance
+    /// children, so a write to it does nothing but change its rows.
+    pub plain: bool,
+    /// Columns whose DEFAULT is not a constant (sequences, identity, functions).
+    pub computed_defaults: Vec<String>,
 }
 
 struct Entry {
@@ -79,6 +101,12 @@ impl FunctionCatalog {
         out
     }
 
+    /// What the catalog says about a table a keyed write names; `None` when
+    /// it is not a known plain or partitioned table, or the catalog cannot be read.
+    pub async fn table_facts(&self, db: &str, table: &str) -> Option<Arc<TableFacts>> {
+        self.snapshot(db).await?.tables.get(table).cloned()
+    }
+
     /// True when every function is known to be non-volatile in `db`.
     pub async fn all_safe(&self, db: &str, functions: &[String]) -> bool {
         if functions.is_empty() {
@@ -133,8 +161,43 @@ impl FunctionCatalog {
                 &[],
             )
             .await;
+        let facts = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, \
+                   coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisprimary), '{}'), \
+                   c.relkind = 'r' AND NOT c.relhassubclass AND NOT c.relhasrules AND NOT c.relrowsecurity \
+                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid \
+                       AND NOT t.tgisinternal AND t.tgname NOT LIKE '\\_chorus\\_%'), \
+                   coalesce((SELECT array_agg(a.attname::text) FROM pg_catalog.pg_attribute a \
+                     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                       AND (a.attidentity <> '' OR (d.adbin IS NOT NULL \
+                         AND NOT pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ $1))), '{}') \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_chorus') \
+                   AND c.relpersistence <> 't'",
+                &[&CONSTANT_DEFAULT],
+            )
+            .await;
         task.abort();
         let rows = rows?;
+        let mut tables: std::collections::HashMap<String, Arc<TableFacts>> = Default::default();
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
+        for r in facts? {
+            let (schema, table): (String, String) = (r.get(0), r.get(1));
+            let f = Arc::new(TableFacts { primary_key: r.get(2), plain: r.get(3), computed_defaults: r.get(4) });
+            *names.entry(table.clone()).or_default() += 1;
+            tables.insert(format!("{schema}.{table}"), f.clone());
+            tables.insert(table, f);
+        }
+        // A name several schemas use depends on the search_path: unknown.
+        for (name, n) in names {
+            if n > 1 {
+                tables.remove(&name);
+            }
+        }
         let mut volatile_defaults: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
         for r in defaults? {
             let (schema, table, column, expr): (String, String, String, String) =
@@ -162,7 +225,7 @@ impl FunctionCatalog {
             *e &= ok;
         }
         safe.extend(unqualified.into_iter().filter(|(_, ok)| *ok).map(|(n, _)| n));
-        let snap = Arc::new(Snapshot { safe, volatile_defaults });
+        let snap = Arc::new(Snapshot { safe, volatile_defaults, tables });
         self.dbs.insert(db.to_string(), Entry { snap: snap.clone(), loaded: Instant::now() });
         Ok(snap)
     }

@@ -110,6 +110,12 @@ pub struct Replication {
     pub log_retention: Duration,
     /// Databases to replicate; empty means every database on the leader.
     pub databases: Vec<String>,
+    /// Transactions whose writes are all keyed (by primary key, constants
+    /// only) take their LSN when they commit instead of at their first write,
+    /// so writers do not queue behind each other's client round trips. Off:
+    /// every writing transaction takes its LSN first (no deadlocks between a
+    /// keyed transaction and one that already holds the LSN).
+    pub lsn_at_commit: bool,
 }
 
 impl Default for Replication {
@@ -119,6 +125,7 @@ impl Default for Replication {
             ack_timeout: Duration::from_secs(5),
             log_retention: Duration::from_secs(3600),
             databases: Vec::new(),
+            lsn_at_commit: true,
         }
     }
 }

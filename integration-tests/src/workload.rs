@@ -87,7 +87,15 @@ pub async fn run_workload(url: &str, opts: &WorkloadOptions) -> WorkloadStats {
         let (c, r, e) = (committed.clone(), rolled_back.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let client = crate::connect(&url).await;
-            let mut session = Worker { client, rng: Rng(seed), id: s as i64, next_event: 0, copy_rounds: 0 };
+            let mut session = Worker {
+                client,
+                url,
+                rng: Rng(seed),
+                id: s as i64,
+                next_event: 0,
+                copy_rounds: 0,
+                last: String::new(),
+            };
             for _ in 0..n {
                 match session.one().await {
                     Outcome::Committed => c.fetch_add(1, Ordering::Relaxed),
@@ -119,6 +127,9 @@ struct Worker {
     id: i64,
     next_event: i64,
     copy_rounds: i64,
+    /// What the previous unit did (for a failure's message).
+    last: String,
+    url: String,
 }
 
 /// Errors the workload provokes or runs into by design.
@@ -139,7 +150,8 @@ impl Worker {
     }
 
     async fn one(&mut self) -> Outcome {
-        let r = match self.rng.below(12) {
+        let unit = self.rng.below(12);
+        let r = match unit {
             0 | 1 => self.transfer().await,
             2 => self.autocommit_simple().await,
             3 => self.upsert().await,
@@ -153,13 +165,25 @@ impl Worker {
             _ => self.prepared_insert().await,
         };
         match r {
-            Ok(o) => o,
+            Ok(o) => {
+                self.last = format!("unit {unit} ok");
+                o
+            }
             Err(e) if expected(&e) => {
                 // Leave any aborted transaction before the next unit.
-                let _ = self.client.batch_execute("ROLLBACK").await;
+                if let Err(r) = self.client.batch_execute("ROLLBACK").await {
+                    // tokio-postgres loses track of its replies when COPY fails
+                    // before it starts (PostgreSQL itself answered the same way:
+                    // ErrorResponse and ReadyForQuery): it needs a new connection.
+                    if unit != 9 {
+                        panic!("workload session {}: ROLLBACK after {e:?} in unit {unit} failed: {r:?}", self.id);
+                    }
+                    self.client = crate::connect(&self.url).await;
+                }
+                self.last = format!("unit {unit} failed with {e:?}");
                 Outcome::Failed
             }
-            Err(e) => panic!("workload session {}: unexpected error: {e:?}", self.id),
+            Err(e) => panic!("workload session {}: unexpected error in unit {unit}: {e:?} (before: {})", self.id, self.last),
         }
     }
 

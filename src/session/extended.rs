@@ -88,7 +88,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.local_abort_batch();
             return Ok(());
         }
-        let log = match self.batch_log(&self.batch, &[]).await {
+        let log = match self.batch_log(&self.batch, &[], true).await {
             Ok(log) => log,
             Err(e) => return self.refuse_in_order(e, m).await,
         };

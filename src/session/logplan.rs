@@ -9,6 +9,7 @@ use super::statements::{bind_head, execute_head, parse_head};
 use super::txnlog::{self, Entry};
 use super::writeplan::{self, TxnView, WritePlan};
 use crate::protocol::{ClientError, Fields, Message, sqlstate};
+use crate::sql::keyed::KeyedKind;
 use crate::sql::{Classification, StmtOp};
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -24,12 +25,15 @@ pub(super) struct RequestLog {
 
 /// A batch's writes (Parse, Bind, classification) and savepoint ops, in order.
 enum Pending {
-    Write(Message, Message, Arc<Classification>),
+    Write(Message, Message, Arc<Classification>, usize, bool),
     Savepoint(StmtOp),
 }
 
 pub(super) enum Item {
-    Entry(Entry),
+    /// A log entry; with the ordinal of its statement's completion in the
+    /// request when its command tag decides whether it is logged (a keyed
+    /// write logged without an LSN that may change nothing).
+    Entry(Entry, Option<usize>),
     /// SAVEPOINT / ROLLBACK TO / RELEASE: positions in the entries.
     Savepoint(StmtOp),
 }
@@ -46,8 +50,53 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         TxnView {
             in_txn: self.txn_node.is_some() || self.deferred_begin,
             deferred_begin: self.deferred_begin,
-            has_lsn: self.wtxn.is_some(),
+            has_lsn: self.holds_lsn(),
+            deferred: self.wtxn.as_ref().is_some_and(|t| t.deferred),
         }
+    }
+
+    /// The writing transaction has taken (or is taking) its LSN.
+    pub(super) fn holds_lsn(&self) -> bool {
+        self.wtxn.as_ref().is_some_and(|t| !t.deferred)
+    }
+
+    /// Which of `ops` are keyed writes (see `sql::keyed`) the leader's catalog
+    /// confirms: a plain table, named by its whole primary key (UPDATE,
+    /// DELETE), or given every column whose default is not a constant (INSERT).
+    async fn keyed_flags(&self, sql: &str, class: &Classification, ops: &[StmtOp]) -> Vec<bool> {
+        let mut flags = vec![false; ops.len()];
+        if class.keyed.is_empty()
+            || !self.ctx.config.replication.lsn_at_commit
+            || !class.functions.is_empty()
+            || matches!(class.leader_reason, Some(crate::sql::LeaderReason::VolatileFunction(_)))
+            || mentions_word(sql, "default")
+            || sql.contains(txnlog::TIME_PLACEHOLDER)
+        {
+            return flags;
+        }
+        for (i, k) in &class.keyed {
+            if ops.get(*i) != Some(&StmtOp::Write) {
+                continue;
+            }
+            let Some(f) = self.ctx.catalog.table_facts(&self.database, &k.table).await else { continue };
+            flags[*i] = f.plain
+                && match &k.kind {
+                    KeyedKind::Insert { columns, .. } if columns.is_empty() => f.computed_defaults.is_empty(),
+                    KeyedKind::Insert { columns, .. } => f.computed_defaults.iter().all(|c| columns.contains(c)),
+                    KeyedKind::Update { keys } | KeyedKind::Delete { keys } => {
+                        !f.primary_key.is_empty() && f.primary_key.iter().all(|c| keys.contains(c))
+                    }
+                };
+        }
+        flags
+    }
+
+    /// The completion ordinal to watch for op `i` of a deferred request.
+    fn tag_of(plan: &WritePlan, class: &Classification, i: usize) -> Option<usize> {
+        if !plan.defer {
+            return None;
+        }
+        class.keyed.iter().find(|(j, _)| *j == i).filter(|(_, k)| k.may_change_nothing()).map(|_| i)
     }
 
     /// The ops of a classification with functions only the catalog can judge
@@ -76,7 +125,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     fn note_rollback(&self, ops: &[StmtOp]) {
         let writes = ops.iter().any(|o| matches!(o, StmtOp::Write | StmtOp::CopyIn));
         let rollback = ops.iter().any(|o| matches!(o, StmtOp::Rollback | StmtOp::RollbackTo(_)));
-        if (self.wtxn.is_some() || writes) && rollback {
+        if (self.holds_lsn() || writes) && rollback {
             self.mark_sequences_dirty();
         }
     }
@@ -96,18 +145,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.sql_prepared_statements(sql, ops.to_mut());
         }
         self.note_rollback(&ops);
-        let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
+        let keyed = self.keyed_flags(sql, class, &ops).await;
+        let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
         if plan.logs {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
         }
         let mut items = Vec::new();
         if plan.copy {
-            items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }));
+            items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }, None));
         } else if ops.len() == 1 {
             match &ops[0] {
                 StmtOp::Write => {
                     let time = txnlog::plan_text(sql).map_err(nondeterministic)?;
-                    items.push(Item::Entry(Entry::Query { sql: sql.into(), plan: time }));
+                    let tag = Self::tag_of(&plan, class, 0);
+                    items.push(Item::Entry(Entry::Query { sql: sql.into(), plan: time }, tag));
                 }
                 op @ (StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_)) => {
                     items.push(Item::Savepoint(op.clone()))
@@ -121,7 +172,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let texts = crate::sql::statements(sql).filter(|t| t.len() == ops.len()).ok_or_else(|| {
                 refusal(writeplan::Refusal("chorus could not split this query into its statements".into()))
             })?;
-            for (text, op) in texts.into_iter().zip(ops.iter()) {
+            for (i, (text, op)) in texts.into_iter().zip(ops.iter()).enumerate() {
                 match op {
                     StmtOp::Begin { .. } | StmtOp::Commit | StmtOp::Rollback | StmtOp::Maintenance => {}
                     StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
@@ -130,7 +181,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     // Reads are kept too: a SET among them changes what follows.
                     _ if plan.logs => {
                         let time = txnlog::plan_text(text).map_err(nondeterministic)?;
-                        items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }));
+                        let tag = Self::tag_of(&plan, class, i);
+                        items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, tag));
                     }
                     _ => {}
                 }
@@ -262,10 +314,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Plan an extended-protocol batch for the log: one entry per Execute of a
     /// writing statement, with the statement's text, parameter types and the
     /// Bind's parameters.
+    /// `defer`: keyed writes may be logged without an LSN (not for a batch
+    /// streamed before its Sync, whose later writes are not known yet).
     pub(super) async fn batch_log(
         &self,
         batch: &[Message],
         parsed: &[(String, Arc<Classification>)],
+        defer: bool,
     ) -> Result<RequestLog, ClientError> {
         if !self.replicated {
             return Ok(RequestLog::unlogged());
@@ -289,8 +344,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.statements.get(name).map(|s| (s.parse.clone(), s.class.clone()))
         };
         let mut ops = Vec::new();
-        // Writes (parse, bind) and savepoint ops, in order.
+        let mut keyed = Vec::new();
+        // Writes (parse, bind, classification, completion ordinal, may change
+        // nothing) and savepoint ops, in order.
         let mut pending: Vec<Pending> = Vec::new();
+        let mut executes = 0;
         let mut portals: Vec<(String, usize)> = Vec::new(); // portal -> Bind index
         for (i, m) in batch.iter().enumerate() {
             match m.tag {
@@ -301,6 +359,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                 }
                 b'E' => {
+                    let ordinal = executes;
+                    executes += 1;
                     let Some(portal) = execute_head(m) else { continue };
                     let Some(&(_, bi)) = portals.iter().find(|(p, _)| p == portal) else {
                         // A portal bound by an earlier request: its statement is
@@ -314,8 +374,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let mut resolved = self.resolve_ops(&class).await;
                     self.temporary_tables_in_batch(&class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
+                    let (mut is_keyed, mut silent) = (false, false);
+                    if defer && op == StmtOp::Write && class.statement_count == 1
+                        && let Some((sql, _)) = parse_statement(&parse)
+                    {
+                        // A row limit could suspend the portal before its tag.
+                        let unlimited = execute_max_rows(m) == Some(0);
+                        is_keyed = unlimited && self.keyed_flags(&sql, &class, &resolved).await.first() == Some(&true);
+                        silent = class.keyed.first().is_some_and(|(_, k)| k.may_change_nothing());
+                    }
+                    keyed.push(is_keyed);
                     if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
-                        pending.push(Pending::Write(parse, bind.clone(), class.clone()));
+                        pending.push(Pending::Write(parse, bind.clone(), class.clone(), ordinal, silent));
                     } else if is_savepoint_op(&op) {
                         pending.push(Pending::Savepoint(op.clone()));
                     }
@@ -324,12 +394,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 _ => {}
             }
         }
+        // An Execute whose portal is unknown pushed an op but no flag.
+        keyed.resize(ops.len(), false);
         self.note_rollback(&ops);
-        let plan = writeplan::plan(self.txn_view(), &ops).map_err(refusal)?;
+        let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
         let mut items = Vec::new();
         for p in pending {
-            let (parse, bind, class) = match p {
-                Pending::Write(parse, bind, class) => (parse, bind, class),
+            let (parse, bind, class, ordinal, silent) = match p {
+                Pending::Write(parse, bind, class, ordinal, silent) => (parse, bind, class, ordinal, silent),
                 Pending::Savepoint(op) => {
                     items.push(Item::Savepoint(op));
                     continue;
@@ -340,12 +412,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.refuse_volatile_defaults(&sql, &class.tables).await?;
             }
             if plan.copy {
-                items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }));
+                items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }, None));
                 continue;
             }
             let time = txnlog::plan_text(&sql).map_err(nondeterministic)?;
             let tail = bind_tail(&bind).ok_or_else(bad_message)?;
-            items.push(Item::Entry(Entry::Extended { sql, plan: time, types, tail }));
+            let tag = (plan.defer && silent).then_some(ordinal);
+            items.push(Item::Entry(Entry::Extended { sql, plan: time, types, tail }, tag));
         }
         Ok(RequestLog { plan, items })
     }
@@ -408,6 +481,13 @@ fn prepared_body(text: &str) -> Option<&str> {
         }
     }
     None
+}
+
+/// An Execute's row limit (0: all rows).
+fn execute_max_rows(m: &Message) -> Option<i32> {
+    let mut f = Fields::new(m.body());
+    f.cstr()?;
+    f.i32()
 }
 
 fn is_savepoint_op(op: &StmtOp) -> bool {

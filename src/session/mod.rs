@@ -69,6 +69,12 @@ struct Inflight {
     hide_begin_warning: bool,
     /// SAVEPOINT / ROLLBACK TO / RELEASE in the request, for the replication log.
     savepoint_ops: Vec<crate::sql::StmtOp>,
+    /// Statements that completed so far (CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended): the ordinal of the next one.
+    completions: usize,
+    /// Keyed statements logged without an LSN: (completion ordinal, log entry
+    /// index). The entry is left out if its command tag says it changed nothing.
+    tags: Vec<(usize, usize)>,
 }
 
 /// chorus's own steps on the leader connection (see replicate.rs).
@@ -76,6 +82,8 @@ struct Inflight {
 enum Internal {
     /// Take the LSN after a REPEATABLE READ / SERIALIZABLE BEGIN.
     TakeLsn,
+    /// Open the transaction around an autocommit keyed write (no LSN yet).
+    Begin,
     /// Append the transaction's log entry; then COMMIT when chorus opened it.
     Append { commit: bool },
     /// End the transaction chorus opened, after a failure.
@@ -473,7 +481,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Hand every server connection back (to the pool if clean).
     fn release(&mut self) {
         self.ctx.cancels.unregister(self.cancel_pid);
-        if self.wtxn.is_some() {
+        if self.holds_lsn() {
             // The server rolls the writing transaction back when its connection
             // goes: whatever sequence values it used are lost to the followers.
             self.ctx.sequences.mark_dirty(&self.database);

@@ -26,7 +26,7 @@ pub(super) struct OpenLog {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Plan the part of a batch about to be forwarded before its Sync.
     pub(super) async fn open_batch_log(&self) -> Result<RequestLog, ClientError> {
-        let log = self.batch_log(&self.batch, &[]).await?;
+        let log = self.batch_log(&self.batch, &[], false).await?;
         if log.plan.append_before || log.plan.copy || log.plan.take_lsn == Some(TakeLsn::After) {
             return Err(refusal(writeplan::Refusal(
                 "chorus cannot replicate COMMIT, COPY or a snapshot BEGIN in an extended-protocol batch sent \
@@ -53,7 +53,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(t) = self.wtxn.as_mut() {
             for item in log.items {
                 match item {
-                    Item::Entry(e) => t.push(e),
+                    Item::Entry(e, _) => t.push(e),
                     Item::Savepoint(StmtOp::Savepoint(name)) => t.savepoint(&name),
                     Item::Savepoint(_) => {
                         t.poisoned = Some("ROLLBACK TO or RELEASE in a batch streamed before its Sync")
@@ -66,7 +66,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             .filter(|m| m.tag == b'B')
             .filter_map(|m| bind_head(m).map(|(p, _)| (p.to_string(), m.clone())))
             .collect();
-        self.open_log = Some(OpenLog { logging: self.wtxn.is_some(), finish_at_sync: plan.finish_after, binds });
+        // A deferred transaction has no LSN: a write streamed later cannot be logged.
+        self.open_log = Some(OpenLog { logging: self.holds_lsn(), finish_at_sync: plan.finish_after, binds });
         Ok(())
     }
 

@@ -34,7 +34,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // An error ends COPY FROM STDIN on the server's side.
                 self.copy_in = false;
             }
-            b'C' => self.last_tag_rollback = m.body().starts_with(b"ROLLBACK"),
+            b'C' | b'I' | b's' => {
+                if m.tag == b'C' {
+                    self.last_tag_rollback = m.body().starts_with(b"ROLLBACK");
+                }
+                self.note_completion(&m);
+            }
             b'G' => {
                 self.copy_in = true;
                 if self.inflight.front().is_some_and(|f| f.extended) {
@@ -90,7 +95,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         if done.hold_ready {
-            if done.failed && self.wtxn.is_some() {
+            if done.failed && self.holds_lsn() {
                 self.mark_sequences_dirty();
             }
             self.held_ready = Some(if done.failed { b'E' } else { status });

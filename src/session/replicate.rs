@@ -11,7 +11,7 @@
 //! are committed together.
 
 use super::logplan::{Item, RequestLog};
-use super::txnlog::{self, WriteTxn};
+use super::txnlog::{self, Undone, WriteTxn};
 use super::writeplan::{TakeLsn, WritePlan};
 use super::{Inflight, Internal, Session, SessionError};
 use crate::backend::BackendError;
@@ -69,10 +69,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let status = self.conns[node].as_ref().map_or(b'I', |c| c.status);
         match r {
             Ok(Some((lsn, micros, _))) => {
-                let mut t = WriteTxn::new(context);
-                t.lsn = Some(lsn);
-                t.micros = Some(micros);
-                self.wtxn = Some(t);
+                match self.wtxn.as_mut() {
+                    // Keyed writes so far: they keep their entries, logged with this LSN.
+                    Some(t) if t.deferred => t.took_lsn(lsn, micros),
+                    _ => {
+                        let mut t = WriteTxn::new(context);
+                        t.lsn = Some(lsn);
+                        t.micros = Some(micros);
+                        self.wtxn = Some(t);
+                    }
+                }
                 if begin {
                     self.txn_node = Some(node);
                 }
@@ -205,6 +211,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         {
             return self.refuse_request(e).await;
         }
+        if plan.defer && self.wtxn.is_none() {
+            self.wtxn = Some(WriteTxn::deferred(self.settings.script(false)));
+        }
         if !log.items.is_empty() {
             let Some(t) = self.wtxn.as_mut() else {
                 // Savepoints outside a writing transaction: nothing to track.
@@ -215,7 +224,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let mut here: Vec<String> = Vec::new();
             for item in log.items {
                 match item {
-                    Item::Entry(e) => t.push(e),
+                    Item::Entry(e, tag) => {
+                        if let Some(ordinal) = tag {
+                            inflight.tags.push((ordinal, t.next_index()));
+                        }
+                        t.push(e)
+                    }
                     Item::Savepoint(StmtOp::Savepoint(name)) => {
                         t.savepoint(&name);
                         here.push(name);
@@ -240,13 +254,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After);
         inflight.hide_begin_warning = plan.hide_begin_warning;
+        // The finishing step waits for the command tags that decide what it logs.
+        let finish_later = plan.copy || !inflight.tags.is_empty();
+        if plan.begin_only {
+            self.queue_internal(node, WriteTxn::begin_messages(), Internal::Begin);
+            self.txn_node = Some(node);
+        }
         self.queue_request(node, messages, inflight);
         if plan.take_lsn == Some(TakeLsn::After) {
             self.queue_internal(node, WriteTxn::take_lsn_messages(false), Internal::TakeLsn);
             self.wtxn = Some(WriteTxn::new(self.settings.script(false)));
         }
         if plan.finish_after {
-            if plan.copy {
+            if finish_later {
                 self.finish_pending = true;
             } else {
                 self.queue_finish(node);
@@ -262,6 +282,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Queue the append step (and COMMIT, when chorus opened the transaction).
     pub(super) fn queue_append(&mut self, node: usize, commit: bool) -> Result<(), ClientError> {
         let t = self.wtxn.as_ref().expect("appending needs a writing transaction");
+        if t.deferred && !t.has_entries() && !commit {
+            // Keyed writes that all changed nothing: no LSN, nothing to log.
+            return Ok(());
+        }
         if let Some(why) = t.poisoned {
             return Err(ClientError::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
@@ -317,6 +341,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     self.check_sequences();
                 }
             }
+            // A deferred transaction's LSN, taken by its append step.
+            b'D' if matches!(kind, Internal::Append { .. }) => {
+                if let (Some(t), Some((lsn, micros, _))) = (self.wtxn.as_mut(), txnlog::parse_lsn_row(m.body())) {
+                    t.lsn = Some(lsn);
+                    t.micros = Some(micros);
+                }
+            }
             b'E' => {
                 let front = self.inflight.front_mut().expect("internal request in flight");
                 if !front.failed {
@@ -364,9 +395,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 self.release_ready(node, status, false);
             }
-            Internal::Append { commit } => {
+            Internal::Begin => {
                 if failed {
+                    // Cannot happen on a healthy idle connection; if it did, the
+                    // write behind it would run outside chorus's transaction.
+                    tracing::error!(?error, "chorus could not open the transaction around a write");
+                    return Err(SessionError::Fatal(ClientError::fatal(
+                        sqlstate::INTERNAL_ERROR,
+                        "chorus could not open a transaction on the leader; reconnect and check the write",
+                    )));
+                }
+            }
+            Internal::Append { commit } => {
+                // A deferred transaction used no sequence values.
+                if failed && !self.wtxn.as_ref().is_some_and(|t| t.deferred) {
                     self.mark_sequences_dirty();
+                }
+                if failed {
                     if let Some(e) = error
                         && !client_failed
                         && !is_aborted_error(&e)
@@ -466,9 +511,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
     }
 
+    /// A statement of the client's request completed (CommandComplete,
+    /// EmptyQueryResponse or PortalSuspended). A keyed write logged without an
+    /// LSN whose tag says it changed no row is left out of the log.
+    pub(super) fn note_completion(&mut self, m: &Message) {
+        let Some(f) = self.inflight.front_mut() else { return };
+        let ordinal = f.completions;
+        f.completions += 1;
+        let Some(&(_, index)) = f.tags.iter().find(|(o, _)| *o == ordinal) else { return };
+        if m.tag == b'C'
+            && rows_of_tag(m.body()) == Some(0)
+            && let Some(t) = self.wtxn.as_mut()
+        {
+            t.drop_entry(index);
+        }
+    }
+
     /// A client request completed: apply its savepoint ops to the log.
     pub(super) fn log_request_done(&mut self, done: &Inflight, status: u8) {
-        if done.failed && self.wtxn.is_some() {
+        if done.failed && self.holds_lsn() {
             // Still holding the LSN lock (or just lost it at a failed COMMIT):
             // values the failed statement used are lost to the followers.
             self.mark_sequences_dirty();
@@ -487,18 +548,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         for op in &done.savepoint_ops {
             let Some(t) = self.wtxn.as_mut() else { return };
+            let held_lsn = !t.deferred;
             match op {
-                // A savepoint older than the LSN: rolling back to it undid the
-                // LSN and everything logged since.
-                StmtOp::RollbackTo(name) if !t.rollback_to(name) => {
-                    self.mark_sequences_dirty();
-                    self.wtxn = None;
-                }
+                StmtOp::RollbackTo(name) => match t.rollback_to(name) {
+                    // A savepoint older than everything logged: rolling back to
+                    // it undid the LSN, if any, and all of the entry.
+                    Undone::Everything => {
+                        if held_lsn {
+                            self.mark_sequences_dirty();
+                        }
+                        self.wtxn = None;
+                    }
+                    Undone::Lsn => self.mark_sequences_dirty(),
+                    Undone::SinceSavepoint => {}
+                },
                 StmtOp::Release(name) => t.release(name),
                 _ => {}
             }
         }
     }
+}
+
+/// The row count of a CommandComplete tag (`UPDATE 3`, `INSERT 0 1`).
+fn rows_of_tag(body: &[u8]) -> Option<u64> {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    let last = tag.rsplit(|&b| b == b' ').next()?;
+    std::str::from_utf8(last).ok()?.parse().ok()
 }
 
 fn is_aborted_error(m: &Message) -> bool {

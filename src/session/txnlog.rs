@@ -30,10 +30,21 @@ const TAKE_LSN_SQL: &str =
 const CAPTURE_STMT: &str = "_chorus_seq";
 const SAVEPOINT_STMT: &str = "_chorus_savepoint";
 
+/// `$6`: when not empty, the placeholder the texts hold for the transaction
+/// timestamp (a transaction that took its LSN in this same step has not told
+/// chorus its timestamp yet); the server writes it in, formatted as
+/// `rewrite::TimePlan::render` formats it.
 const APPEND_SQL: &str = "INSERT INTO _chorus.log (lsn, seq, kind, sql, param_types, params) \
-     SELECT l.lsn, u.seq, u.kind, u.sql, u.types::oid[], u.params \
+     SELECT l.lsn, u.seq, u.kind, \
+       CASE WHEN $6 = '' THEN u.sql ELSE pg_catalog.replace(u.sql, $6, \
+         pg_catalog.to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00') END, \
+       u.types::oid[], u.params \
      FROM _chorus.lsn l, unnest($1::int4[], $2::\"char\"[], $3::text[], $4::text[], $5::bytea[]) \
      AS u(seq, kind, sql, types, params)";
+
+/// Stands for the transaction timestamp in texts logged before it is known
+/// (see `APPEND_SQL`). A text that contains it is never logged that way.
+pub const TIME_PLACEHOLDER: &str = "\u{1}chorus:txn-time\u{1}";
 
 /// Rows per Bind of the append statement, and the bytes after which a new Bind starts.
 const APPEND_ROWS: usize = 2000;
@@ -56,6 +67,19 @@ struct Savepoint {
     at: usize,
 }
 
+/// What a `ROLLBACK TO` undid.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undone {
+    /// The savepoint is not one this log knows: it is older than everything
+    /// logged (and than the LSN, if one was taken).
+    Everything,
+    /// What was logged after the savepoint.
+    SinceSavepoint,
+    /// The LSN too (it was taken after the savepoint); what was logged before
+    /// the savepoint stays, to be logged with an LSN taken at commit.
+    Lsn,
+}
+
 /// The writing transaction in progress on the leader.
 pub struct WriteTxn {
     pub lsn: Option<i64>,
@@ -73,6 +97,12 @@ pub struct WriteTxn {
     /// capture the sequences again before the next write.
     pub resync: bool,
     bytes: usize,
+    /// Only keyed writes so far, and no LSN: it is taken with the append.
+    pub deferred: bool,
+    /// Savepoints set before the LSN was taken (rolling back to them undoes it).
+    savepoints_before_lsn: usize,
+    /// Entries of keyed statements that changed no row: not logged.
+    dropped: Vec<usize>,
 }
 
 impl WriteTxn {
@@ -87,7 +117,40 @@ impl WriteTxn {
             capture_epoch: None,
             resync: false,
             bytes: 0,
+            deferred: false,
+            savepoints_before_lsn: 0,
+            dropped: Vec::new(),
         }
+    }
+
+    /// A transaction of keyed writes, whose LSN is taken when it commits.
+    pub fn deferred(context: String) -> WriteTxn {
+        WriteTxn { deferred: true, ..WriteTxn::new(context) }
+    }
+
+    /// The LSN was just taken in the middle of a deferred transaction.
+    pub fn took_lsn(&mut self, lsn: i64, micros: i64) {
+        self.lsn = Some(lsn);
+        self.micros = Some(micros);
+        self.deferred = false;
+        self.savepoints_before_lsn = self.savepoints.len();
+    }
+
+    /// The next entry's index.
+    pub fn next_index(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The keyed statement of entry `index` changed no row: leave it out.
+    pub fn drop_entry(&mut self, index: usize) {
+        if index < self.entries.len() && !self.dropped.contains(&index) {
+            self.dropped.push(index);
+        }
+    }
+
+    /// Is there anything to log besides the header?
+    pub fn has_entries(&self) -> bool {
+        self.entries.len() > self.dropped.len()
     }
 
     pub fn push(&mut self, entry: Entry) {
@@ -117,15 +180,27 @@ impl WriteTxn {
     }
 
     /// `ROLLBACK TO name`: what was logged after the savepoint is undone, and
-    /// the statements undone may have used sequence values. False when the
-    /// savepoint is older than the LSN: then the LSN itself was undone.
-    pub fn rollback_to(&mut self, name: &str) -> bool {
-        let Some(i) = self.savepoints.iter().rposition(|s| s.name == name) else { return false };
+    /// the statements undone may have used sequence values.
+    pub fn rollback_to(&mut self, name: &str) -> Undone {
+        let Some(i) = self.savepoints.iter().rposition(|s| s.name == name) else { return Undone::Everything };
         let at = self.savepoints[i].at;
         self.entries.truncate(at);
+        self.dropped.retain(|&d| d < at);
         self.savepoints.truncate(i + 1);
-        self.resync = true;
-        true
+        if i < self.savepoints_before_lsn {
+            // Back to keyed writes only, without an LSN.
+            self.lsn = None;
+            self.micros = None;
+            self.deferred = true;
+            self.savepoints_before_lsn = 0;
+            self.capture_epoch = None;
+            self.resync = false;
+            return Undone::Lsn;
+        }
+        // Without the LSN lock there is nothing to capture sequences under
+        // (and keyed writes use none).
+        self.resync = !self.deferred;
+        Undone::SinceSavepoint
     }
 
     /// `RELEASE name` succeeded: the savepoint and later ones are gone.
@@ -147,6 +222,14 @@ impl WriteTxn {
         // seen the error (and noted that sequence values may be lost) and the
         // transaction ends; a plain abort would release it at once.
         push_statement(&mut out, SAVEPOINT_STMT, "SAVEPOINT _chorus_lsn", &[], &[]);
+        out.push(Message::new(b'S', &[]));
+        out
+    }
+
+    /// Messages that open a transaction (without an LSN: a deferred one).
+    pub fn begin_messages() -> Vec<Message> {
+        let mut out = Vec::with_capacity(5);
+        push_statement(&mut out, BEGIN_STMT, "BEGIN", &[], &[]);
         out.push(Message::new(b'S', &[]));
         out
     }
@@ -175,34 +258,55 @@ impl WriteTxn {
         }
     }
 
-    /// Messages that append this transaction's entry, then commit when `commit`.
+    /// Messages that append this transaction's entry, then commit when
+    /// `commit`. A deferred transaction takes its LSN first, in the same step
+    /// (and, when every statement it logged changed nothing, logs nothing).
     pub fn append_messages(&self, commit: bool) -> Vec<Message> {
-        let micros = self.micros.unwrap_or(0);
         let mut out = Vec::new();
+        let take_lsn = self.deferred && self.lsn.is_none();
+        if take_lsn && !self.has_entries() {
+            if commit {
+                push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
+            }
+            out.push(Message::new(b'S', &[]));
+            return out;
+        }
+        if take_lsn {
+            push_statement(&mut out, LSN_STMT, TAKE_LSN_SQL, &[], &[]);
+        }
+        let micros = self.micros.unwrap_or(0);
+        let render = |plan: &TimePlan, sql: &'_ str| -> String {
+            if take_lsn { plan.render_with(sql, TIME_PLACEHOLDER).into_owned() } else { plan.render(sql, micros).into_owned() }
+        };
+        let placeholder = if take_lsn { TIME_PLACEHOLDER } else { "" };
         out.push(close_statement(APPEND_STMT));
-        out.push(parse(APPEND_STMT, APPEND_SQL, &[1007, 1002, 1009, 1009, 1001]));
+        out.push(parse(APPEND_STMT, APPEND_SQL, &[1007, 1002, 1009, 1009, 1001, 25]));
         let mut rows = Rows::default();
         rows.push(0, b'h', Some(self.context.as_bytes()), None, None);
+        let mut seq = 0;
         for (i, e) in self.entries.iter().enumerate() {
-            let seq = i as i32 + 1;
+            if self.dropped.contains(&i) {
+                continue;
+            }
+            seq += 1;
             match e {
                 Entry::Query { sql, plan } => {
-                    let text = plan.render(sql, micros);
+                    let text = render(plan, sql);
                     rows.push(seq, b'q', Some(text.as_bytes()), None, None)
                 }
                 Entry::Extended { sql, plan, types, tail } => {
-                    let text = plan.render(sql, micros);
+                    let text = render(plan, sql);
                     let types = oid_array_text(types);
                     rows.push(seq, b'x', Some(text.as_bytes()), Some(types.as_bytes()), Some(tail))
                 }
                 Entry::Copy { sql, data } => rows.push(seq, b'c', Some(sql.as_bytes()), None, Some(data)),
             }
             if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
-                std::mem::take(&mut rows).bind_execute(&mut out);
+                std::mem::take(&mut rows).bind_execute(&mut out, placeholder);
             }
         }
         if rows.len() > 0 {
-            rows.bind_execute(&mut out);
+            rows.bind_execute(&mut out, placeholder);
         }
         if commit {
             push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
@@ -251,7 +355,7 @@ impl Rows {
     }
 
     /// Bind (all parameters binary) and Execute the append statement.
-    fn bind_execute(self, out: &mut Vec<Message>) {
+    fn bind_execute(self, out: &mut Vec<Message>, placeholder: &str) {
         let seq: Vec<Option<Vec<u8>>> = self.seq.iter().map(|s| Some(s.to_be_bytes().to_vec())).collect();
         let kind: Vec<Option<Vec<u8>>> = self.kind.iter().map(|k| Some(vec![*k])).collect();
         let params = [
@@ -260,6 +364,7 @@ impl Rows {
             binary_array(25, &self.sql),
             binary_array(25, &self.types),
             binary_array(17, &self.params),
+            placeholder.as_bytes().to_vec(),
         ];
         out.push(bind(APPEND_STMT, &params, true));
         out.push(execute());
@@ -421,12 +526,46 @@ mod tests {
         t.savepoint("s");
         t.push(q("b"));
         t.push(q("c"));
-        assert!(t.rollback_to("s"));
+        assert_eq!(t.rollback_to("s"), Undone::SinceSavepoint);
         assert_eq!(t.entries.len(), 1);
         assert!(t.resync);
         t.push(q("d"));
         t.release("s");
-        assert!(!t.rollback_to("s"), "a released (or older) savepoint is not ours");
+        assert_eq!(t.rollback_to("s"), Undone::Everything, "a released (or older) savepoint is not ours");
         assert_eq!(t.entries.len(), 2);
+    }
+
+    #[test]
+    fn rolling_back_past_a_late_lsn_defers_it_again() {
+        let q = |s: &str| Entry::Copy { sql: s.into(), data: BytesMut::new() };
+        let mut t = WriteTxn::deferred(String::new());
+        t.push(q("keyed"));
+        t.savepoint("a");
+        t.push(q("keyed, changed nothing"));
+        t.drop_entry(1);
+        t.took_lsn(5, 0);
+        t.push(q("not keyed"));
+        assert!(!t.deferred);
+        assert_eq!(t.rollback_to("a"), Undone::Lsn);
+        assert!(t.deferred && t.lsn.is_none() && !t.resync);
+        assert_eq!(t.entries.len(), 1);
+        assert!(t.has_entries());
+        t.push(q("keyed again"));
+        t.drop_entry(1);
+        assert!(t.has_entries(), "the first entry stays");
+    }
+
+    #[test]
+    fn a_deferred_transaction_takes_its_lsn_with_the_append() {
+        let mut t = WriteTxn::deferred("RESET ALL".into());
+        let sql = "INSERT INTO h VALUES (1, now())";
+        t.push(Entry::Query { sql: sql.into(), plan: plan_text(sql).unwrap() });
+        let m = t.append_messages(true);
+        let texts: Vec<String> = m.iter().map(|m| String::from_utf8_lossy(&m.frame).into_owned()).collect();
+        assert!(texts[1].contains("UPDATE _chorus.lsn"), "takes the LSN first: {texts:?}");
+        assert!(texts.iter().any(|t| t.contains(TIME_PLACEHOLDER)), "time written in by the server");
+        t.drop_entry(0);
+        let m = t.append_messages(true);
+        assert!(!m.iter().any(|m| String::from_utf8_lossy(&m.frame).contains("_chorus.l")), "nothing to log");
     }
 }

@@ -6,6 +6,18 @@
 //! snapshot) and appends its log entry just before it commits, on the same
 //! connection, in the same transaction. A write outside a transaction is
 //! wrapped: chorus opens the transaction, and appends and commits after it.
+//!
+//! A READ COMMITTED transaction whose writes are all *keyed* (see
+//! `sql::keyed`: their effect depends only on constants and on the rows they
+//! name by primary key) takes its LSN only when it commits, in the same step
+//! as the append: writers then hold the LSN row lock for one server-side step
+//! instead of across every client round trip. Commit order is a valid serial
+//! order for them: two such transactions that touch a common row are ordered
+//! by its row lock, which the first holds until after it took its LSN; a
+//! keyed statement that changed no row is left out of the log (replayed later
+//! it could find a row that did not exist when it ran). The first write that
+//! is not keyed takes the LSN there and then, and the transaction continues as
+//! any other.
 
 use crate::sql::{Isolation, StmtOp};
 
@@ -18,6 +30,8 @@ pub struct TxnView {
     pub deferred_begin: bool,
     /// The open transaction has taken its LSN.
     pub has_lsn: bool,
+    /// The open transaction has logged keyed writes and takes its LSN at commit.
+    pub deferred: bool,
 }
 
 /// Where chorus takes the transaction's LSN for this request.
@@ -46,12 +60,17 @@ pub struct WritePlan {
     /// The request is a COPY FROM STDIN: its data goes into the log, and a
     /// finishing step waits until the copy ends.
     pub copy: bool,
+    /// The request's writes are keyed and its transaction has no LSN: they are
+    /// logged, and the LSN is taken when the entry is appended.
+    pub defer: bool,
+    /// chorus opens a plain transaction (no LSN yet) around the request.
+    pub begin_only: bool,
 }
 
 impl WritePlan {
     /// True when chorus adds steps of its own (they need an idle connection).
     pub fn adds_steps(&self) -> bool {
-        self.take_lsn.is_some() || self.append_before || self.finish_after
+        self.take_lsn.is_some() || self.append_before || self.finish_after || self.begin_only
     }
 }
 
@@ -59,17 +78,20 @@ impl WritePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
 
-/// Plan a request. `ops` must have `MaybeWrite` resolved (to `Write` or `Read`).
-pub fn plan(view: TxnView, ops: &[StmtOp]) -> Result<WritePlan, Refusal> {
+/// Plan a request. `ops` must have `MaybeWrite` resolved (to `Write` or `Read`);
+/// `keyed[i]` says whether `ops[i]` is a keyed write (its table checked too).
+pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, Refusal> {
     let mut p = WritePlan::default();
     let mut in_txn = view.in_txn;
     let mut has_lsn = view.has_lsn;
+    let mut deferred = view.deferred;
+    let is_keyed = |i: usize| ops[i] == StmtOp::Write && keyed.get(i).copied().unwrap_or(false);
     // The request's own plain BEGIN opened the transaction (not yet sent when
     // chorus takes the LSN first).
     let mut own_begin = false;
     let mut ended = false;
     let writes = ops.iter().any(|o| matches!(o, StmtOp::Write | StmtOp::CopyIn));
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         match op {
             StmtOp::NotReplicable(what) => {
                 return Err(Refusal(format!("chorus cannot replicate {what}")));
@@ -121,30 +143,52 @@ pub fn plan(view: TxnView, ops: &[StmtOp]) -> Result<WritePlan, Refusal> {
                                 .into(),
                         ));
                     }
-                    p.take_lsn = Some(TakeLsn::Before { begin: true });
+                    let all_keyed = (0..ops.len())
+                        .all(|j| !matches!(ops[j], StmtOp::Write | StmtOp::CopyIn) || is_keyed(j));
+                    if all_keyed {
+                        p.begin_only = true;
+                        p.defer = true;
+                        deferred = true;
+                    } else {
+                        p.take_lsn = Some(TakeLsn::Before { begin: true });
+                        has_lsn = true;
+                    }
                     p.finish_after = true;
                     in_txn = true;
-                    has_lsn = true;
+                } else if !has_lsn && is_keyed(i) {
+                    p.defer = true;
+                    deferred = true;
                 } else if !has_lsn {
                     // The transaction is not on the server yet when the client's
                     // BEGIN is in this request or still deferred by chorus.
                     p.hide_begin_warning = own_begin;
                     p.take_lsn = Some(TakeLsn::Before { begin: own_begin || view.deferred_begin });
+                    p.defer = false;
                     has_lsn = true;
+                    deferred = false;
                 }
             }
             StmtOp::Commit if in_txn => {
-                if has_lsn && !p.append_before {
+                if p.defer {
+                    // The entry is appended before the request runs, so its
+                    // writes cannot wait for their tags: take the LSN first.
+                    p.defer = false;
+                    p.take_lsn = Some(TakeLsn::Before { begin: own_begin || view.deferred_begin });
+                    p.hide_begin_warning = own_begin;
+                }
+                if (has_lsn || deferred) && !p.append_before {
                     p.append_before = true;
                 }
                 in_txn = false;
                 has_lsn = false;
+                deferred = false;
                 own_begin = false;
                 ended = true;
             }
             StmtOp::Rollback if in_txn => {
                 in_txn = false;
                 has_lsn = false;
+                deferred = false;
                 own_begin = false;
                 ended = true;
             }
@@ -159,10 +203,11 @@ mod tests {
     use super::*;
     use StmtOp::*;
 
-    const IDLE: TxnView = TxnView { in_txn: false, deferred_begin: false, has_lsn: false };
-    const DEFERRED: TxnView = TxnView { in_txn: true, deferred_begin: true, has_lsn: false };
-    const OPEN: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: false };
-    const WRITING: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: true };
+    const IDLE: TxnView = TxnView { in_txn: false, deferred_begin: false, has_lsn: false, deferred: false };
+    const DEFERRED: TxnView = TxnView { in_txn: true, deferred_begin: true, has_lsn: false, deferred: false };
+    const OPEN: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: false, deferred: false };
+    const WRITING: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: true, deferred: false };
+    const KEYED: TxnView = TxnView { in_txn: true, deferred_begin: false, has_lsn: false, deferred: true };
 
     fn begin() -> StmtOp {
         Begin { isolation: None }
@@ -216,7 +261,71 @@ mod tests {
             (IDLE, vec![Savepoint("a".into())], none),
         ];
         for (view, ops, want) in cases {
-            assert_eq!(plan(view, &ops), Ok(want), "{view:?} {ops:?}");
+            assert_eq!(plan(view, &ops, &[]), Ok(want), "{view:?} {ops:?}");
+        }
+    }
+
+    #[test]
+    fn keyed_writes_take_the_lsn_at_commit() {
+        let none = WritePlan::default();
+        let before = |begin| Some(TakeLsn::Before { begin });
+        let cases: Vec<(TxnView, Vec<StmtOp>, Vec<bool>, WritePlan)> = vec![
+            (
+                IDLE,
+                vec![Write],
+                vec![true],
+                WritePlan { finish_after: true, logs: true, defer: true, begin_only: true, ..none },
+            ),
+            // One write that is not keyed: the whole autocommit request takes it first.
+            (
+                IDLE,
+                vec![Write, Write],
+                vec![true, false],
+                WritePlan { take_lsn: before(true), finish_after: true, logs: true, ..none },
+            ),
+            (DEFERRED, vec![Write], vec![true], WritePlan { logs: true, defer: true, ..none }),
+            (OPEN, vec![Read, Write], vec![false, true], WritePlan { logs: true, defer: true, ..none }),
+            (KEYED, vec![Write], vec![true], WritePlan { logs: true, defer: true, ..none }),
+            (KEYED, vec![Write], vec![false], WritePlan { take_lsn: before(false), logs: true, ..none }),
+            (KEYED, vec![Commit], vec![], WritePlan { append_before: true, ..none }),
+            (KEYED, vec![Rollback], vec![], none),
+            (
+                DEFERRED,
+                vec![Write, Write],
+                vec![true, false],
+                WritePlan { take_lsn: before(true), logs: true, ..none },
+            ),
+            // Writes and their COMMIT in one request: the entry is appended
+            // before the request, so the LSN comes first.
+            (
+                IDLE,
+                vec![begin(), Write, Commit],
+                vec![false, true, false],
+                WritePlan {
+                    take_lsn: before(true),
+                    append_before: true,
+                    hide_begin_warning: true,
+                    logs: true,
+                    ..none
+                },
+            ),
+            (
+                KEYED,
+                vec![Write, Commit],
+                vec![true, false],
+                WritePlan { take_lsn: before(false), append_before: true, logs: true, ..none },
+            ),
+            // A snapshot transaction takes its LSN at BEGIN whatever follows.
+            (
+                WRITING,
+                vec![Write],
+                vec![true],
+                WritePlan { logs: true, ..none },
+            ),
+            (KEYED, vec![CopyIn], vec![false], WritePlan { take_lsn: before(false), logs: true, copy: true, ..none }),
+        ];
+        for (view, ops, keyed, want) in cases {
+            assert_eq!(plan(view, &ops, &keyed), Ok(want), "{view:?} {ops:?} {keyed:?}");
         }
     }
 
@@ -233,7 +342,7 @@ mod tests {
             (WRITING, vec![Write, NotReplicable("x")]),
         ];
         for (view, ops) in cases {
-            assert!(plan(view, &ops).is_err(), "{view:?} {ops:?}");
+            assert!(plan(view, &ops, &[]).is_err(), "{view:?} {ops:?}");
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn classify(sql: &str) -> Classification {
     let mut collector = Collector::default();
     let mut shape = Shape::Other;
     let mut ops = Vec::with_capacity(count);
+    let mut keyed = Vec::with_capacity(count);
     for chunk in chunks {
         collector.start_statement(chunk.text);
         // The tokens go to the parser; the rare statement it rejects is
@@ -48,12 +49,16 @@ pub fn classify(sql: &str) -> Classification {
             None => fallback::classify(&tokens, chunk.text, &mut collector),
         };
         ops.push(ops::op_of(parsed.as_ref(), chunk.text, collector.statement_effect()));
+        if let Some(k) = parsed.as_ref().and_then(super::keyed::keyed) {
+            keyed.push((ops.len() - 1, k));
+        }
         if count == 1 {
             shape = this_shape;
         }
     }
     let mut class = collector.finish(shape, count);
     class.ops = ops;
+    class.keyed = keyed;
     class
 }
 
@@ -332,6 +337,7 @@ mod tests {
 
     #[test]
     fn pgbench_statements() {
+        use crate::sql::keyed::{KeyedKind, KeyedWrite};
         let c = classify("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;");
         assert_eq!(
             c,
@@ -340,6 +346,13 @@ mod tests {
                 tables: vec!["pgbench_accounts".into()],
                 ops: vec![StmtOp::Write],
                 statement_count: 1,
+                keyed: vec![(
+                    0,
+                    KeyedWrite {
+                        table: "pgbench_accounts".into(),
+                        kind: KeyedKind::Update { keys: vec!["aid".into()] }
+                    }
+                )],
                 ..Default::default()
             }
         );
@@ -363,6 +376,7 @@ mod tests {
                 tables: vec!["pgbench_history".into()],
                 statement_count: 1,
                 ops: vec![StmtOp::Write],
+                keyed: c.keyed.clone(),
                 ..Default::default()
             }
         );

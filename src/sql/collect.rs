@@ -121,6 +121,7 @@ impl<'a> Collector<'a> {
             tables: self.tables,
             statement_count,
             ops: Vec::new(),
+            keyed: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod classify;
 mod collect;
 mod fallback;
 mod functions;
+pub mod keyed;
 pub mod normalize;
 mod ops;
 pub mod quote;
@@ -127,6 +128,9 @@ pub struct Classification {
     pub statement_count: usize,
     /// What each statement means for the replication log, in order.
     pub ops: Vec<StmtOp>,
+    /// The statements that are keyed writes (see [`keyed`]): their index in
+    /// `ops` and their shape.
+    pub keyed: Vec<(usize, keyed::KeyedWrite)>,
 }
 
 /// What one statement means for the replication log: the session turns a

@@ -123,7 +123,15 @@ impl TimePlan {
             return Cow::Borrowed(sql);
         }
         let ts = UtcText::new(txn_micros);
-        let ts = ts.as_str();
+        self.render_with(sql, ts.as_str())
+    }
+
+    /// [`TimePlan::render`] with the timestamp's text given (a placeholder the
+    /// server replaces, when chorus does not know the timestamp yet).
+    pub fn render_with<'a>(&self, sql: &'a str, ts: &str) -> Cow<'a, str> {
+        if self.edits.is_empty() {
+            return Cow::Borrowed(sql);
+        }
         let room: usize = self.edits.iter().map(|e| e.with.max_len(ts)).sum();
         let capacity = sql.len() + room;
         let mut out = String::with_capacity(capacity);

@@ -17,6 +17,10 @@
 #     three servers), then the three copies are compared.
 # Prints TPS, the ratio to direct and the lag percentiles. Needs PostgreSQL
 # server binaries and pgpool2 (installed when run as root).
+#
+# For experiments: BENCH_MODES="async" runs only those modes, BENCH_PGPOOL=0
+# skips pgpool-II, BENCH_REPLICATION='lsn_at_commit = false' adds lines to
+# chorus's [replication] section.
 set -euo pipefail
 DURATION=${1:-15}
 CLIENTS=8
@@ -125,6 +129,7 @@ ack = "$1"
 ack_timeout = "5s"
 log_retention = "1h"
 databases = ["bench"]
+${BENCH_REPLICATION:-}
 [[nodes]]
 name = "leader"
 role = "leader"
@@ -219,9 +224,9 @@ t1=$(date +%s)
 verify_bench init
 echo "   (init took $((t1 - t0)) s, followers caught up and verified $(($(date +%s) - t1)) s later)"
 
-for mode in async semi-sync sync; do
+for mode in ${BENCH_MODES:-async semi-sync sync}; do
   label="chorus-$mode"
-  [ "$mode" = async ] || { stop_chorus; start_chorus "$mode"; }
+  stop_chorus; start_chorus "$mode"
   echo "== chorus, ack = $mode: TPC-B through chorus"
   checkpoint_all
   from=$(leader_lsn)
@@ -317,7 +322,9 @@ CONF
   fi
 }
 echo "== pgpool-II $(pgpool --version 2>&1 | awk '{print $3}') on $POOL_PORT: native replication over the three servers (database pool)"
-if ! run_pgpool; then
+if [ "${BENCH_PGPOOL:-1}" = 0 ]; then
+  NOTE[pgpool]="skipped: BENCH_PGPOOL=0"
+elif ! run_pgpool; then
   echo "pgpool-II: skipped ($POOL_SKIP)"
   NOTE[pgpool]="skipped: $POOL_SKIP"
 fi

@@ -140,6 +140,12 @@ impl FunctionCatalog {
         }
         let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
         let task = tokio::spawn(conn);
+        // These queries must never wait for a lock: a session in a transaction
+        // that holds a table lock may be waiting for this load, and DDL queued
+        // behind that session would then block the load (a wait cycle the
+        // server cannot see). Catalog scans take no relation locks, but
+        // pg_get_expr(expr, relid) opens the relation; a DEFAULT never refers
+        // to columns, so it is deparsed without one (relid 0).
         // An unqualified name is safe only if no overload in any schema is volatile.
         let rows = client
             .query(
@@ -151,7 +157,7 @@ impl FunctionCatalog {
             .await;
         let defaults = client
             .query(
-                "SELECT n.nspname::text, c.relname::text, a.attname::text, pg_catalog.pg_get_expr(d.adbin, d.adrelid) \
+                "SELECT n.nspname::text, c.relname::text, a.attname::text, pg_catalog.pg_get_expr(d.adbin, 0) \
                  FROM pg_catalog.pg_attrdef d \
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
                  JOIN pg_catalog.pg_class c ON c.oid = d.adrelid \
@@ -174,7 +180,7 @@ impl FunctionCatalog {
                      LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
                        AND (a.attidentity <> '' OR (d.adbin IS NOT NULL \
-                         AND NOT pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ $1))), '{}') \
+                         AND NOT pg_catalog.pg_get_expr(d.adbin, 0) ~ $1))), '{}') \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_chorus') \
                    AND c.relpersistence <> 't'",

@@ -183,7 +183,9 @@ impl Worker {
                 self.last = format!("unit {unit} failed with {e:?}");
                 Outcome::Failed
             }
-            Err(e) => panic!("workload session {}: unexpected error in unit {unit}: {e:?} (before: {})", self.id, self.last),
+            Err(e) => {
+                panic!("workload session {}: unexpected error in unit {unit}: {e:?} (before: {})", self.id, self.last)
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 //! other than UTF-8) reach every follower;
 //! a follower that was down catches up; a database that exists only on the
 //! leader is created on the followers; a statement that fails on one follower
-//! only is a divergence that takes it out of the read rotation.
+//! only is a divergence that takes it out of the read rotation, also when the
+//! follower applies it in a group with other transactions.
 
 use chorus::verify::{VerifyError, VerifyOptions, verify_waiting, verify_with};
 use integration_tests::*;
@@ -270,5 +271,49 @@ async fn a_statement_failing_on_one_follower_only_is_a_divergence() {
         }
         other => panic!("expected the follower to be reported behind: {other:?}"),
     }
+    assert_no_chorus_panics();
+}
+
+/// A follower that was down applies what it missed in groups of LSNs per
+/// transaction; a statement failing inside a group is still attributed to its
+/// own LSN, and what came before it is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_divergence_inside_a_group_names_its_lsn_and_keeps_what_came_before() {
+    let cluster = private_cluster(2);
+    let db = fresh_database_on(&cluster).await;
+    let chorus = start_chorus(&cluster);
+    replicated(&chorus, db.name()).await;
+    let (bad, good) = (&cluster.followers()[0], &cluster.followers()[1]);
+    db.connect_node(bad).await.batch_execute("CREATE TABLE clash (id int)").await.unwrap();
+    bad.stop().unwrap();
+
+    let mut leader = db.connect_leader().await;
+    let first = "CREATE TABLE before_clash (id int); INSERT INTO before_clash VALUES (1)";
+    let lsn1 = commit_logged(&mut leader, first, &[entry(b'h', "RESET ALL"), entry(b'q', first)]).await;
+    let create = "CREATE TABLE clash (id int)";
+    let lsn2 = commit_logged(&mut leader, create, &[entry(b'h', "RESET ALL"), entry(b'q', create)]).await;
+    let next = "CREATE TABLE after_clash (id int)";
+    let lsn3 = commit_logged(&mut leader, next, &[entry(b'h', "RESET ALL"), entry(b'q', next)]).await;
+    wait_applied(&chorus, db.name(), 1, lsn3, Duration::from_secs(30)).await;
+    bad.start().unwrap();
+
+    let state = chorus.context().replication.state().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let divergence = loop {
+        if let Some(d) = state.divergences(db.name()).pop() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no divergence recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((divergence.node.as_str(), divergence.lsn, divergence.seq), (bad.name(), lsn2, 1));
+    assert_eq!(divergence.statement, create);
+    assert!(divergence.error.contains("42P07"), "{divergence}");
+    let f = db.connect_node(bad).await;
+    assert_eq!(position(&f, "applied").await, lsn1, "the transaction before the failing one is applied");
+    let n: i64 = f.query_one("SELECT count(*) FROM before_clash", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert!(f.query_one("SELECT 1 FROM after_clash", &[]).await.is_err(), "nothing after the failing LSN");
+    assert_eq!(position(&db.connect_node(good).await, "applied").await, lsn3);
     assert_no_chorus_panics();
 }

@@ -70,7 +70,10 @@ async fn a_keyed_transaction_that_meets_one_holding_the_lsn_stays_usable() {
     let (db, chorus) = setup().await;
     let keyed = std::sync::Arc::new(chorus.connect(db.name()).await);
     let early = std::sync::Arc::new(chorus.connect(db.name()).await);
-    keyed.batch_execute("CREATE TABLE r (id int PRIMARY KEY, v int); CREATE TABLE s (id serial PRIMARY KEY, v int)").await.unwrap();
+    keyed
+        .batch_execute("CREATE TABLE r (id int PRIMARY KEY, v int); CREATE TABLE s (id serial PRIMARY KEY, v int)")
+        .await
+        .unwrap();
     keyed.batch_execute("INSERT INTO r VALUES (1, 0)").await.unwrap();
     // keyed holds row 1 without an LSN; early takes the LSN (a serial insert)
     // and waits for row 1; keyed then needs the LSN: a deadlock PostgreSQL
@@ -104,4 +107,3 @@ async fn a_keyed_transaction_that_meets_one_holding_the_lsn_stays_usable() {
     }
     assert_converged(&db).await;
 }
-

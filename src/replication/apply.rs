@@ -1,5 +1,6 @@
 //! One follower's applier for one database: replays the leader's log there,
-//! one transaction per LSN, resuming after the follower's recorded position.
+//! in log order, one follower transaction per LSN or per group of small LSNs
+//! (see [`txn`]), resuming after the follower's recorded position.
 //!
 //! Connection problems (follower down or restarting, leader unreachable) are
 //! retried with backoff. A logged statement that fails on the follower is a
@@ -34,6 +35,11 @@ pub struct Applier {
     pub feed: Arc<Feed>,
     pub connect_timeout: Duration,
     pub retention: Duration,
+    /// Whether the follower must flush each apply transaction before it counts
+    /// as applied (`semi-sync`/`sync` acknowledge on it). With `async` it need
+    /// not: a follower that crashes loses a suffix of applied transactions
+    /// together with the matching `_chorus.applied`, and applies them again.
+    pub durable: bool,
 }
 
 /// Why a round of applying stopped early.
@@ -122,11 +128,12 @@ impl Applier {
         // Startup values are what the header's RESET ALL returns to: UTF-8 as
         // on the session's leader connections, and writable even if the
         // server makes transactions read-only by default.
-        let params = [
-            ("client_encoding", "UTF8"),
-            ("application_name", "chorus-apply"),
-            ("options", "-c default_transaction_read_only=off"),
-        ];
+        let options = if self.durable {
+            "-c default_transaction_read_only=off"
+        } else {
+            "-c default_transaction_read_only=off -c synchronous_commit=off"
+        };
+        let params = [("client_encoding", "UTF8"), ("application_name", "chorus-apply"), ("options", options)];
         let mut conn = ServerConn::connect(self.node, &self.follower, &self.db, &params, self.connect_timeout).await?;
         let applied = match txn::query_lsn(&mut conn, "SELECT lsn FROM _chorus.applied").await? {
             Ok(Some(lsn)) => lsn,
@@ -166,12 +173,17 @@ impl Applier {
                 return Ok(Progress::Idle);
             }
         };
-        for t in &txns {
-            if t.rows.is_empty() {
-                tracing::warn!(node = %self.follower.name, db = %self.db, lsn = t.lsn,
-                    "the leader's log has no entry for this LSN; applying it as an empty transaction");
-            }
-            match self.apply_one(f, t).await? {
+        for t in txns.iter().filter(|t| t.rows.is_empty()) {
+            tracing::warn!(node = %self.follower.name, db = %self.db, lsn = t.lsn,
+                "the leader's log has no entry for this LSN; applying it as an empty transaction");
+        }
+        let mut rest = &txns[..];
+        while !rest.is_empty() {
+            let n = group_len(rest);
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let outcome = if n == 1 { self.apply_one(f, &group[0]).await? } else { self.apply_group(f, group).await? };
+            match outcome {
                 Some(Progress::Stop) => return Ok(Progress::Stop),
                 Some(_) => break,
                 None => {}
@@ -180,10 +192,42 @@ impl Applier {
         Ok(Progress::Applied)
     }
 
+    /// Apply several transactions in one follower transaction. If that
+    /// fails, apply them one by one instead, which says which LSN and
+    /// statement failed (or gets past a transient error).
+    async fn apply_group(&self, f: &mut Follower, group: &[LoggedTxn]) -> Result<Option<Progress>, StepError> {
+        let last = group.last().map_or(f.applied, |t| t.lsn);
+        if let Ok(plan) = txn::plan(group) {
+            match txn::execute(&mut f.conn, &plan).await? {
+                Outcome::Committed => {
+                    f.applied = last;
+                    self.state.set_applied(&self.db, self.node, last);
+                    return Ok(None);
+                }
+                Outcome::Failed { unit, error } => {
+                    tracing::debug!(node = %self.follower.name, db = %self.db, first = group[0].lsn, last,
+                        ?unit, error = %error, "a group of transactions failed; applying them one by one");
+                    if f.conn.status != b'I' && !f.conn.broken {
+                        f.conn.simple_oob("ROLLBACK").await?;
+                    }
+                    if f.conn.broken {
+                        return Err(BackendError::Server(error).into());
+                    }
+                }
+            }
+        }
+        for t in group {
+            if let Some(p) = self.apply_one(f, t).await? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
     /// Apply one transaction. `None`: applied, go on; `Some(Idle)`: the
     /// position moved under us, re-read it; `Some(Stop)`: diverged.
     async fn apply_one(&self, f: &mut Follower, t: &LoggedTxn) -> Result<Option<Progress>, StepError> {
-        let plan = match txn::plan(t) {
+        let plan = match txn::plan(std::slice::from_ref(t)) {
             Ok(p) => p,
             Err(e) => {
                 let seq = e.seq;
@@ -205,8 +249,8 @@ impl Applier {
         }
         let lsn = t.lsn;
         match unit {
-            Unit::Row(i) if !is_transient(&error) => {
-                let row = &t.rows[i];
+            Unit::Row { row, .. } if !is_transient(&error) => {
+                let row = &t.rows[row];
                 self.diverged(t, row.seq, row.sql.as_deref().unwrap_or(""), &error.to_string());
                 Ok(Some(Progress::Stop))
             }
@@ -222,7 +266,7 @@ impl Applier {
                     Ok(None) | Err(_) => Err(StepError::Bookkeeping { lsn, what: "re-reading _chorus.applied", error }),
                 }
             }
-            Unit::Row(_) => Err(BackendError::Server(error).into()),
+            Unit::Row { .. } => Err(BackendError::Server(error).into()),
             Unit::Begin | Unit::Guard => Err(StepError::Bookkeeping { lsn, what: "starting the transaction", error }),
             Unit::Reset => Err(StepError::Bookkeeping { lsn, what: "resetting the session", error }),
             Unit::LogCopy => Err(StepError::Bookkeeping { lsn, what: "copying the log rows", error }),
@@ -263,6 +307,21 @@ impl Applier {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How many of `txns` (at least one) to apply in the next follower
+/// transaction: consecutive groupable ones, up to the group limits.
+fn group_len(txns: &[LoggedTxn]) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for t in txns.iter().take(txn::GROUP_LSNS) {
+        bytes += txn::size(t);
+        if !txn::groupable(t) || (n > 0 && bytes > txn::GROUP_BYTES) {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
 }
 
 /// Errors that say nothing about the data: the server is shutting down, out

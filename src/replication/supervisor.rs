@@ -174,6 +174,7 @@ impl Replication {
                 feed: feed.clone(),
                 connect_timeout: self.config.limits.connect_timeout,
                 retention: self.config.replication.log_retention,
+                durable: self.config.replication.ack != crate::config::AckMode::Async,
             };
             appliers.spawn(applier.run());
         }

@@ -1,14 +1,16 @@
-//! One logged transaction replayed on a follower: the pipelined protocol
+//! Logged transactions replayed on a follower: the pipelined protocol
 //! messages (built here, pure) and the reading of the server's replies.
 //!
-//! Everything of one LSN goes out in one write and runs in one follower
-//! transaction:
+//! One or more consecutive LSNs (a group, see [`groupable`]) go out in one
+//! write and run in one follower transaction:
 //!
 //! ```text
 //! BEGIN
-//! guard        DO: _chorus.applied must be at LSN-1; set it (and _chorus.lsn) to LSN
-//! header       the session context (SET script), if logged
-//! statements   'q' Query | 'x' Parse/Bind/Execute/Sync | 'c' Query + CopyData... + CopyDone
+//! guard        DO: _chorus.applied must be at FIRST-1; set it (and _chorus.lsn) to LAST
+//! per LSN:
+//!   reset      (from the second LSN on) as below, so each starts from chorus's own state
+//!   header     the session context (SET script), if logged
+//!   statements 'q' Query | 'x' Parse/Bind/Execute/Sync | 'c' Query + CopyData... + CopyDone
 //! reset        SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL
 //! log copy     Parse INSERT INTO _chorus.log + Bind/Execute per row + Sync
 //! COMMIT
@@ -18,6 +20,13 @@
 //! them tells which unit an ErrorResponse belongs to. After an error the
 //! server answers the rest with 25P02 (or drops COPY data) and COMMIT rolls
 //! back, so nothing of a failed transaction stays.
+//!
+//! Applying a group as one transaction is equivalent to applying its LSNs one
+//! by one: they run serially in log order either way, and a follower that
+//! crashes keeps all of the group or none of it, with `_chorus.applied` to
+//! match. It saves a BEGIN, a guard, a COMMIT (and its WAL flush) and a round
+//! trip per LSN, which is what lets a follower keep up with a leader that
+//! commits many small transactions concurrently.
 
 use super::Lsn;
 use super::feed::{LogRow, LoggedTxn};
@@ -40,8 +49,11 @@ const FIRST_USER_OID: u32 = 16384;
 pub enum Unit {
     Begin,
     Guard,
-    /// The transaction's row at this index (the header included).
-    Row(usize),
+    /// The row `row` (the header included) of the group's transaction `txn`.
+    Row {
+        txn: usize,
+        row: usize,
+    },
     Reset,
     LogCopy,
     Commit,
@@ -51,8 +63,8 @@ pub enum Unit {
 pub struct Plan {
     pub messages: Vec<Message>,
     pub units: Vec<Unit>,
-    /// The kind of each of the transaction's rows, by index.
-    pub row_kinds: Vec<u8>,
+    /// Per unit: whether it is a logged COPY (the only unit that may start one).
+    copies: Vec<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,8 +75,8 @@ pub struct UnknownKind {
     pub kind: char,
 }
 
-fn guard_sql(lsn: Lsn) -> String {
-    let prev = lsn - 1;
+fn guard_sql(first: Lsn, lsn: Lsn) -> String {
+    let prev = first - 1;
     format!(
         "DO $chorus$ BEGIN \
          UPDATE _chorus.applied SET lsn = {lsn}, applied_at = pg_catalog.now() WHERE lsn = {prev}; \
@@ -117,54 +129,92 @@ fn log_copy_bind(row: &LogRow) -> Message {
     build::bind_raw("", "", &build::bind_tail(&[1], &values, &[]))
 }
 
-/// The pipeline that replays `txn` (LSN `txn.lsn`) on a follower at `txn.lsn - 1`.
-pub fn plan(txn: &LoggedTxn) -> Result<Plan, UnknownKind> {
-    let mut messages = vec![build::query("BEGIN"), build::query(&guard_sql(txn.lsn))];
+/// At most this many LSNs, and about this many bytes of log rows, per group.
+pub const GROUP_LSNS: usize = 64;
+pub const GROUP_BYTES: usize = 1 << 20;
+
+/// Whether `txn` may share a follower transaction with its neighbours. Not
+/// when a statement could change the transaction itself for what follows
+/// (`SET TRANSACTION`, `SET CONSTRAINTS`, a `COMMIT`/`ROLLBACK` inside a
+/// procedure, ...): such a transaction is applied alone. A plain search of
+/// the texts, so it errs on the side of applying alone.
+pub fn groupable(txn: &LoggedTxn) -> bool {
+    const WORDS: [&[u8]; 4] = [b"transaction", b"constraints", b"commit", b"rollback"];
+    txn.rows.iter().filter(|r| r.kind != b'h').all(|r| {
+        let text = r.text.to_ascii_lowercase();
+        !WORDS.iter().any(|w| text.windows(w.len()).any(|x| x == *w))
+    })
+}
+
+/// The size of a transaction's log rows, for [`GROUP_BYTES`].
+pub fn size(txn: &LoggedTxn) -> usize {
+    txn.rows.iter().map(|r| r.text.len() + r.params.as_ref().map_or(0, Vec::len) + 64).sum()
+}
+
+/// The pipeline that replays `txns` (consecutive LSNs, at least one) on a
+/// follower at the first one's LSN - 1.
+pub fn plan(txns: &[LoggedTxn]) -> Result<Plan, UnknownKind> {
+    let (first, last) = match (txns.first(), txns.last()) {
+        (Some(f), Some(l)) => (f.lsn, l.lsn),
+        _ => return Ok(Plan { messages: Vec::new(), units: Vec::new(), copies: Vec::new() }),
+    };
+    let mut messages = vec![build::query("BEGIN"), build::query(&guard_sql(first, last))];
     let mut units = vec![Unit::Begin, Unit::Guard];
-    for (i, row) in txn.rows.iter().enumerate() {
-        match row.kind {
-            b'h' => messages.push(build::query_bytes(&row.text)),
-            b'q' => messages.push(build::query_bytes(&row.text)),
-            b'x' => {
-                let types: Vec<u32> = row
-                    .param_types
-                    .as_deref()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|&t| if t >= FIRST_USER_OID { 0 } else { t })
-                    .collect();
-                messages.push(build::parse("", &row.text, &types));
-                let tail = row.params.as_deref().unwrap_or(&[0, 0, 0, 0, 0, 0]);
-                messages.push(build::bind_raw("", "", tail));
-                messages.push(build::execute("", 0));
-                messages.push(build::sync());
-            }
-            b'c' => {
-                messages.push(build::query_bytes(&row.text));
-                for chunk in row.params.as_deref().unwrap_or(&[]).chunks(COPY_CHUNK) {
-                    messages.push(build::copy_data(chunk));
-                }
-                messages.push(build::copy_done());
-            }
-            k => return Err(UnknownKind { lsn: txn.lsn, seq: row.seq, kind: k as char }),
+    let mut copies = vec![false, false];
+    for (t, txn) in txns.iter().enumerate() {
+        if t > 0 {
+            messages.push(build::query(RESET_SQL));
+            units.push(Unit::Reset);
+            copies.push(false);
         }
-        units.push(Unit::Row(i));
+        for (i, row) in txn.rows.iter().enumerate() {
+            match row.kind {
+                b'h' => messages.push(build::query_bytes(&row.text)),
+                b'q' => messages.push(build::query_bytes(&row.text)),
+                b'x' => {
+                    let types: Vec<u32> = row
+                        .param_types
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|&t| if t >= FIRST_USER_OID { 0 } else { t })
+                        .collect();
+                    messages.push(build::parse("", &row.text, &types));
+                    let tail = row.params.as_deref().unwrap_or(&[0, 0, 0, 0, 0, 0]);
+                    messages.push(build::bind_raw("", "", tail));
+                    messages.push(build::execute("", 0));
+                    messages.push(build::sync());
+                }
+                b'c' => {
+                    messages.push(build::query_bytes(&row.text));
+                    for chunk in row.params.as_deref().unwrap_or(&[]).chunks(COPY_CHUNK) {
+                        messages.push(build::copy_data(chunk));
+                    }
+                    messages.push(build::copy_done());
+                }
+                k => return Err(UnknownKind { lsn: txn.lsn, seq: row.seq, kind: k as char }),
+            }
+            units.push(Unit::Row { txn: t, row: i });
+            copies.push(row.kind == b'c');
+        }
     }
     messages.push(build::query(RESET_SQL));
     units.push(Unit::Reset);
-    if !txn.rows.is_empty() {
+    copies.push(false);
+    if txns.iter().any(|t| !t.rows.is_empty()) {
         messages.push(build::parse("", LOG_COPY_SQL, &LOG_COPY_TYPES));
-        for row in &txn.rows {
+        for row in txns.iter().flat_map(|t| &t.rows) {
             messages.push(log_copy_bind(row));
             messages.push(build::execute("", 0));
         }
         messages.push(build::sync());
         units.push(Unit::LogCopy);
+        copies.push(false);
     }
     messages.push(build::query("COMMIT"));
     units.push(Unit::Commit);
-    let row_kinds = txn.rows.iter().map(|r| r.kind).collect();
-    Ok(Plan { messages, units, row_kinds })
+    copies.push(false);
+    Ok(Plan { messages, units, copies })
 }
 
 /// How replaying a plan went, when the connection survived it.
@@ -208,6 +258,7 @@ struct Replies {
 impl Replies {
     fn on_message(&mut self, conn: &mut ServerConn, plan: &Plan, m: Message) -> Option<Outcome> {
         let unit = plan.units.get(self.unit).copied().unwrap_or(Unit::Commit);
+        let is_copy = plan.copies.get(self.unit).copied().unwrap_or(false);
         match m.tag {
             b'E' if self.first_error.is_none() => self.first_error = Some((unit, ServerError::parse(m.body()))),
             b'S' => conn.note_parameter(&m),
@@ -224,7 +275,7 @@ impl Replies {
             // CopyIn is expected for a logged COPY (its data is in the pipeline).
             // Anywhere else the server now waits for data that is not coming
             // and would take the next message for it: give the connection up.
-            b'G' | b'W' if !self.is_copy(plan, unit) => {
+            b'G' | b'W' if !is_copy => {
                 conn.broken = true;
                 let error = ServerError {
                     severity: "ERROR".into(),
@@ -236,10 +287,6 @@ impl Replies {
             _ => {}
         }
         None
-    }
-
-    fn is_copy(&self, plan: &Plan, unit: Unit) -> bool {
-        matches!(unit, Unit::Row(i) if plan.row_kinds.get(i) == Some(&b'c'))
     }
 }
 
@@ -299,7 +346,7 @@ mod tests {
             lsn: 7,
             rows: vec![row(0, b'h', "RESET ALL; SET search_path = a"), row(1, b'q', "CREATE TABLE t (id int)"), x, c],
         };
-        let plan = plan(&txn).unwrap();
+        let plan = plan(std::slice::from_ref(&txn)).unwrap();
         // BEGIN, guard, header, q, x (PBES), c (Q d d c), reset, log copy (P + 4 x BE + S), COMMIT.
         assert_eq!(tags(&plan), "QQQQPBESQddcQPBEBEBEBESQ");
         assert_eq!(
@@ -307,10 +354,10 @@ mod tests {
             [
                 Unit::Begin,
                 Unit::Guard,
-                Unit::Row(0),
-                Unit::Row(1),
-                Unit::Row(2),
-                Unit::Row(3),
+                Unit::Row { txn: 0, row: 0 },
+                Unit::Row { txn: 0, row: 1 },
+                Unit::Row { txn: 0, row: 2 },
+                Unit::Row { txn: 0, row: 3 },
                 Unit::Reset,
                 Unit::LogCopy,
                 Unit::Commit
@@ -329,8 +376,48 @@ mod tests {
     }
 
     #[test]
+    fn a_group_runs_its_transactions_in_order_in_one_follower_transaction() {
+        let a = LoggedTxn { lsn: 7, rows: vec![row(0, b'h', "RESET ALL"), row(1, b'q', "UPDATE t SET a = 1")] };
+        let mut b = LoggedTxn { lsn: 8, rows: vec![row(0, b'h', "RESET ALL"), row(1, b'q', "DELETE FROM t")] };
+        b.rows.iter_mut().for_each(|r| r.lsn = 8);
+        let plan = plan(&[a, b]).unwrap();
+        // BEGIN, guard, a (header, q), reset, b (header, q), reset, log copy (4 rows), COMMIT.
+        assert_eq!(tags(&plan), "QQQQQQQQPBEBEBEBESQ");
+        assert_eq!(
+            plan.units,
+            [
+                Unit::Begin,
+                Unit::Guard,
+                Unit::Row { txn: 0, row: 0 },
+                Unit::Row { txn: 0, row: 1 },
+                Unit::Reset,
+                Unit::Row { txn: 1, row: 0 },
+                Unit::Row { txn: 1, row: 1 },
+                Unit::Reset,
+                Unit::LogCopy,
+                Unit::Commit
+            ]
+        );
+        let guard = String::from_utf8_lossy(plan.messages[1].body()).into_owned();
+        assert!(guard.contains("SET lsn = 8, applied_at") && guard.contains("WHERE lsn = 6"), "{guard}");
+    }
+
+    #[test]
+    fn transactions_that_change_the_transaction_itself_are_applied_alone() {
+        let txn = |sql: &str| LoggedTxn {
+            lsn: 1,
+            rows: vec![row(0, b'h', "SET default_transaction_isolation = 'serializable'"), row(1, b'q', sql)],
+        };
+        assert!(groupable(&txn("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2")));
+        assert!(groupable(&LoggedTxn { lsn: 1, rows: vec![] }));
+        assert!(!groupable(&txn("SET CONSTRAINTS ALL DEFERRED")));
+        assert!(!groupable(&txn("INSERT INTO t VALUES (1); set transaction read only")));
+        assert!(!groupable(&txn("CALL do_work_and_COMMIT()")));
+    }
+
+    #[test]
     fn an_empty_transaction_only_moves_the_position() {
-        let plan = plan(&LoggedTxn { lsn: 3, rows: vec![] }).unwrap();
+        let plan = plan(&[LoggedTxn { lsn: 3, rows: vec![] }]).unwrap();
         assert_eq!(plan.units, [Unit::Begin, Unit::Guard, Unit::Reset, Unit::Commit]);
         assert_eq!(tags(&plan), "QQQQ");
     }
@@ -338,7 +425,7 @@ mod tests {
     #[test]
     fn unknown_kinds_are_refused() {
         let txn = LoggedTxn { lsn: 2, rows: vec![row(0, b'h', ""), row(1, b'z', "?")] };
-        assert_eq!(plan(&txn).err(), Some(UnknownKind { lsn: 2, seq: 1, kind: 'z' }));
+        assert_eq!(plan(&[txn]).err(), Some(UnknownKind { lsn: 2, seq: 1, kind: 'z' }));
     }
 
     #[test]

@@ -375,7 +375,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     self.temporary_tables_in_batch(&class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
                     let (mut is_keyed, mut silent) = (false, false);
-                    if defer && op == StmtOp::Write && class.statement_count == 1
+                    if defer
+                        && op == StmtOp::Write
+                        && class.statement_count == 1
                         && let Some((sql, _)) = parse_statement(&parse)
                     {
                         // A row limit could suspend the portal before its tag.

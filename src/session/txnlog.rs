@@ -276,7 +276,11 @@ impl WriteTxn {
         }
         let micros = self.micros.unwrap_or(0);
         let render = |plan: &TimePlan, sql: &'_ str| -> String {
-            if take_lsn { plan.render_with(sql, TIME_PLACEHOLDER).into_owned() } else { plan.render(sql, micros).into_owned() }
+            if take_lsn {
+                plan.render_with(sql, TIME_PLACEHOLDER).into_owned()
+            } else {
+                plan.render(sql, micros).into_owned()
+            }
         };
         let placeholder = if take_lsn { TIME_PLACEHOLDER } else { "" };
         out.push(close_statement(APPEND_STMT));

@@ -143,8 +143,8 @@ pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, 
                                 .into(),
                         ));
                     }
-                    let all_keyed = (0..ops.len())
-                        .all(|j| !matches!(ops[j], StmtOp::Write | StmtOp::CopyIn) || is_keyed(j));
+                    let all_keyed =
+                        (0..ops.len()).all(|j| !matches!(ops[j], StmtOp::Write | StmtOp::CopyIn) || is_keyed(j));
                     if all_keyed {
                         p.begin_only = true;
                         p.defer = true;
@@ -289,25 +289,14 @@ mod tests {
             (KEYED, vec![Write], vec![false], WritePlan { take_lsn: before(false), logs: true, ..none }),
             (KEYED, vec![Commit], vec![], WritePlan { append_before: true, ..none }),
             (KEYED, vec![Rollback], vec![], none),
-            (
-                DEFERRED,
-                vec![Write, Write],
-                vec![true, false],
-                WritePlan { take_lsn: before(true), logs: true, ..none },
-            ),
+            (DEFERRED, vec![Write, Write], vec![true, false], WritePlan { take_lsn: before(true), logs: true, ..none }),
             // Writes and their COMMIT in one request: the entry is appended
             // before the request, so the LSN comes first.
             (
                 IDLE,
                 vec![begin(), Write, Commit],
                 vec![false, true, false],
-                WritePlan {
-                    take_lsn: before(true),
-                    append_before: true,
-                    hide_begin_warning: true,
-                    logs: true,
-                    ..none
-                },
+                WritePlan { take_lsn: before(true), append_before: true, hide_begin_warning: true, logs: true, ..none },
             ),
             (
                 KEYED,
@@ -316,12 +305,7 @@ mod tests {
                 WritePlan { take_lsn: before(false), append_before: true, logs: true, ..none },
             ),
             // A snapshot transaction takes its LSN at BEGIN whatever follows.
-            (
-                WRITING,
-                vec![Write],
-                vec![true],
-                WritePlan { logs: true, ..none },
-            ),
+            (WRITING, vec![Write], vec![true], WritePlan { logs: true, ..none }),
             (KEYED, vec![CopyIn], vec![false], WritePlan { take_lsn: before(false), logs: true, copy: true, ..none }),
         ];
         for (view, ops, keyed, want) in cases {

@@ -219,7 +219,10 @@ mod tests {
             k("UPDATE pgbench_accounts SET abalance = abalance + -3113 WHERE aid = 41213"),
             update("pgbench_accounts", &["aid"])
         );
-        assert_eq!(k("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"), update("pgbench_tellers", &["tid"]));
+        assert_eq!(
+            k("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"),
+            update("pgbench_tellers", &["tid"])
+        );
         assert_eq!(
             k("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 2, 4, CURRENT_TIMESTAMP)"),
             Some(KeyedWrite {

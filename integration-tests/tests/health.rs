@@ -282,7 +282,19 @@ async fn a_leader_killed_during_a_write_ends_that_request_with_an_error() {
         let sql = "INSERT INTO t SELECT 1 FROM pg_sleep(30)";
         async move { tokio::time::timeout(Duration::from_secs(25), client.execute(sql, &[])).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill the leader only once the write runs there: before that, chorus
+    // answers 57P03 (cannot reach the leader), a different case.
+    let observer = db.connect_leader().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t SELECT 1 FROM pg_sleep%'";
+        let n: i64 = observer.query_one(sql, &[]).await.unwrap().get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write never reached the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let started = Instant::now();
     cluster.leader().kill().unwrap();
     let r = running.await.unwrap().expect("the interrupted write hung");

@@ -44,6 +44,11 @@ pub struct TableFacts {
     pub plain: bool,
     /// Columns whose DEFAULT is not a constant (sequences, identity, functions).
     pub computed_defaults: Vec<String>,
+    /// The rows a statement writes are all it changes, so chorus can
+    /// replicate a write to it by those rows (capture mode): a plain table,
+    /// or a partitioned one with no rules or row security and no user
+    /// triggers on it or any partition.
+    pub capturable: bool,
 }
 
 struct Entry {
@@ -167,6 +172,21 @@ impl FunctionCatalog {
                 &[],
             )
             .await;
+        // What each view reads (its rule's dependencies): a write through an
+        // updatable view takes the defaults of the table below it.
+        let views = client
+            .query(
+                "SELECT DISTINCT vn.nspname::text, v.relname::text, bn.nspname::text, b.relname::text \
+                 FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+                 JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid \
+                 JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+                   AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                   AND d.refobjid <> v.oid \
+                 JOIN pg_catalog.pg_class b ON b.oid = d.refobjid JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace \
+                 WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema', '_chorus')",
+                &[],
+            )
+            .await;
         let facts = client
             .query(
                 "SELECT n.nspname::text, c.relname::text, \
@@ -180,7 +200,10 @@ impl FunctionCatalog {
                      LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
                        AND (a.attidentity <> '' OR (d.adbin IS NOT NULL \
-                         AND NOT pg_catalog.pg_get_expr(d.adbin, 0) ~ $1))), '{}') \
+                         AND NOT pg_catalog.pg_get_expr(d.adbin, 0) ~ $1))), '{}'), \
+                   c.relkind = 'p' AND NOT c.relhasrules AND NOT c.relrowsecurity \
+                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) p \
+                       JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid WHERE NOT t.tgisinternal) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_chorus') \
                    AND c.relpersistence <> 't'",
@@ -193,7 +216,14 @@ impl FunctionCatalog {
         let mut names: std::collections::HashMap<String, usize> = Default::default();
         for r in facts? {
             let (schema, table): (String, String) = (r.get(0), r.get(1));
-            let f = Arc::new(TableFacts { primary_key: r.get(2), plain: r.get(3), computed_defaults: r.get(4) });
+            let plain: bool = r.get(3);
+            let partitioned_plain: bool = r.get(5);
+            let f = Arc::new(TableFacts {
+                primary_key: r.get(2),
+                plain,
+                computed_defaults: r.get(4),
+                capturable: plain || partitioned_plain,
+            });
             *names.entry(table.clone()).or_default() += 1;
             tables.insert(format!("{schema}.{table}"), f.clone());
             tables.insert(table, f);
@@ -216,6 +246,31 @@ impl FunctionCatalog {
                 for key in [table.clone(), format!("{schema}.{table}")] {
                     volatile_defaults.entry(key).or_default().push((column.clone(), expr.clone()));
                 }
+            }
+        }
+        // Views inherit the volatile defaults of what they read (views of
+        // views too, a few levels deep).
+        let mut reads: Vec<(String, String, String)> = Vec::new(); // (view, schema.view, schema.base)
+        for r in views? {
+            let (vs, v, bs, b): (String, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            reads.push((v.clone(), format!("{vs}.{v}"), format!("{bs}.{b}")));
+        }
+        for _ in 0..4 {
+            let mut grew = false;
+            for (view, qualified, base) in &reads {
+                let Some(cols) = volatile_defaults.get(base).cloned() else { continue };
+                for key in [view, qualified] {
+                    let have = volatile_defaults.entry(key.clone()).or_default();
+                    for c in &cols {
+                        if !have.contains(c) {
+                            have.push(c.clone());
+                            grew = true;
+                        }
+                    }
+                }
+            }
+            if !grew {
+                break;
             }
         }
         let mut unqualified: std::collections::HashMap<String, bool> = std::collections::HashMap::new();

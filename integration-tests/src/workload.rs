@@ -2,7 +2,8 @@
 //! mixing autocommit and explicit transactions, the simple and the extended
 //! protocol with parameters, rollbacks, failing statements, savepoints,
 //! conflicting updates of the same rows (and the deadlocks they cause),
-//! upserts, deletes, COPY, transaction-time functions and DDL. It does not
+//! upserts, deletes, COPY, transaction-time functions, DDL, and writes chorus
+//! captures (per-row random(), volatile defaults, LIMIT without ORDER BY). It does not
 //! check results itself: the caller runs `verify` after it.
 //!
 //! The seed is printed; `CHORUS_WORKLOAD_SEED=<seed>` replays a run's choices
@@ -69,6 +70,8 @@ CREATE TABLE w_events (id bigint PRIMARY KEY, session int NOT NULL, kind text NO
 CREATE TABLE w_kv (k text PRIMARY KEY, v int NOT NULL, updated timestamp);
 CREATE TABLE w_seq (id serial PRIMARY KEY, session int NOT NULL, note text NOT NULL);
 CREATE SEQUENCE w_counter;
+CREATE TABLE w_rand (id bigserial PRIMARY KEY, session int NOT NULL, u uuid NOT NULL DEFAULT gen_random_uuid(),
+                     at timestamptz DEFAULT clock_timestamp(), r float8);
 ";
 
 /// Run the workload against `url` (a chorus database URL) after creating its tables.
@@ -150,7 +153,7 @@ impl Worker {
     }
 
     async fn one(&mut self) -> Outcome {
-        let unit = self.rng.below(12);
+        let unit = self.rng.below(13);
         let r = match unit {
             0 | 1 => self.transfer().await,
             2 => self.autocommit_simple().await,
@@ -162,6 +165,7 @@ impl Worker {
             8 => self.delete_and_reinsert().await,
             9 => self.copy().await,
             10 if self.id == 0 => self.ddl().await,
+            12 => self.captured().await,
             _ => self.prepared_insert().await,
         };
         match r {
@@ -331,6 +335,57 @@ impl Worker {
                  CREATE INDEX IF NOT EXISTS w_events_day{n} ON w_events (day)"
             ))
             .await?;
+        Ok(Outcome::Committed)
+    }
+
+    /// Writes whose values differ per row and per node, which chorus replicates
+    /// by the rows the leader wrote, mixed with plain writes that draw from
+    /// sequences after them.
+    async fn captured(&mut self) -> Result<Outcome, tokio_postgres::Error> {
+        let session = self.id as i32;
+        let c = &self.client;
+        match self.rng.below(5) {
+            0 => {
+                let n = 1 + self.rng.below(30);
+                c.batch_execute(&format!(
+                    "INSERT INTO w_rand (session, r) SELECT {session}, random() FROM generate_series(1, {n})"
+                ))
+                .await?;
+            }
+            1 => {
+                let k = self.rng.below(5) as i64;
+                c.batch_execute("BEGIN").await?;
+                c.execute("UPDATE w_rand SET r = random() WHERE session = $1 AND id % 5 = $2", &[&session, &k]).await?;
+                c.execute("INSERT INTO w_seq (session, note) VALUES ($1, 'after capture')", &[&session]).await?;
+                c.execute("INSERT INTO w_rand (session) VALUES ($1)", &[&session]).await?;
+                c.batch_execute("COMMIT").await?;
+            }
+            2 => {
+                c.batch_execute(&format!(
+                    "DELETE FROM w_rand WHERE id IN (SELECT id FROM w_rand WHERE session = {session} LIMIT 2)"
+                ))
+                .await?;
+            }
+            3 => {
+                // Shared ids: sessions upsert each other's rows.
+                let id = 1 + self.rng.below(50) as i64;
+                c.execute(
+                    "INSERT INTO w_rand (id, session, r) VALUES ($1, $2, random()) \
+                     ON CONFLICT (id) DO UPDATE SET r = random(), u = gen_random_uuid()",
+                    &[&id, &session],
+                )
+                .await?;
+            }
+            _ => {
+                c.batch_execute("BEGIN").await?;
+                c.batch_execute(&format!("INSERT INTO w_rand (session, r) VALUES ({session}, random())")).await?;
+                c.batch_execute("SAVEPOINT c").await?;
+                c.batch_execute(&format!("UPDATE w_rand SET u = gen_random_uuid() WHERE session = {session}")).await?;
+                c.batch_execute("ROLLBACK TO SAVEPOINT c").await?;
+                c.batch_execute(&format!("INSERT INTO w_seq (session, note) VALUES ({session}, 'sp capture')")).await?;
+                c.batch_execute("COMMIT").await?;
+            }
+        }
         Ok(Outcome::Committed)
     }
 

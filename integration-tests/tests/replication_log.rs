@@ -111,22 +111,22 @@ async fn refused_writes_get_a_clear_error_and_leave_the_session_usable() {
     let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
 
-    // Values chorus cannot know, in a write: refused before the leader runs it.
-    for sql in [
-        "INSERT INTO t SELECT (random() * 100)::int",
-        "UPDATE t SET id = extract(epoch FROM clock_timestamp())::int",
-        "INSERT INTO t VALUES (length(gen_random_uuid()::text))",
-    ] {
+    // Values chorus cannot know, where it cannot capture the rows written
+    // (an UPDATE of a table without a primary key): refused before the leader
+    // runs them. (tests/replication_capture.rs has the writes it captures.)
+    for sql in
+        ["UPDATE t SET id = extract(epoch FROM clock_timestamp())::int", "UPDATE t SET id = (random() * 100)::int"]
+    {
         let e = c.batch_execute(sql).await.unwrap_err();
         assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
         assert!(error_text(&e).contains("cannot replicate"), "{sql}: {}", error_text(&e));
     }
     // ... also through the extended protocol, and inside a transaction (which it aborts).
-    let e = c.execute("INSERT INTO t VALUES ($1 + (random() * 0)::int)", &[&3i32]).await.unwrap_err();
+    let e = c.execute("UPDATE t SET id = $1 + (random() * 0)::int", &[&3i32]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "0A000", "{e}");
     c.batch_execute("BEGIN").await.unwrap();
     c.batch_execute("INSERT INTO t VALUES (4)").await.unwrap();
-    let e = c.batch_execute("INSERT INTO t SELECT (random() * 100)::int").await.unwrap_err();
+    let e = c.batch_execute("UPDATE t SET id = (random() * 100)::int").await.unwrap_err();
     assert_eq!(sqlstate(&e), "0A000", "{e}");
     let e = c.batch_execute("INSERT INTO t VALUES (5)").await.unwrap_err();
     assert_eq!(sqlstate(&e), "25P02", "{e}");
@@ -134,22 +134,12 @@ async fn refused_writes_get_a_clear_error_and_leave_the_session_usable() {
     // A SELECT that writes nothing may use them.
     c.batch_execute("SELECT random(), gen_random_uuid(), clock_timestamp()").await.unwrap();
 
-    // A column left to a volatile DEFAULT would be evaluated again on a follower.
     c.batch_execute("CREATE TABLE d (id int PRIMARY KEY, at timestamptz DEFAULT now(), n int DEFAULT 7)")
         .await
         .unwrap();
-    let e = c.batch_execute("INSERT INTO d (id) VALUES (1)").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
-    assert!(error_text(&e).contains("column at of d"), "{}", error_text(&e));
-    let e = c.batch_execute("INSERT INTO d (id, at) VALUES (1, DEFAULT)").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
     c.batch_execute("INSERT INTO d (id, at) VALUES (1, now())").await.unwrap();
     c.execute("INSERT INTO d (id, at) VALUES ($1, CURRENT_TIMESTAMP)", &[&2i32]).await.unwrap();
-    let e = c.batch_execute("INSERT INTO d (id) VALUES (9)").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
     c.batch_execute("UPDATE d SET n = n + 1").await.unwrap();
-    let e = c.batch_execute("UPDATE d SET at = DEFAULT").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
     // DDL on such a table is not a row write.
     c.batch_execute("ALTER TABLE d ADD COLUMN m int DEFAULT 5").await.unwrap();
     assert_converged(&db).await;

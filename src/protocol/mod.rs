@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod message;
+pub mod rows;
 
 pub use error::{ClientError, ServerError, sqlstate};
 pub use message::{Fields, FrameError, Message, MessageReader, build};

@@ -26,6 +26,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "log", sql: include_str!("../../migrations/postgres/0001_log.sql") },
     Migration { version: 2, name: "applied_at", sql: include_str!("../../migrations/postgres/0002_applied_at.sql") },
+    Migration { version: 3, name: "capture", sql: include_str!("../../migrations/postgres/0003_capture.sql") },
 ];
 
 /// The advisory lock (per database) migrations run under: "chorusmg".

@@ -88,7 +88,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.local_abort_batch();
             return Ok(());
         }
-        let log = match self.batch_log(&self.batch, &[], true).await {
+        let mut log = match self.batch_log(&self.batch, &[], true).await {
             Ok(log) => log,
             Err(e) => return self.refuse_in_order(e, m).await,
         };
@@ -100,11 +100,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let placed = self.place_batch(&m, log.plan.logs).await;
         self.begin_with_lsn = false;
         let Some((node, needs, mut batch)) = placed? else { return Ok(()) };
+        self.send_captured(&mut batch, &mut log);
         batch.push(m);
         if let Some(p) = needs.pin {
             self.pinned.get_or_insert(p);
         }
-        let inflight = Inflight { settings: needs.settings, ddl: needs.ddl, extended: true, ..Default::default() };
+        let inflight = Inflight {
+            settings: needs.settings,
+            ddl: needs.ddl,
+            extended: true,
+            captures: std::mem::take(&mut log.slots),
+            ..Default::default()
+        };
         if log.plan.adds_steps() || !log.items.is_empty() {
             self.copy_logged = log.plan.copy;
             return self.forward_logged(node, &batch, inflight, log).await;
@@ -193,6 +200,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let batch = std::mem::take(&mut self.batch);
         self.commit_messages(node, &batch, &needs.parsed);
         Ok(Some((node, needs, batch)))
+    }
+
+    /// Captured statements of a placed batch go with their RETURNING column
+    /// (and Executes of them without a row limit); the session remembers
+    /// which of its prepared statements are captured.
+    fn send_captured(&mut self, batch: &mut [Message], log: &mut super::logplan::RequestLog) {
+        for (i, spec) in std::mem::take(&mut log.parses) {
+            let rewritten = log.rewrites.iter().find(|(j, _)| *j == i).map(|(_, m)| m.clone());
+            if let (Some(rewritten), Some((name, _))) = (rewritten, parse_head(&batch[i])) {
+                let name = name.to_string();
+                self.statements.set_capture(&name, &batch[i], rewritten, spec);
+            }
+        }
+        for (i, m) in std::mem::take(&mut log.rewrites) {
+            batch[i] = m;
+        }
     }
 
     /// Queue one message to `node` and flush.
@@ -334,7 +357,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         _ => self.ctx.classify.get(sql),
                     };
                     let sql: Arc<str> = sql.into();
-                    self.statements.define(name, Statement { parse: m.clone(), sql: sql.clone(), class });
+                    self.statements
+                        .define(name, Statement { parse: m.clone(), sql: sql.clone(), class, capture: None });
                     let conn = self.conns[node].as_mut().expect("connected");
                     if name.is_empty() {
                         conn.unnamed = Some(sql);

@@ -5,10 +5,11 @@
 //! columns left to a volatile DEFAULT, SQL-level EXECUTE of a prepared write).
 
 use super::Session;
-use super::statements::{bind_head, execute_head, parse_head};
+use super::capture::{At, CaptureSpec, Replay, Slot, after_captured_write, draws_no_sequence_values, with_clauses};
+use super::statements::{bind_head, execute_head, parse_head, target_head};
 use super::txnlog::{self, Entry};
 use super::writeplan::{self, TxnView, WritePlan};
-use crate::protocol::{ClientError, Fields, Message, sqlstate};
+use crate::protocol::{ClientError, Fields, Message, build, sqlstate};
 use crate::sql::keyed::KeyedKind;
 use crate::sql::{Classification, StmtOp};
 use bytes::Bytes;
@@ -21,11 +22,22 @@ pub(super) struct RequestLog {
     pub plan: WritePlan,
     /// Entries and savepoint ops, in statement order.
     pub items: Vec<Item>,
+    /// A simple Query to send instead of the client's (captured statements
+    /// get their RETURNING column).
+    pub query: Option<String>,
+    /// Batch messages to send instead of the client's, by index: Parses of
+    /// captured statements, Executes of them without a row limit.
+    pub rewrites: Vec<(usize, Message)>,
+    /// Captured statements the batch defines: the index of their Parse.
+    pub parses: Vec<(usize, Arc<CaptureSpec>)>,
+    /// Describe replies of captured statements.
+    pub slots: Vec<Slot>,
 }
 
-/// A batch's writes (Parse, Bind, classification) and savepoint ops, in order.
+/// A batch's writes (Parse, Bind, classification, completion ordinal, may
+/// change nothing, how it is replicated) and savepoint ops, in order.
 enum Pending {
-    Write(Message, Message, Arc<Classification>, usize, bool),
+    Write(Message, Message, Arc<Classification>, usize, bool, Option<Replay>),
     Savepoint(StmtOp),
 }
 
@@ -36,12 +48,27 @@ pub(super) enum Item {
     Entry(Entry, Option<usize>),
     /// SAVEPOINT / ROLLBACK TO / RELEASE: positions in the entries.
     Savepoint(StmtOp),
+    /// A captured write, with the ordinal of its statement's completion in
+    /// the request: its rows arrive before that.
+    Capture(Arc<CaptureSpec>, usize),
 }
 
 impl RequestLog {
     /// Nothing to log (the database is not replicated).
     fn unlogged() -> RequestLog {
-        RequestLog { plan: WritePlan::default(), items: Vec::new() }
+        RequestLog {
+            plan: WritePlan::default(),
+            items: Vec::new(),
+            query: None,
+            rewrites: Vec::new(),
+            parses: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Does the request capture anything (its messages are rewritten)?
+    pub fn captures(&self) -> bool {
+        self.query.is_some() || !self.rewrites.is_empty() || !self.slots.is_empty()
     }
 }
 
@@ -147,55 +174,70 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
-        if plan.logs {
-            self.refuse_volatile_defaults(sql, &class.tables).await?;
-        }
-        let mut items = Vec::new();
+        let mut log = RequestLog { plan, ..RequestLog::unlogged() };
         if plan.copy {
-            items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }, None));
-        } else if ops.len() == 1 {
-            match &ops[0] {
-                StmtOp::Write => {
-                    let time = txnlog::plan_text(sql).map_err(nondeterministic)?;
-                    let tag = Self::tag_of(&plan, class, 0);
-                    items.push(Item::Entry(Entry::Query { sql: sql.into(), plan: time }, tag));
+            self.refuse_volatile_defaults(sql, &class.tables).await?;
+            log.items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }, None));
+            return Ok(log);
+        }
+        if !plan.logs && !ops.iter().any(is_savepoint_op) {
+            return Ok(log);
+        }
+        // One entry per statement: the applier runs each log entry in its
+        // own transaction (so BEGIN/COMMIT must not be in it), and a ROLLBACK
+        // TO can cut between any two statements.
+        let ranges = if ops.len() == 1 {
+            // The one statement's exact end is needed only to capture it.
+            std::iter::once(0..sql.len()).collect()
+        } else {
+            crate::sql::statement_ranges(sql).filter(|r| r.len() == ops.len()).ok_or_else(|| {
+                refusal(writeplan::Refusal("chorus could not split this query into its statements".into()))
+            })?
+        };
+        let mut clauses: Vec<(usize, Arc<CaptureSpec>)> = Vec::new();
+        for (i, (range, op)) in ranges.into_iter().zip(ops.iter()).enumerate() {
+            let text = &sql[range.clone()];
+            match op {
+                StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
+                    log.items.push(Item::Savepoint(op.clone()))
                 }
-                op @ (StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_)) => {
-                    items.push(Item::Savepoint(op.clone()))
+                StmtOp::Write if plan.logs => match self.replay_of(text, class, i, !clauses.is_empty()).await? {
+                    Replay::Text(time) => {
+                        let tag = Self::tag_of(&plan, class, i);
+                        log.items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, tag));
+                    }
+                    Replay::Capture(spec) => {
+                        log.items.push(Item::Capture(spec.clone(), i));
+                        let end = if ops.len() == 1 { statement_end(sql) } else { range.end };
+                        clauses.push((end, spec));
+                    }
+                },
+                // Reads are kept too: a SET among them changes what follows.
+                // (One whose text chorus cannot make deterministic changes
+                // no data, and no setting: a SET's value is a constant.)
+                StmtOp::Read | StmtOp::MaybeWrite if plan.logs && ops.len() > 1 => {
+                    if let Ok(time) = txnlog::plan_text(text) {
+                        log.items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, None));
+                    }
                 }
                 _ => {}
             }
-        } else if plan.logs || ops.iter().any(is_savepoint_op) {
-            // One entry per statement: the applier runs each log entry in its
-            // own transaction (so BEGIN/COMMIT must not be in it), and a
-            // ROLLBACK TO can cut between any two statements.
-            let texts = crate::sql::statements(sql).filter(|t| t.len() == ops.len()).ok_or_else(|| {
-                refusal(writeplan::Refusal("chorus could not split this query into its statements".into()))
-            })?;
-            for (i, (text, op)) in texts.into_iter().zip(ops.iter()).enumerate() {
-                match op {
-                    StmtOp::Begin { .. } | StmtOp::Commit | StmtOp::Rollback | StmtOp::Maintenance => {}
-                    StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
-                        items.push(Item::Savepoint(op.clone()))
-                    }
-                    // Reads are kept too: a SET among them changes what follows.
-                    _ if plan.logs => {
-                        let time = txnlog::plan_text(text).map_err(nondeterministic)?;
-                        let tag = Self::tag_of(&plan, class, i);
-                        items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, tag));
-                    }
-                    _ => {}
-                }
-            }
         }
-        Ok(RequestLog { plan, items })
+        if !clauses.is_empty() {
+            if plan.append_before {
+                return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+            }
+            let at: Vec<(usize, &str)> = clauses.iter().map(|(end, spec)| (*end, spec.clause.as_str())).collect();
+            log.query = Some(with_clauses(sql, &at));
+        }
+        Ok(log)
     }
 
     /// An INSERT (or COPY, MERGE, `SET col = DEFAULT`) that leaves a column to
     /// a DEFAULT a follower would evaluate to another value (`now()`,
     /// `gen_random_uuid()` ...) would diverge: refuse it before the leader
     /// runs it. A column the statement names is taken to be given.
-    async fn refuse_volatile_defaults(&self, sql: &str, tables: &[String]) -> Result<(), ClientError> {
+    pub(super) async fn refuse_volatile_defaults(&self, sql: &str, tables: &[String]) -> Result<(), ClientError> {
         // Statements that fill in whole rows take defaults for the columns they
         // do not name; any row write evaluates an explicit DEFAULT (VALUES (1,
         // DEFAULT), SET c = DEFAULT). DDL (ALTER TABLE ... DEFAULT) is neither.
@@ -313,7 +355,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Plan an extended-protocol batch for the log: one entry per Execute of a
     /// writing statement, with the statement's text, parameter types and the
-    /// Bind's parameters.
+    /// Bind's parameters, or the rows it writes when chorus captures it.
     /// `defer`: keyed writes may be logged without an LSN (not for a batch
     /// streamed before its Sync, whose later writes are not known yet).
     pub(super) async fn batch_log(
@@ -325,30 +367,83 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if !self.replicated {
             return Ok(RequestLog::unlogged());
         }
-        // Statement name -> (Parse message, classification), later Parses win.
-        let stmt_of = |name: &str, upto: usize| -> Option<(Message, Arc<Classification>)> {
-            for m in batch[..upto].iter().rev() {
+        let class_of = |name: &str, sql: &str| {
+            parsed
+                .iter()
+                .rev()
+                .find(|(pn, _)| pn == name)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_else(|| self.ctx.classify.get(sql))
+        };
+        // How each Parse of a write chorus could capture is replicated,
+        // decided once per Parse: a captured one is sent with its RETURNING column.
+        let mut decided: Vec<(usize, Result<Replay, ClientError>)> = Vec::new();
+        let mut rewrites: Vec<(usize, Message)> = Vec::new();
+        let mut parses: Vec<(usize, Arc<CaptureSpec>)> = Vec::new();
+        // Writes after a captured one in the batch are captured too (see replay_of).
+        let mut captured_before = false;
+        let mut bound: Vec<(&str, &str)> = Vec::new(); // portal -> statement
+        for (i, m) in batch.iter().enumerate() {
+            match m.tag {
+                b'P' => {
+                    let Some((name, sql)) = parse_head(m) else { continue };
+                    let class = class_of(name, sql);
+                    if class.capture.is_empty() || class.statement_count != 1 {
+                        continue;
+                    }
+                    let r = self.replay_of(sql, &class, 0, captured_before).await;
+                    if let Ok(Replay::Capture(spec)) = &r {
+                        let (_, types) = parse_statement(m).ok_or_else(bad_message)?;
+                        let text = with_clauses(sql, &[(statement_end(sql), &spec.clause)]);
+                        rewrites.push((i, build::parse(name, text.as_bytes(), &types)));
+                        parses.push((i, spec.clone()));
+                    }
+                    decided.push((i, r));
+                }
+                b'B' => {
+                    if let Some((portal, stmt)) = bind_head(m) {
+                        bound.retain(|(p, _)| *p != portal);
+                        bound.push((portal, stmt));
+                    }
+                }
+                b'E' => {
+                    let stmt = execute_head(m).and_then(|p| bound.iter().find(|(b, _)| *b == p)).map(|(_, s)| *s);
+                    let Some(stmt) = stmt else { continue };
+                    let here =
+                        batch[..i].iter().rposition(|m| m.tag == b'P' && parse_head(m).is_some_and(|(n, _)| n == stmt));
+                    captured_before |= match here {
+                        Some(j) => parses.iter().any(|(k, _)| *k == j),
+                        None => self.statements.get(stmt).is_some_and(|s| s.capture.is_some()),
+                    };
+                }
+                _ => {}
+            }
+        }
+        // Statement name -> (Parse message, classification, the Parse's index
+        // when it is in this batch), later Parses win.
+        let stmt_of = |name: &str, upto: usize| -> Option<(Message, Arc<Classification>, Option<usize>)> {
+            for (j, m) in batch[..upto].iter().enumerate().rev() {
                 if m.tag == b'P'
                     && let Some((n, sql)) = parse_head(m)
                     && n == name
                 {
-                    let class = parsed
-                        .iter()
-                        .rev()
-                        .find(|(pn, _)| pn == name)
-                        .map(|(_, c)| c.clone())
-                        .unwrap_or_else(|| self.ctx.classify.get(sql));
-                    return Some((m.clone(), class));
+                    return Some((m.clone(), class_of(name, sql), Some(j)));
                 }
             }
-            self.statements.get(name).map(|s| (s.parse.clone(), s.class.clone()))
+            self.statements.get(name).map(|s| (s.parse.clone(), s.class.clone(), None))
+        };
+        let capture_of = |name: &str, upto: usize| -> Option<Arc<CaptureSpec>> {
+            match stmt_of(name, upto)?.2 {
+                Some(j) => parses.iter().find(|(k, _)| *k == j).map(|(_, s)| s.clone()),
+                None => self.statements.get(name)?.capture.clone(),
+            }
         };
         let mut ops = Vec::new();
         let mut keyed = Vec::new();
-        // Writes (parse, bind, classification, completion ordinal, may change
-        // nothing) and savepoint ops, in order.
         let mut pending: Vec<Pending> = Vec::new();
-        let mut executes = 0;
+        let mut slots = Vec::new();
+        let mut captured_before = false;
+        let (mut executes, mut describes) = (0, 0);
         let mut portals: Vec<(String, usize)> = Vec::new(); // portal -> Bind index
         for (i, m) in batch.iter().enumerate() {
             match m.tag {
@@ -356,6 +451,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     if let Some((portal, _)) = bind_head(m) {
                         portals.retain(|(p, _)| p != portal);
                         portals.push((portal.to_string(), i));
+                    }
+                }
+                b'D' => {
+                    let k = describes;
+                    describes += 1;
+                    let spec = match target_head(m) {
+                        Some((b'S', name)) => capture_of(name, i),
+                        Some((_, portal)) => portals
+                            .iter()
+                            .find(|(p, _)| p == portal)
+                            .and_then(|&(_, bi)| bind_head(&batch[bi]).and_then(|(_, stmt)| capture_of(stmt, bi))),
+                        None => None,
+                    };
+                    if let Some(spec) = spec {
+                        slots.push(Slot { at: At::Describe(k), entry: None, hide: spec.hide });
                     }
                 }
                 b'E' => {
@@ -370,12 +480,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     };
                     let bind = &batch[bi];
                     let Some((_, stmt)) = bind_head(bind) else { continue };
-                    let Some((parse, class)) = stmt_of(stmt, bi) else { continue };
+                    let Some((parse, class, origin)) = stmt_of(stmt, bi) else { continue };
                     let mut resolved = self.resolve_ops(&class).await;
                     self.temporary_tables_in_batch(&class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
+                    let replay = match op {
+                        StmtOp::Write => {
+                            Some(self.execute_replay(stmt, &parse, &class, origin, &decided, captured_before).await?)
+                        }
+                        _ => None,
+                    };
+                    let captured = matches!(replay, Some(Replay::Capture(_)));
+                    captured_before |= captured;
                     let (mut is_keyed, mut silent) = (false, false);
                     if defer
+                        && !captured
                         && op == StmtOp::Write
                         && class.statement_count == 1
                         && let Some((sql, _)) = parse_statement(&parse)
@@ -385,9 +504,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         is_keyed = unlimited && self.keyed_flags(&sql, &class, &resolved).await.first() == Some(&true);
                         silent = class.keyed.first().is_some_and(|(_, k)| k.may_change_nothing());
                     }
+                    if captured && execute_max_rows(m) != Some(0) {
+                        // The rows come with the statement's first Execute:
+                        // all of them, so its completion is in this request.
+                        rewrites.push((i, build::execute(portal, 0)));
+                    }
                     keyed.push(is_keyed);
                     if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
-                        pending.push(Pending::Write(parse, bind.clone(), class.clone(), ordinal, silent));
+                        pending.push(Pending::Write(parse, bind.clone(), class.clone(), ordinal, silent, replay));
                     } else if is_savepoint_op(&op) {
                         pending.push(Pending::Savepoint(op.clone()));
                     }
@@ -402,29 +526,91 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
         let mut items = Vec::new();
         for p in pending {
-            let (parse, bind, class, ordinal, silent) = match p {
-                Pending::Write(parse, bind, class, ordinal, silent) => (parse, bind, class, ordinal, silent),
+            let (parse, bind, class, ordinal, silent, replay) = match p {
+                Pending::Write(parse, bind, class, ordinal, silent, replay) => {
+                    (parse, bind, class, ordinal, silent, replay)
+                }
                 Pending::Savepoint(op) => {
                     items.push(Item::Savepoint(op));
                     continue;
                 }
             };
+            let time = match replay {
+                Some(Replay::Capture(spec)) => {
+                    items.push(Item::Capture(spec, ordinal));
+                    continue;
+                }
+                Some(Replay::Text(time)) => Some(time),
+                None => None,
+            };
             let (sql, types) = parse_statement(&parse).ok_or_else(bad_message)?;
-            if plan.logs {
-                self.refuse_volatile_defaults(&sql, &class.tables).await?;
-            }
             if plan.copy {
+                self.refuse_volatile_defaults(&sql, &class.tables).await?;
                 items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }, None));
                 continue;
             }
-            let time = txnlog::plan_text(&sql).map_err(nondeterministic)?;
+            let time = match time {
+                Some(t) => t,
+                None => txnlog::plan_text(&sql).map_err(nondeterministic)?,
+            };
             let tail = bind_tail(&bind).ok_or_else(bad_message)?;
             let tag = (plan.defer && silent).then_some(ordinal);
             items.push(Item::Entry(Entry::Extended { sql, plan: time, types, tail }, tag));
         }
-        Ok(RequestLog { plan, items })
+        if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
+            return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+        }
+        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots })
+    }
+
+    /// How an Execute of the writing statement `name` is replicated: as
+    /// decided for its Parse (in this batch, or when it was prepared).
+    /// `after_capture`: an earlier Execute of the batch is captured.
+    async fn execute_replay(
+        &self,
+        name: &str,
+        parse: &Message,
+        class: &Classification,
+        origin: Option<usize>,
+        decided: &[(usize, Result<Replay, ClientError>)],
+        after_capture: bool,
+    ) -> Result<Replay, ClientError> {
+        let (sql, _) = parse_statement(parse).ok_or_else(bad_message)?;
+        let replayed = |r: Replay| match r {
+            Replay::Text(_) if after_capture && !draws_no_sequence_values(&sql) => Err(after_captured_write()),
+            r => Ok(r),
+        };
+        if let Some(j) = origin
+            && let Some((_, r)) = decided.iter().find(|(k, _)| *k == j)
+        {
+            return replayed(r.clone()?);
+        }
+        if origin.is_none()
+            && let Some(spec) = self.statements.get(name).and_then(|s| s.capture.clone())
+        {
+            return Ok(Replay::Capture(spec));
+        }
+        match self.replay_of(&sql, class, 0, false).await? {
+            Replay::Capture(_) => Err(ClientError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "chorus cannot replicate this prepared write as it was prepared: the table changed since, and \
+                 chorus must now replicate the rows it writes",
+            )
+            .with_hint("Prepare the statement again.")),
+            r => replayed(r),
+        }
     }
 }
+
+/// Where a one-statement text's statement ends (before a trailing `;` or comment).
+fn statement_end(sql: &str) -> usize {
+    crate::sql::statement_ranges(sql).and_then(|r| r.last().map(|r| r.end)).unwrap_or(sql.len())
+}
+
+/// chorus appends the log entry before the COMMIT it sees, and a captured
+/// write's rows are known only once it has run.
+const CAPTURE_WITH_COMMIT: &str = "chorus cannot replicate a write whose rows it must capture (see README, \
+     Replication) sent together with its COMMIT; send the COMMIT on its own";
 
 /// Does the text start with one of these keywords? No allocation: this runs
 /// for every query.
@@ -434,7 +620,7 @@ fn starts_with_word(sql: &str, words: &[&str]) -> bool {
 }
 
 /// Does `word` occur in `text` as a whole identifier (case-insensitive)?
-fn mentions_word(text: &str, word: &str) -> bool {
+pub(super) fn mentions_word(text: &str, word: &str) -> bool {
     let (t, w) = (text.as_bytes(), word.as_bytes());
     if w.is_empty() || t.len() < w.len() {
         return false;

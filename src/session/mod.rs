@@ -9,6 +9,7 @@
 //! replies always reach the client in order.
 
 mod abort;
+mod capture;
 mod conns;
 mod extended;
 mod logplan;
@@ -75,6 +76,10 @@ struct Inflight {
     /// Keyed statements logged without an LSN: (completion ordinal, log entry
     /// index). The entry is left out if its command tag says it changed nothing.
     tags: Vec<(usize, usize)>,
+    /// Replies that belong to captured statements (see capture.rs).
+    captures: Vec<capture::Slot>,
+    /// RowDescription and NoData replies so far (extended protocol: one per Describe).
+    descriptions: usize,
 }
 
 /// chorus's own steps on the leader connection (see replicate.rs).

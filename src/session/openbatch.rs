@@ -27,6 +27,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Plan the part of a batch about to be forwarded before its Sync.
     pub(super) async fn open_batch_log(&self) -> Result<RequestLog, ClientError> {
         let log = self.batch_log(&self.batch, &[], false).await?;
+        if log.captures() {
+            return Err(refusal(writeplan::Refusal(
+                "chorus cannot replicate a write whose rows it must capture (see README, Replication) in an \
+                 extended-protocol batch sent with Flush or larger than 1 MiB before its Sync; send it in its own Sync"
+                    .into(),
+            )));
+        }
         if log.plan.append_before || log.plan.copy || log.plan.take_lsn == Some(TakeLsn::After) {
             return Err(refusal(writeplan::Refusal(
                 "chorus cannot replicate COMMIT, COPY or a snapshot BEGIN in an extended-protocol batch sent \
@@ -58,6 +65,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     Item::Savepoint(_) => {
                         t.poisoned = Some("ROLLBACK TO or RELEASE in a batch streamed before its Sync")
                     }
+                    Item::Capture(..) => t.poisoned = Some("a captured write in a batch streamed before its Sync"),
                 }
             }
         }
@@ -89,9 +97,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 let bind =
                     execute_head(m).and_then(|p| open.binds.iter().find(|(b, _)| b == p)).map(|(_, b)| b.clone());
                 let stmt = bind.as_ref().and_then(|b| bind_head(b)).and_then(|(_, s)| self.statements.get(s));
-                let Some((parse, class)) = stmt.map(|s| (s.parse.clone(), s.class.clone())) else {
+                let Some((parse, class, captured)) =
+                    stmt.map(|s| (s.parse.clone(), s.class.clone(), s.capture.is_some()))
+                else {
                     return Ok(());
                 };
+                if captured {
+                    return Err(SessionError::Fatal(fatal(refusal(writeplan::Refusal(
+                        "chorus cannot replicate a write whose rows it must capture after Flush (or after 1 MiB) \
+                         in a batch; the transaction was rolled back"
+                            .into(),
+                    )))));
+                }
                 let op = self.resolve_ops(&class).await.first().cloned().unwrap_or(StmtOp::Read);
                 let logging = self.open_log.as_ref().is_some_and(|o| o.logging);
                 let entry = match op {

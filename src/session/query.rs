@@ -129,6 +129,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             ddl: matches!(class.leader_reason, Some(LeaderReason::Ddl)),
             ..Default::default()
         };
+        // Captured statements go with their RETURNING column.
+        let m = match log.query.as_deref() {
+            Some(sql) => build::query(sql),
+            None => m,
+        };
         if log.plan.adds_steps() || !log.items.is_empty() {
             self.copy_logged = log.plan.copy;
             return self.forward_logged(node, &[m], inflight, log).await;

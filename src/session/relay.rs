@@ -12,6 +12,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(kind) = self.inflight.front().and_then(|f| f.internal) {
             return self.on_internal(node, kind, m).await;
         }
+        let m = if matches!(m.tag, b'T' | b'n' | b'D') && self.inflight.front().is_some_and(|f| !f.captures.is_empty())
+        {
+            match self.captured_reply(m) {
+                Some(m) => m,
+                None => return Ok(()),
+            }
+        } else {
+            m
+        };
         match m.tag {
             b'Z' => {
                 if !self.on_ready(node, &m) {

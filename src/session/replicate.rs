@@ -10,6 +10,7 @@
 //! known, so the client hears of success only once the write and its log entry
 //! are committed together.
 
+use super::capture::{At, Slot};
 use super::logplan::{Item, RequestLog};
 use super::txnlog::{self, Undone, WriteTxn};
 use super::writeplan::{TakeLsn, WritePlan};
@@ -23,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A transaction's log entry is held in memory until it commits; beyond this,
 /// the write is refused rather than risk the proxy's memory.
-const MAX_TXN_LOG_BYTES: usize = 512 << 20;
+pub(super) const MAX_TXN_LOG_BYTES: usize = 512 << 20;
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Run chorus's own messages out of band and return the take-LSN style
@@ -239,6 +240,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                     Item::Savepoint(StmtOp::Release(name)) if here.contains(&name) => t.release(&name),
                     Item::Savepoint(op) => inflight.savepoint_ops.push(op),
+                    Item::Capture(spec, ordinal) => {
+                        let hide = spec.hide;
+                        let id = t.push_captured(spec);
+                        inflight.captures.push(Slot { at: At::Completion(ordinal), entry: Some(id), hide });
+                    }
                 }
             }
             if t.bytes() > MAX_TXN_LOG_BYTES {
@@ -254,8 +260,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After);
         inflight.hide_begin_warning = plan.hide_begin_warning;
-        // The finishing step waits for the command tags that decide what it logs.
-        let finish_later = plan.copy || !inflight.tags.is_empty();
+        // The finishing step waits for the command tags that decide what it
+        // logs, and for the rows of captured writes.
+        let finish_later = plan.copy || !inflight.tags.is_empty() || !inflight.captures.is_empty();
         if plan.begin_only {
             self.queue_internal(node, WriteTxn::begin_messages(), Internal::Begin);
             self.txn_node = Some(node);

@@ -13,6 +13,9 @@ pub struct Statement {
     pub parse: Message,
     pub sql: Arc<str>,
     pub class: Arc<Classification>,
+    /// chorus captures the rows this write produces (`parse` is then chorus's
+    /// rewritten Parse, with the extra RETURNING column).
+    pub capture: Option<Arc<super::capture::CaptureSpec>>,
 }
 
 /// Decoded head of a Parse message: (statement name, query text).
@@ -56,6 +59,24 @@ impl Statements {
             self.unnamed = Some(stmt);
         } else if !self.named.contains_key(name) {
             self.named.insert(name.into(), stmt);
+        }
+    }
+
+    /// The statement defined by Parse `original` is captured: it was sent as
+    /// `parse`. (A duplicate Parse of an existing name changed nothing.)
+    pub fn set_capture(
+        &mut self,
+        name: &str,
+        original: &Message,
+        parse: Message,
+        spec: Arc<super::capture::CaptureSpec>,
+    ) {
+        let stmt = if name.is_empty() { self.unnamed.as_mut() } else { self.named.get_mut(name) };
+        if let Some(s) = stmt
+            && s.parse.frame == original.frame
+        {
+            s.parse = parse;
+            s.capture = Some(spec);
         }
     }
 

@@ -10,6 +10,7 @@
 //! transaction, just before it commits. See migrations/postgres/0001_log.sql
 //! for the format.
 
+use super::capture::CaptureSpec;
 use crate::protocol::Message;
 use crate::sql::rewrite::{self, TimePlan};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -50,6 +51,25 @@ pub const TIME_PLACEHOLDER: &str = "\u{1}chorus:txn-time\u{1}";
 const APPEND_ROWS: usize = 2000;
 const APPEND_BYTES: usize = 32 << 20;
 
+/// A captured write's rows are logged in log rows of at most this many rows
+/// or bytes each, so a follower applies them in statements of bounded size.
+const CAPTURED_ROWS_PER_ENTRY: usize = 1000;
+const CAPTURED_BYTES_PER_ENTRY: usize = 4 << 20;
+
+/// How a follower applies captured rows (migrations/postgres/0003_capture.sql):
+/// the table as the client wrote it (resolved under the replayed
+/// search_path), the operation, the rows.
+const APPLY_ROWS_SQL: &str = "SELECT _chorus.apply_rows($1::pg_catalog.regclass, $2, $3)";
+const APPLY_ROWS_TYPES: &str = "{25,25,1009}";
+
+/// Appended to a transaction's entry when sequence values may have moved
+/// since it last logged their state (a captured write drew ids the follower
+/// does not draw): the `setval` calls, computed by the server as it appends,
+/// holding the LSN lock. `$1`: the row's seq.
+const APPEND_SEQUENCES_SQL_HEAD: &str = "INSERT INTO _chorus.log (lsn, seq, kind, sql) \
+     SELECT l.lsn, $1, 'q', s.s FROM _chorus.lsn l, ";
+const APPEND_SEQUENCES_STMT: &str = "_chorus_append_seq";
+
 /// One logged statement.
 pub enum Entry {
     /// A simple-protocol query text (maybe several statements).
@@ -59,6 +79,11 @@ pub enum Entry {
     Extended { sql: Arc<str>, plan: TimePlan, types: Vec<u32>, tail: Bytes },
     /// COPY FROM STDIN and the data the client sent.
     Copy { sql: Arc<str>, data: BytesMut },
+    /// A captured write (see `capture`): the rows the leader wrote, each the
+    /// text of its row type, collected as its results arrive.
+    /// `id` tells the entry from others while its rows arrive (a `ROLLBACK
+    /// TO` in the same request may have cut it already).
+    Captured { id: u64, spec: Arc<CaptureSpec>, rows: Vec<Bytes> },
 }
 
 /// A savepoint, as a position in the entries.
@@ -103,6 +128,8 @@ pub struct WriteTxn {
     savepoints_before_lsn: usize,
     /// Entries of keyed statements that changed no row: not logged.
     dropped: Vec<usize>,
+    /// Captured writes logged so far (their ids).
+    captures: u64,
 }
 
 impl WriteTxn {
@@ -120,6 +147,7 @@ impl WriteTxn {
             deferred: false,
             savepoints_before_lsn: 0,
             dropped: Vec::new(),
+            captures: 0,
         }
     }
 
@@ -158,8 +186,27 @@ impl WriteTxn {
             Entry::Query { sql, .. } => sql.len(),
             Entry::Extended { sql, tail, .. } => sql.len() + tail.len(),
             Entry::Copy { sql, data } => sql.len() + data.len(),
+            Entry::Captured { rows, .. } => rows.iter().map(Bytes::len).sum(),
         };
         self.entries.push(entry);
+    }
+
+    /// Log a captured write; its rows follow with [`WriteTxn::captured_row`]
+    /// under the id returned. Sequences may have moved under it.
+    pub fn push_captured(&mut self, spec: Arc<CaptureSpec>) -> u64 {
+        self.captures += 1;
+        self.push(Entry::Captured { id: self.captures, spec, rows: Vec::new() });
+        self.resync = true;
+        self.captures
+    }
+
+    /// A row the captured write `id` wrote.
+    pub fn captured_row(&mut self, id: u64, row: Bytes) {
+        let entry = self.entries.iter_mut().rev().find(|e| matches!(e, Entry::Captured { id: i, .. } if *i == id));
+        if let Some(Entry::Captured { rows, .. }) = entry {
+            self.bytes += row.len();
+            rows.push(row);
+        }
     }
 
     /// Bytes of statements and data held for the log.
@@ -304,6 +351,23 @@ impl WriteTxn {
                     rows.push(seq, b'x', Some(text.as_bytes()), Some(types.as_bytes()), Some(tail))
                 }
                 Entry::Copy { sql, data } => rows.push(seq, b'c', Some(sql.as_bytes()), None, Some(data)),
+                Entry::Captured { spec, rows: captured, .. } => {
+                    seq -= 1;
+                    for chunk in captured_chunks(captured) {
+                        seq += 1;
+                        let params = apply_rows_params(spec, chunk);
+                        rows.push(
+                            seq,
+                            b'x',
+                            Some(APPLY_ROWS_SQL.as_bytes()),
+                            Some(APPLY_ROWS_TYPES.as_bytes()),
+                            Some(&params),
+                        );
+                        if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
+                            std::mem::take(&mut rows).bind_execute(&mut out, placeholder);
+                        }
+                    }
+                }
             }
             if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
                 std::mem::take(&mut rows).bind_execute(&mut out, placeholder);
@@ -311,6 +375,14 @@ impl WriteTxn {
         }
         if rows.len() > 0 {
             rows.bind_execute(&mut out, placeholder);
+        }
+        if self.resync && !take_lsn {
+            // The sequences' state after everything above.
+            out.push(close_statement(APPEND_SEQUENCES_STMT));
+            let sql = format!("{APPEND_SEQUENCES_SQL_HEAD}{} AS s(s) WHERE s.s <> ''", super::sequences::CAPTURE_SQL);
+            out.push(parse(APPEND_SEQUENCES_STMT, &sql, &[23]));
+            out.push(bind(APPEND_SEQUENCES_STMT, &[(seq + 1).to_be_bytes().to_vec()], true));
+            out.push(execute());
         }
         if commit {
             push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
@@ -326,6 +398,32 @@ impl WriteTxn {
         out.push(Message::new(b'S', &[]));
         out
     }
+}
+
+/// A captured write's rows in groups of bounded size (none when it wrote no row).
+fn captured_chunks(rows: &[Bytes]) -> Vec<&[Bytes]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        if i > start && (i - start >= CAPTURED_ROWS_PER_ENTRY || bytes + r.len() > CAPTURED_BYTES_PER_ENTRY) {
+            out.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += r.len();
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// The Bind tail (see `Entry::Extended`) of one `APPLY_ROWS_SQL`: table,
+/// operation and rows, all binary (a text's binary form is its bytes).
+fn apply_rows_params(spec: &CaptureSpec, rows: &[Bytes]) -> Vec<u8> {
+    let items: Vec<Option<Vec<u8>>> = rows.iter().map(|r| Some(r.to_vec())).collect();
+    let array = binary_array(25, &items);
+    let values: [Option<&[u8]>; 3] = [Some(spec.table_sql.as_bytes()), Some(spec.op.as_str().as_bytes()), Some(&array)];
+    crate::protocol::build::bind_tail(&[1], &values, &[])
 }
 
 /// Make a statement deterministic for the log, or say why it cannot be.

@@ -30,6 +30,7 @@ pub fn classify(sql: &str) -> Classification {
     let mut shape = Shape::Other;
     let mut ops = Vec::with_capacity(count);
     let mut keyed = Vec::with_capacity(count);
+    let mut capture = Vec::new();
     for chunk in chunks {
         collector.start_statement(chunk.text);
         // The tokens go to the parser; the rare statement it rejects is
@@ -52,6 +53,9 @@ pub fn classify(sql: &str) -> Classification {
         if let Some(k) = parsed.as_ref().and_then(super::keyed::keyed) {
             keyed.push((ops.len() - 1, k));
         }
+        if let Some(c) = parsed.as_ref().and_then(super::capture::shape) {
+            capture.push((ops.len() - 1, c));
+        }
         if count == 1 {
             shape = this_shape;
         }
@@ -59,6 +63,7 @@ pub fn classify(sql: &str) -> Classification {
     let mut class = collector.finish(shape, count);
     class.ops = ops;
     class.keyed = keyed;
+    class.capture = capture;
     class
 }
 
@@ -353,6 +358,7 @@ mod tests {
                         kind: KeyedKind::Update { keys: vec!["aid".into()] }
                     }
                 )],
+                capture: c.capture.clone(),
                 ..Default::default()
             }
         );
@@ -377,6 +383,7 @@ mod tests {
                 statement_count: 1,
                 ops: vec![StmtOp::Write],
                 keyed: c.keyed.clone(),
+                capture: c.capture.clone(),
                 ..Default::default()
             }
         );

@@ -122,6 +122,7 @@ impl<'a> Collector<'a> {
             statement_count,
             ops: Vec::new(),
             keyed: Vec::new(),
+            capture: Vec::new(),
         }
     }
 

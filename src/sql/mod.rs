@@ -4,6 +4,7 @@
 //! session's state and the topology to pick a target.
 
 pub mod cache;
+pub mod capture;
 pub mod classify;
 mod collect;
 mod fallback;
@@ -23,6 +24,22 @@ pub use cache::ClassifyCache;
 /// when the text does not tokenize.
 pub fn statements(sql: &str) -> Option<Vec<&str>> {
     split::split(sql).ok().map(|chunks| chunks.into_iter().map(|c| c.text).collect())
+}
+
+/// Where each statement of a query text is (byte ranges of [`statements`]'
+/// texts: from the first to the last significant token, so comments and
+/// semicolons around a statement are outside its range).
+pub fn statement_ranges(sql: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let base = sql.as_ptr() as usize;
+    statements(sql).map(|texts| {
+        texts
+            .into_iter()
+            .map(|t| {
+                let start = t.as_ptr() as usize - base;
+                start..start + t.len()
+            })
+            .collect()
+    })
 }
 pub use classify::classify;
 
@@ -131,6 +148,9 @@ pub struct Classification {
     /// The statements that are keyed writes (see [`keyed`]): their index in
     /// `ops` and their shape.
     pub keyed: Vec<(usize, keyed::KeyedWrite)>,
+    /// The statements whose written rows chorus can capture (see [`capture`]):
+    /// their index in `ops` and their shape.
+    pub capture: Vec<(usize, capture::CaptureShape)>,
 }
 
 /// What one statement means for the replication log: the session turns a

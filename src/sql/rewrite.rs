@@ -98,6 +98,17 @@ pub enum Nondeterministic {
     Placement { expr: String, place: &'static str },
 }
 
+impl Nondeterministic {
+    /// What makes the statement nondeterministic, as a clause ("it calls random()").
+    pub fn what(&self) -> String {
+        match self {
+            Nondeterministic::Function { name } => format!("it calls {name}()"),
+            Nondeterministic::Literal { literal } => format!("the literal {literal} reads as the current time"),
+            Nondeterministic::Placement { expr, place } => format!("it uses {expr} {place}"),
+        }
+    }
+}
+
 /// Plan the rewrite of `sql` (one or more statements, as sent by a client).
 /// One pass over the bytes; allocates only when there is something to replace.
 pub fn plan(sql: &str) -> Result<TimePlan, Nondeterministic> {

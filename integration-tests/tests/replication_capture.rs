@@ -1,0 +1,278 @@
+//! Capture mode: writes whose text would compute other values on a follower
+//! (per-row random(), gen_random_uuid(), clock_timestamp(), volatile column
+//! defaults, sequence ids drawn for an unordered INSERT ... SELECT, a LIMIT
+//! without ORDER BY) are replicated by the rows the leader wrote. Every test
+//! ends with verify; the client sees exactly what PostgreSQL would answer.
+
+use integration_tests::*;
+use tokio_postgres::SimpleQueryMessage;
+
+async fn setup() -> (TestDb<'static>, Chorus) {
+    init_logging_from_env();
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    (db, chorus)
+}
+
+const EVENTS: &str = "CREATE TABLE ev (id serial PRIMARY KEY, u uuid NOT NULL DEFAULT gen_random_uuid(), \
+     at timestamptz DEFAULT clock_timestamp(), made timestamptz DEFAULT now(), r float8, note text)";
+
+/// Result rows of a simple query, and the number of columns of the first.
+fn rows_of(msgs: &[SimpleQueryMessage]) -> (usize, Option<usize>) {
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.len()),
+            _ => None,
+        })
+        .collect();
+    (rows.len(), rows.first().copied())
+}
+
+/// The tag's row count of the last CommandComplete.
+fn tag_count(msgs: &[SimpleQueryMessage]) -> Option<u64> {
+    msgs.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_row_functions_are_captured_in_the_simple_protocol() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(EVENTS).await.unwrap();
+    // Every row gets its own random(), uuid and clock reading.
+    let m = c
+        .simple_query("INSERT INTO ev (r, note) SELECT random(), 'g' || g FROM generate_series(1, 1000) g")
+        .await
+        .unwrap();
+    assert_eq!((rows_of(&m).0, tag_count(&m)), (0, Some(1000)), "no rows leak to the client");
+    c.batch_execute("UPDATE ev SET u = gen_random_uuid(), r = random() WHERE id % 3 = 0").await.unwrap();
+    // A RETURNING of the client's own: exactly its columns come back.
+    let m = c.simple_query("UPDATE ev SET r = random() WHERE id <= 10 RETURNING id, r").await.unwrap();
+    assert_eq!(rows_of(&m), (10, Some(2)));
+    let m = c.simple_query("INSERT INTO ev (note) VALUES ('one') RETURNING *").await.unwrap();
+    assert_eq!(rows_of(&m), (1, Some(6)));
+    c.batch_execute("INSERT INTO ev (note, at) VALUES ('clock', clock_timestamp()), ('stmt', statement_timestamp())")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO ev (note) VALUES (timeofday())").await.unwrap();
+    // LIMIT without ORDER BY: which rows go is the leader's choice.
+    let m = c.simple_query("DELETE FROM ev WHERE id IN (SELECT id FROM ev WHERE id > 500 LIMIT 7)").await.unwrap();
+    assert_eq!(tag_count(&m), Some(7));
+    // An upsert that updates with a random value, and one that inserts.
+    c.batch_execute("INSERT INTO ev (id, note) VALUES (3, 'up') ON CONFLICT (id) DO UPDATE SET r = random()")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO ev (id, note) VALUES (5000, 'new') ON CONFLICT (id) DO UPDATE SET r = random()")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO ev (id, note) VALUES (5000, 'kept') ON CONFLICT DO NOTHING").await.unwrap();
+    // Several statements in one query, captured or not.
+    c.batch_execute(
+        "INSERT INTO ev (note) VALUES ('m1'); UPDATE ev SET note = 'm2' WHERE id = 1; \
+         UPDATE ev SET r = random() WHERE id = 2",
+    )
+    .await
+    .unwrap();
+    // Plain serial inserts afterwards draw the same ids on every node.
+    c.batch_execute(
+        "INSERT INTO ev (note, u, at, made) VALUES ('plain', '00000000-0000-0000-0000-000000000001', NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    assert_converged(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_writes_in_transactions_savepoints_and_prepared_statements() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(EVENTS).await.unwrap();
+    c.batch_execute("CREATE TABLE plain (id serial PRIMARY KEY, note text)").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO ev (note) VALUES ('kept')").await.unwrap();
+    c.batch_execute("SAVEPOINT a").await.unwrap();
+    c.batch_execute("INSERT INTO ev (note, r) SELECT 'undone', random() FROM generate_series(1, 5)").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    // The sequence moved on the leader for the undone rows; plain replay after
+    // the captured write must still draw the same ids.
+    c.batch_execute("INSERT INTO plain (note) VALUES ('after rollback to')").await.unwrap();
+    c.batch_execute("INSERT INTO ev (note) VALUES ('after')").await.unwrap();
+    c.batch_execute("INSERT INTO ev (note, u, made) VALUES ('fixed', '00000000-0000-0000-0000-000000000002', now())")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("COMMIT").await.unwrap();
+    // A savepoint and ROLLBACK TO in the same query as the captured write.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(
+        "SAVEPOINT b; INSERT INTO ev (note) VALUES ('cut'); ROLLBACK TO SAVEPOINT b; INSERT INTO ev (note) VALUES ('stays')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // A rolled-back transaction of captured writes leaves nothing.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO ev (note) VALUES ('never')").await.unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    // The extended protocol: parameters, a prepared statement executed
+    // several times, RETURNING, and Describe answers with the client's columns only.
+    let insert = c.prepare("INSERT INTO ev (note, r) VALUES ($1, random() * $2)").await.unwrap();
+    assert!(insert.columns().is_empty(), "no RETURNING: the statement describes no columns");
+    for i in 0..5 {
+        let n = c.execute(&insert, &[&format!("prep {i}"), &(i as f64)]).await.unwrap();
+        assert_eq!(n, 1);
+    }
+    let returning = c.prepare("UPDATE ev SET r = random() WHERE note LIKE $1 RETURNING id, note").await.unwrap();
+    let names: Vec<&str> = returning.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["id", "note"]);
+    let rows = c.query(&returning, &[&"prep%"]).await.unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].len(), 2);
+    // In a transaction, with plain writes between captured ones.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute("INSERT INTO plain (note) VALUES ($1)", &[&"x1"]).await.unwrap();
+    c.execute(&insert, &[&"in txn", &2.0f64]).await.unwrap();
+    c.execute("INSERT INTO plain (note) VALUES ($1)", &[&"x2"]).await.unwrap();
+    c.execute("DELETE FROM ev WHERE id IN (SELECT id FROM ev WHERE note LIKE $1 LIMIT 2)", &[&"prep%"]).await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // The unnamed statement, parsed per execution.
+    c.execute("INSERT INTO ev (note) SELECT 'copy of ' || note FROM ev WHERE id < $1", &[&5i32]).await.unwrap();
+    assert_converged(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_defaults_identity_and_unordered_sources() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE TABLE d (id int PRIMARY KEY, at timestamptz DEFAULT now(), u uuid DEFAULT gen_random_uuid(), n int DEFAULT 7);
+         CREATE TABLE idt (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int, twice int GENERATED ALWAYS AS (v * 2) STORED);
+         CREATE TABLE src (v int);
+         INSERT INTO src SELECT g FROM generate_series(1, 300) g;
+         CREATE TABLE part (id bigserial, region int NOT NULL, u uuid DEFAULT gen_random_uuid(), PRIMARY KEY (id, region))
+           PARTITION BY LIST (region);
+         CREATE TABLE part_1 PARTITION OF part FOR VALUES IN (1);
+         CREATE TABLE part_2 PARTITION OF part FOR VALUES IN (2);",
+    )
+    .await
+    .unwrap();
+    // Rows in the physical order of src differ per node once it is updated.
+    c.batch_execute("UPDATE src SET v = v + 1000 WHERE v % 7 = 0").await.unwrap();
+    c.batch_execute("INSERT INTO d (id) VALUES (1)").await.unwrap();
+    c.batch_execute("INSERT INTO d (id, at) VALUES (2, DEFAULT)").await.unwrap();
+    c.batch_execute("INSERT INTO d VALUES (3)").await.unwrap();
+    c.execute("INSERT INTO d (id, n) VALUES ($1, $2)", &[&4i32, &40i32]).await.unwrap();
+    c.batch_execute("INSERT INTO d (id) SELECT v FROM src WHERE v > 1000").await.unwrap();
+    c.batch_execute("INSERT INTO d (id) VALUES (5) ON CONFLICT (id) DO UPDATE SET n = d.n + 1").await.unwrap();
+    c.batch_execute("INSERT INTO d (id) VALUES (5) ON CONFLICT (id) DO UPDATE SET n = d.n + 1").await.unwrap();
+    c.batch_execute("UPDATE d SET u = DEFAULT WHERE id < 3").await.unwrap();
+    // Identity and generated columns, filled from an unordered source.
+    c.batch_execute("INSERT INTO idt (v) SELECT v FROM src").await.unwrap();
+    c.batch_execute("INSERT INTO idt (v) VALUES (1), (2)").await.unwrap();
+    // A write after a captured one in the same query is captured too: the
+    // followers did not draw the captured write's ids.
+    c.batch_execute("INSERT INTO idt (v) SELECT v FROM src WHERE v < 5; INSERT INTO idt (v) VALUES (3)").await.unwrap();
+    // A partitioned table: rows go to their partitions on every node.
+    c.batch_execute("INSERT INTO part (region) SELECT 1 + v % 2 FROM src").await.unwrap();
+    c.batch_execute("UPDATE part SET u = gen_random_uuid() WHERE region = 2").await.unwrap();
+    c.batch_execute("DELETE FROM part WHERE id IN (SELECT id FROM part LIMIT 5)").await.unwrap();
+    // DDL on such a table is not a row write.
+    c.batch_execute("ALTER TABLE d ADD COLUMN m int DEFAULT 5").await.unwrap();
+    c.batch_execute("INSERT INTO d (id) VALUES (9000)").await.unwrap();
+    assert_converged(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_values_do_not_depend_on_session_settings() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE TABLE s (id int PRIMARY KEY, f float8, r real, iv interval, ts timestamp, tz timestamptz, \
+         d date, b bytea, m money, j jsonb, a float8[], u uuid DEFAULT gen_random_uuid())",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "SET extra_float_digits = 0; SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard'; \
+         SET TimeZone = 'Asia/Kolkata'; SET bytea_output = 'escape'",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "INSERT INTO s (id, f, r, iv, ts, tz, d, b, m, j, a) SELECT g, random() / 3, random()::real, \
+         make_interval(days => -g, secs => random()), localtimestamp - make_interval(secs => random() * 1e6), \
+         clock_timestamp(), current_date - g, decode(md5(random()::text), 'hex'), (random() * 100)::numeric::money, \
+         jsonb_build_object('x', random(), 's', 'q''uote'), ARRAY[random(), 1.0/3] FROM generate_series(1, 200) g",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("UPDATE s SET f = f * random() WHERE id % 2 = 0").await.unwrap();
+    assert_converged(&db).await;
+}
+
+#[tokio::test]
+async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE TABLE nokey (id int, v float8);
+         INSERT INTO nokey VALUES (1, 0), (2, 0);
+         CREATE TABLE k (id int PRIMARY KEY, v float8);
+         INSERT INTO k VALUES (1, 0);
+         CREATE TABLE audited (id int PRIMARY KEY, v float8);
+         CREATE TABLE audit (n int);
+         CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$;
+         CREATE TRIGGER a AFTER INSERT ON audited FOR EACH ROW EXECUTE FUNCTION audit_row();
+         CREATE TABLE dflt (id int PRIMARY KEY, u uuid DEFAULT gen_random_uuid());
+         CREATE SEQUENCE k_seq;
+         CREATE VIEW dview AS SELECT * FROM dflt;",
+    )
+    .await
+    .unwrap();
+    // Inserting into a table without a primary key is captured ...
+    c.batch_execute("INSERT INTO nokey VALUES (3, random())").await.unwrap();
+    // ... but changing or deleting its rows is not: there is nothing to find them by.
+    let cases = [
+        ("UPDATE nokey SET v = random()", "no primary key"),
+        ("DELETE FROM nokey WHERE id IN (SELECT id FROM nokey LIMIT 1)", "no primary key"),
+        ("UPDATE k SET id = id + (random() * 10)::int", "primary key"),
+        ("INSERT INTO audited VALUES (1, random())", "triggers"),
+        ("WITH x AS (DELETE FROM k RETURNING id) INSERT INTO nokey SELECT id, random() FROM x", "random()"),
+        ("CREATE TABLE r AS SELECT random() AS v", "random()"),
+        ("DO $$ BEGIN INSERT INTO k VALUES (9, random()); END $$", "random()"),
+        ("BEGIN; INSERT INTO k VALUES (10, random()); COMMIT", "COMMIT on its own"),
+        ("INSERT INTO k VALUES (11, random()); SELECT nextval('k_seq')", "same request"),
+        // Through a view, the table's volatile default would be evaluated again.
+        ("INSERT INTO dview (id) VALUES (1)", "a view"),
+    ];
+    for (sql, why) in cases {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
+        assert!(error_text(&e).contains(why), "{sql}: {}", error_text(&e));
+        c.batch_execute("SELECT 1").await.unwrap_or_else(|e| panic!("after {sql}: {e}"));
+    }
+    c.batch_execute("INSERT INTO dview (id, u) VALUES (2, '00000000-0000-0000-0000-000000000003')").await.unwrap();
+    // COPY cannot be captured: a column left to a volatile default is refused.
+    let Err(e) = c.copy_in::<_, bytes::Bytes>("COPY dflt (id) FROM STDIN").await else {
+        panic!("COPY into a volatile default was accepted");
+    };
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    // In a transaction the refusal aborts it, as an error from the server would.
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO k VALUES (2, 1)").await.unwrap();
+    let e = c.batch_execute("UPDATE nokey SET v = random()").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    let e = c.batch_execute("INSERT INTO k VALUES (3, 1)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // Nothing refused reached the leader.
+    let leader = db.connect_leader().await;
+    let n: i64 = leader.query_one("SELECT count(*) FROM k", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert_converged(&db).await;
+}

@@ -116,6 +116,20 @@ pub struct Replication {
     /// every writing transaction takes its LSN first (no deadlocks between a
     /// keyed transaction and one that already holds the LSN).
     pub lsn_at_commit: bool,
+    /// What happens to a write whose text would compute other values on a
+    /// follower (per-row `random()`, a volatile DEFAULT, a nondeterministic
+    /// trigger ...): `capture` replicates the rows the leader wrote, `refuse`
+    /// rejects it (SQLSTATE 0A000) before the leader runs it.
+    pub unsafe_writes: UnsafeWrites,
+}
+
+/// See [`Replication::unsafe_writes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsafeWrites {
+    #[default]
+    Capture,
+    Refuse,
 }
 
 impl Default for Replication {
@@ -126,6 +140,7 @@ impl Default for Replication {
             log_retention: Duration::from_secs(3600),
             databases: Vec::new(),
             lsn_at_commit: true,
+            unsafe_writes: UnsafeWrites::Capture,
         }
     }
 }

@@ -240,7 +240,7 @@ async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
         ("UPDATE nokey SET v = random()", "no primary key"),
         ("DELETE FROM nokey WHERE id IN (SELECT id FROM nokey LIMIT 1)", "no primary key"),
         ("UPDATE k SET id = id + (random() * 10)::int", "primary key"),
-        ("INSERT INTO audited VALUES (1, random())", "triggers"),
+        ("INSERT INTO audited VALUES (1, random())", "trigger that writes"),
         ("WITH x AS (DELETE FROM k RETURNING id) INSERT INTO nokey SELECT id, random() FROM x", "random()"),
         ("CREATE TABLE r AS SELECT random() AS v", "random()"),
         ("DO $$ BEGIN INSERT INTO k VALUES (9, random()); END $$", "random()"),
@@ -274,5 +274,93 @@ async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
     let leader = db.connect_leader().await;
     let n: i64 = leader.query_one("SELECT count(*) FROM k", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
+    assert_converged(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_and_functions_that_would_compute_other_values() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE TABLE doc (id int PRIMARY KEY, body text, updated_at timestamptz, token text);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN NEW.updated_at := clock_timestamp(); IF TG_OP = 'INSERT' THEN NEW.token := md5(random()::text); END IF;
+              RETURN NEW; END $$;
+         CREATE TRIGGER touch BEFORE INSERT OR UPDATE ON doc FOR EACH ROW EXECUTE FUNCTION touch();
+         CREATE TABLE log (id serial PRIMARY KEY, doc int, at timestamptz);
+         CREATE FUNCTION log_it() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO log (doc, at) VALUES (NEW.id, now()); RETURN NEW; END $$;
+         CREATE TABLE logged (id int PRIMARY KEY, v int);
+         CREATE TRIGGER log_it AFTER INSERT ON logged FOR EACH ROW EXECUTE FUNCTION log_it();
+         CREATE TABLE counted (id int PRIMARY KEY, v int);
+         CREATE TABLE counter (n int);
+         INSERT INTO counter VALUES (0);
+         CREATE FUNCTION count_it() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN UPDATE counter SET n = n + 1; RETURN NEW; END $$;
+         CREATE TRIGGER count_it AFTER INSERT ON counted FOR EACH ROW EXECUTE FUNCTION count_it();
+         CREATE FUNCTION jitter(x float8) RETURNS float8 LANGUAGE sql AS $$ SELECT x + random() $$;
+         CREATE FUNCTION stamp() RETURNS timestamptz LANGUAGE sql STABLE AS $$ SELECT now() $$;
+         CREATE FUNCTION double(x int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN x * 2; END $$;
+         CREATE FUNCTION note_and_jitter() RETURNS float8 LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO counter VALUES (-1); RETURN random(); END $$;
+         CREATE TABLE num (id int PRIMARY KEY, f float8, at timestamptz, d int);",
+    )
+    .await
+    .unwrap();
+    // A trigger that sets the row's own columns from the clock and random():
+    // captured, and followers apply the rows without running it again.
+    c.batch_execute("INSERT INTO doc (id, body) SELECT g, 'b' FROM generate_series(1, 50) g").await.unwrap();
+    c.execute("UPDATE doc SET body = $1 WHERE id % 2 = 0", &[&"even"]).await.unwrap();
+    c.batch_execute("INSERT INTO doc (id, body) VALUES (1, 'again') ON CONFLICT (id) DO UPDATE SET body = 'conflict'")
+        .await
+        .unwrap();
+    c.batch_execute("DELETE FROM doc WHERE id > 45").await.unwrap();
+    // A deterministic trigger that writes elsewhere is replayed (it runs again
+    // there, the same way).
+    c.batch_execute("INSERT INTO counted VALUES (1, 1), (2, 2)").await.unwrap();
+    // Functions: nondeterministic ones in a write are captured, deterministic
+    // ones replayed; a nondeterministic one that also writes is refused.
+    c.batch_execute(
+        "INSERT INTO num (id, f, at, d) SELECT g, jitter(g), stamp(), double(g) FROM generate_series(1, 20) g",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("UPDATE num SET d = double(d)").await.unwrap();
+    // A read calling them changes nothing.
+    c.batch_execute("SELECT jitter(1), stamp()").await.unwrap();
+    for (sql, why) in [
+        ("INSERT INTO logged VALUES (1, 1)", "log_it"),
+        ("INSERT INTO num (id, f) VALUES (100, note_and_jitter())", "note_and_jitter"),
+        ("SELECT note_and_jitter()", "note_and_jitter"),
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
+        assert!(error_text(&e).contains(why), "{sql}: {}", error_text(&e));
+    }
+    // COPY runs the trigger again on a follower, and cannot be captured.
+    let Err(e) = c.copy_in::<_, bytes::Bytes>("COPY doc (id, body) FROM STDIN").await else {
+        panic!("COPY into a table with a nondeterministic trigger was accepted");
+    };
+    assert!(error_text(&e).contains("touch"), "{}", error_text(&e));
+    assert_converged(&db).await;
+}
+
+#[tokio::test]
+async fn the_refuse_policy_refuses_what_would_be_captured() {
+    init_logging_from_env();
+    let db = fresh_database().await;
+    let chorus = start_chorus_with(cluster(), |c| c.replication.unsafe_writes = chorus::config::UnsafeWrites::Refuse);
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(EVENTS).await.unwrap();
+    let e = c.batch_execute("INSERT INTO ev (note) VALUES ('x')").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    assert!(error_text(&e).contains("unsafe_writes"), "{}", error_text(&e));
+    let e = c.execute("UPDATE ev SET r = random() WHERE id = $1", &[&1i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    c.batch_execute(
+        "INSERT INTO ev (note, u, at, made) VALUES ('given', '00000000-0000-0000-0000-000000000004', now(), now())",
+    )
+    .await
+    .unwrap();
     assert_converged(&db).await;
 }

@@ -27,7 +27,10 @@ AS $$ SELECT r::text $$;
 --   'delete': delete the rows with the same primary key.
 -- Exactly one row must change per captured row: anything else means this
 -- node's data differs from the leader's, and the error stops the applier.
-CREATE FUNCTION _chorus.apply_rows(tab regclass, op text, rows text[]) RETURNS bigint
+-- quiet: the table's triggers ran on the leader and changed only these rows;
+-- they must not run again (session_replication_role = replica, which needs
+-- a superuser or, from PostgreSQL 15, GRANT SET ON PARAMETER).
+CREATE FUNCTION _chorus.apply_rows(tab regclass, op text, rows text[], quiet boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET timezone = 'UTC'
 SET extra_float_digits = 3 SET bytea_output = 'hex' SET lc_monetary = 'C'
@@ -39,6 +42,7 @@ DECLARE
     keys text[];
     settable text[];
     stmt text;
+    role text := current_setting('session_replication_role');
     changed bigint;
     want bigint := coalesce(array_length(rows, 1), 0);
 BEGIN
@@ -90,8 +94,14 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'chorus: unknown captured operation %', op USING ERRCODE = 'CHA02';
     END IF;
+    IF quiet THEN
+        PERFORM set_config('session_replication_role', 'replica', true);
+    END IF;
     EXECUTE stmt USING rows;
     GET DIAGNOSTICS changed = ROW_COUNT;
+    IF quiet THEN
+        PERFORM set_config('session_replication_role', role, true);
+    END IF;
     IF changed <> want THEN
         RAISE EXCEPTION 'chorus: the leader''s % changed % rows of %, here it changed %', op, want, tab, changed
             USING ERRCODE = 'CHA02';

@@ -21,6 +21,7 @@
 use super::Session;
 use super::logplan::{mentions_word, nondeterministic};
 use super::txnlog;
+use crate::config::UnsafeWrites;
 use crate::protocol::{ClientError, Message, rows, sqlstate};
 use crate::sql::Classification;
 use crate::sql::capture::{CaptureKind, CaptureShape};
@@ -56,6 +57,9 @@ pub struct CaptureSpec {
     /// The table as the client wrote it.
     pub table_sql: Arc<str>,
     pub op: CaptureOp,
+    /// Followers apply the rows with the table's triggers left out (they ran
+    /// on the leader and changed only these rows).
+    pub quiet: bool,
     /// The client's statement returns no rows: chorus's results are not relayed.
     pub hide: bool,
     /// The text appended to the statement.
@@ -109,6 +113,23 @@ pub(super) fn after_captured_write() -> ClientError {
     .with_hint("Send the statements after the captured write as a separate query (or after a Sync).")
 }
 
+/// A call of a user function that computes values a follower would compute
+/// differently and writes rows: neither its text nor the rows of one table
+/// replicate it.
+fn refuse_routine(f: &str, why: &str) -> ClientError {
+    ClientError::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "chorus cannot replicate this write: it calls {f}(), which {why}, so a follower would compute other \
+             values, and which writes rows that the statement's own rows do not carry"
+        ),
+    )
+    .with_hint(
+        "Pass the values the function computes as parameters, or mark the function IMMUTABLE or STABLE if it \
+         gives the same result on every node.",
+    )
+}
+
 /// `sql` with `clauses` inserted at their byte offsets (ascending).
 pub(super) fn with_clauses(sql: &str, clauses: &[(usize, &str)]) -> String {
     let mut out = String::with_capacity(sql.len() + clauses.iter().map(|(_, c)| c.len()).sum::<usize>());
@@ -137,6 +158,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let Some(shape) = class.capture.iter().find(|(j, _)| *j == i).map(|(_, s)| s) else {
             let time = time.map_err(nondeterministic)?;
             self.refuse_volatile_defaults(text, &class.tables).await?;
+            self.refuse_nondeterministic_routines(text, class).await?;
             if after_capture && !draws_no_sequence_values(text) {
                 return Err(after_captured_write());
             }
@@ -144,7 +166,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         let why = match &time {
             Err(e) => Some(e.what()),
-            Ok(_) => self.capture_reason(text, class, shape).await,
+            Ok(_) => self.capture_reason(text, class, shape).await?,
         };
         // The captured write before it drew sequence values the followers do
         // not draw: replaying this one there could draw others than the leader.
@@ -156,9 +178,62 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
     }
 
+    /// A write chorus cannot capture (not an INSERT, UPDATE or DELETE) that
+    /// calls a user function which computes values a follower would compute
+    /// differently and writes rows: refused. (One that only reads is replayed:
+    /// running it again changes nothing.) COPY and MERGE into a table whose
+    /// triggers would compute other values: refused.
+    pub(super) async fn refuse_nondeterministic_routines(
+        &self,
+        text: &str,
+        class: &Classification,
+    ) -> Result<(), ClientError> {
+        for (f, nature) in self.ctx.catalog.routines(&self.database, &class.functions).await {
+            if let (Some(why), true) = (&nature.nondeterministic, nature.writes) {
+                return Err(refuse_routine(&f, why));
+            }
+        }
+        if !(mentions_word(text, "copy") || mentions_word(text, "merge")) {
+            return Ok(());
+        }
+        for t in &class.tables {
+            let facts = self.ctx.catalog.table_facts(&self.database, t).await;
+            if let Some(why) = facts.as_ref().and_then(|f| f.triggers.nondeterministic.as_deref()) {
+                return Err(ClientError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("chorus cannot replicate this write: {t} {why}, so a follower would compute other values"),
+                )
+                .with_hint("Write the rows with INSERT, which chorus replicates by the rows the leader wrote."));
+            }
+        }
+        Ok(())
+    }
+
     /// Why replaying this write's text would not reproduce the leader's rows,
-    /// beyond what its text shows (the table's defaults and sequences).
-    async fn capture_reason(&self, text: &str, class: &Classification, shape: &CaptureShape) -> Option<String> {
+    /// beyond what its text shows (the table's defaults, triggers and
+    /// sequences, the functions it calls). `Err`: it cannot be replicated.
+    async fn capture_reason(
+        &self,
+        text: &str,
+        class: &Classification,
+        shape: &CaptureShape,
+    ) -> Result<Option<String>, ClientError> {
+        for (f, nature) in self.ctx.catalog.routines(&self.database, &class.functions).await {
+            match (&nature.nondeterministic, nature.writes) {
+                (Some(why), true) => return Err(refuse_routine(&f, why)),
+                (Some(why), false) => return Ok(Some(format!("it calls {f}(), which {why}"))),
+                _ => {}
+            }
+        }
+        let facts = self.ctx.catalog.table_facts(&self.database, &shape.table).await;
+        if let Some(why) = facts.as_ref().and_then(|f| f.triggers.nondeterministic.clone()) {
+            return Ok(Some(why));
+        }
+        Ok(self.capture_reason_of_rows(text, class, shape).await)
+    }
+
+    /// What about the rows themselves keeps replay from reproducing them.
+    async fn capture_reason_of_rows(&self, text: &str, class: &Classification, shape: &CaptureShape) -> Option<String> {
         if shape.unordered_limit {
             return Some("a LIMIT without ORDER BY picks its rows".into());
         }
@@ -214,18 +289,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                  stores the same (now() and CURRENT_TIMESTAMP written in the statement are replicated exactly).",
             )
         };
+        if self.ctx.config.replication.unsafe_writes == UnsafeWrites::Refuse {
+            return Err(refuse("replication.unsafe_writes is \"refuse\"".into()));
+        }
         let Some(facts) = self.ctx.catalog.table_facts(&self.database, &shape.table).await else {
             return Err(refuse(format!(
                 "{table} is not a table chorus knows (a view, a table created in this transaction, or one it \
                  cannot see)"
             )));
         };
-        if !facts.capturable {
-            return Err(refuse(format!(
-                "{table} has triggers, rules, row-level security or inheritance children, whose effects its rows \
-                 do not carry"
-            )));
-        }
+        // Triggers that change only their row ran on the leader: the captured
+        // rows carry their effect, and followers apply them without triggers.
+        let quiet = match (facts.capturable, facts.quiet_capturable) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) if facts.triggers.writes => {
+                return Err(refuse(format!(
+                    "{table} has a trigger that writes other rows, which its own rows do not carry"
+                )));
+            }
+            (false, false) => {
+                return Err(refuse(format!(
+                    "{table} has rules, row-level security, inheritance children, triggers on its partitions, or \
+                     foreign keys with ON DELETE/UPDATE actions pointing at it, whose effects its rows do not carry"
+                )));
+            }
+        };
         let (op, assigned) = match &shape.kind {
             CaptureKind::Insert { upsert: false, .. } => (CaptureOp::Insert, &[][..]),
             CaptureKind::Insert { upsert: true, assigned, .. } => (CaptureOp::Upsert, &assigned[..]),
@@ -241,6 +330,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         Ok(Arc::new(CaptureSpec {
             table_sql: shape.table_sql.as_str().into(),
             op,
+            quiet,
             hide: !shape.returning,
             clause: shape.returning_clause(),
         }))

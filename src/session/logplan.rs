@@ -177,6 +177,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let mut log = RequestLog { plan, ..RequestLog::unlogged() };
         if plan.copy {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
+            self.refuse_nondeterministic_routines(sql, class).await?;
             log.items.push(Item::Entry(Entry::Copy { sql: sql.into(), data: Default::default() }, None));
             return Ok(log);
         }
@@ -546,6 +547,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let (sql, types) = parse_statement(&parse).ok_or_else(bad_message)?;
             if plan.copy {
                 self.refuse_volatile_defaults(&sql, &class.tables).await?;
+                self.refuse_nondeterministic_routines(&sql, &class).await?;
                 items.push(Item::Entry(Entry::Copy { sql, data: Default::default() }, None));
                 continue;
             }

@@ -58,9 +58,9 @@ const CAPTURED_BYTES_PER_ENTRY: usize = 4 << 20;
 
 /// How a follower applies captured rows (migrations/postgres/0003_capture.sql):
 /// the table as the client wrote it (resolved under the replayed
-/// search_path), the operation, the rows.
-const APPLY_ROWS_SQL: &str = "SELECT _chorus.apply_rows($1::pg_catalog.regclass, $2, $3)";
-const APPLY_ROWS_TYPES: &str = "{25,25,1009}";
+/// search_path), the operation, the rows, whether to leave triggers out.
+const APPLY_ROWS_SQL: &str = "SELECT _chorus.apply_rows($1::pg_catalog.regclass, $2, $3, $4)";
+const APPLY_ROWS_TYPES: &str = "{25,25,1009,16}";
 
 /// Appended to a transaction's entry when sequence values may have moved
 /// since it last logged their state (a captured write drew ids the follower
@@ -418,11 +418,13 @@ fn captured_chunks(rows: &[Bytes]) -> Vec<&[Bytes]> {
 }
 
 /// The Bind tail (see `Entry::Extended`) of one `APPLY_ROWS_SQL`: table,
-/// operation and rows, all binary (a text's binary form is its bytes).
+/// operation, rows and the triggers flag, all binary (a text's binary form is its bytes).
 fn apply_rows_params(spec: &CaptureSpec, rows: &[Bytes]) -> Vec<u8> {
     let items: Vec<Option<Vec<u8>>> = rows.iter().map(|r| Some(r.to_vec())).collect();
     let array = binary_array(25, &items);
-    let values: [Option<&[u8]>; 3] = [Some(spec.table_sql.as_bytes()), Some(spec.op.as_str().as_bytes()), Some(&array)];
+    let quiet = [u8::from(spec.quiet)];
+    let values: [Option<&[u8]>; 4] =
+        [Some(spec.table_sql.as_bytes()), Some(spec.op.as_str().as_bytes()), Some(&array), Some(&quiet)];
     crate::protocol::build::bind_tail(&[1], &values, &[])
 }
 

@@ -14,6 +14,7 @@ pub mod normalize;
 mod ops;
 pub mod quote;
 pub mod rewrite;
+pub mod routine;
 mod settings;
 mod split;
 

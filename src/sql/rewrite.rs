@@ -115,6 +115,13 @@ pub fn plan(sql: &str) -> Result<TimePlan, Nondeterministic> {
     scan::scan(sql).map(|edits| TimePlan { edits })
 }
 
+/// [`plan`] of a function body (procedural code): what it evaluates, its
+/// first word notwithstanding. Only whether it is the identity or refused
+/// is meaningful (`sql::routine`).
+pub fn plan_body(body: &str) -> Result<TimePlan, Nondeterministic> {
+    scan::scan_body(body).map(|edits| TimePlan { edits })
+}
+
 /// [`plan`] and [`TimePlan::render`] in one go.
 pub fn rewrite(sql: &str, txn_micros: i64) -> Result<Cow<'_, str>, Nondeterministic> {
     Ok(plan(sql)?.render(sql, txn_micros))

@@ -16,6 +16,14 @@ pub(super) fn scan(sql: &str) -> Result<Vec<Edit>, Nondeterministic> {
     Ok(scanner.edits)
 }
 
+/// [`scan`] of procedural code (a function body): every statement in it
+/// counts as evaluated, whatever its first word.
+pub(super) fn scan_body(body: &str) -> Result<Vec<Edit>, Nondeterministic> {
+    let mut scanner = Scanner::new(body.as_bytes(), 0, true);
+    scanner.run()?;
+    Ok(scanner.edits)
+}
+
 /// A significant token, as far as the scanner needs to remember it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {

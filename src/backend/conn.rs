@@ -71,6 +71,8 @@ pub struct ServerConn {
     pub settings_version: u64,
     /// Set when the connection is in an unknown protocol state and must not be reused.
     pub broken: bool,
+    /// Which of chorus's own statements (`session::own`) are prepared here, one bit each.
+    pub own_prepared: u16,
 }
 
 impl ServerConn {
@@ -117,6 +119,7 @@ impl ServerConn {
             to_close: Vec::new(),
             settings_version: 0,
             broken: false,
+            own_prepared: 0,
         };
         let mut params: Vec<(&str, &str)> = vec![("user", node.user.as_str()), ("database", database)];
         params.extend_from_slice(startup_params);

@@ -71,6 +71,7 @@ impl Pool {
             conn.unnamed = None;
             conn.to_close.clear();
             conn.settings_version = 0;
+            conn.own_prepared = 0;
             let mut idle = pool.idle.lock();
             let list = idle.entry(conn.database.to_string()).or_default();
             if list.len() < pool.max_idle {

@@ -1,5 +1,6 @@
 //! PostgreSQL wire-protocol pieces shared by the client and server sides.
 
+pub mod array;
 pub mod error;
 pub mod message;
 pub mod rows;

@@ -341,16 +341,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 Some("deallocate") => {
                     match prepared_name(text, if w.get(1).map(String::as_str) == Some("prepare") { 2 } else { 1 }) {
-                        Some(n) if n == "all" => self.sql_prepared.clear(),
+                        Some(n) if n == "all" => {
+                            self.sql_prepared.clear();
+                            self.forget_own_statements();
+                        }
                         Some(n) => {
                             self.sql_prepared.remove(&n);
                         }
                         None => {}
                     }
                 }
-                Some("discard") => self.sql_prepared.clear(),
+                Some("discard") => {
+                    self.sql_prepared.clear();
+                    self.forget_own_statements();
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// DEALLOCATE ALL or DISCARD also drop chorus's own prepared statements.
+    fn forget_own_statements(&mut self) {
+        for c in self.conns.iter_mut().flatten() {
+            c.own_prepared = 0;
         }
     }
 

@@ -14,6 +14,7 @@ mod conns;
 mod extended;
 mod logplan;
 mod openbatch;
+mod own;
 mod query;
 mod relay;
 mod replicate;
@@ -63,6 +64,8 @@ struct Inflight {
     failed: bool,
     /// chorus's own step (replication): its replies are consumed, not relayed.
     internal: Option<Internal>,
+    /// chorus's own statements the step parses (`own::Prep`).
+    own_parsed: u16,
     /// Hold the client's ReadyForQuery until chorus's step after it is done.
     hold_ready: bool,
     /// The client's BEGIN runs inside a transaction chorus opened: hide the

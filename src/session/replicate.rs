@@ -12,6 +12,7 @@
 
 use super::capture::{At, Slot};
 use super::logplan::{Item, RequestLog};
+use super::own::Prep;
 use super::txnlog::{self, Undone, WriteTxn};
 use super::writeplan::{TakeLsn, WritePlan};
 use super::{Inflight, Internal, Session, SessionError};
@@ -33,6 +34,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         &mut self,
         node: usize,
         messages: Vec<Message>,
+        prep: Prep,
     ) -> Result<Option<(i64, i64, String)>, BackendError> {
         let conn = self.conns[node].as_mut().expect("connected");
         for m in messages {
@@ -54,10 +56,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 _ => {}
             }
         }
+        conn.learn_own(&prep, error.is_none());
         match error {
             Some(e) => Err(BackendError::Server(e)),
             None => Ok(row),
         }
+    }
+
+    /// A step builder for chorus's own statements on `node`'s connection.
+    pub(super) fn prep(&self, node: usize) -> Prep {
+        Prep::on(self.conns[node].as_ref().map_or(0, |c| c.own_prepared))
     }
 
     /// Take the transaction's LSN out of band before the request (opening the
@@ -66,7 +74,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// holding the LSN lock: whoever consumed them marked it before releasing it.
     pub(super) async fn take_lsn_now(&mut self, node: usize, begin: bool) -> Result<(), ClientError> {
         let context = self.settings.script(false);
-        let r = self.oob_row(node, WriteTxn::take_lsn_messages(begin)).await;
+        let mut prep = self.prep(node);
+        let messages = WriteTxn::take_lsn_messages(begin, &mut prep);
+        let r = self.oob_row(node, messages, prep).await;
         let status = self.conns[node].as_ref().map_or(b'I', |c| c.status);
         match r {
             Ok(Some((lsn, micros, _))) => {
@@ -127,12 +137,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             tracing::debug!(error = %e, "could not sync sequences");
             return;
         }
+        let mut prep = self.prep(leader);
         let r = match self.wtxn.as_ref() {
-            Some(t) if t.capture_epoch.is_some() && t.bytes() > 0 => t.append_messages(true),
-            _ => WriteTxn::rollback_messages(),
+            Some(t) if t.capture_epoch.is_some() && t.bytes() > 0 => t.append_messages(true, &mut prep),
+            _ => WriteTxn::rollback_messages(&mut prep),
         };
         let conn = self.conns[leader].as_mut().expect("checked");
         let r = conn.exchange_oob(&r).await;
+        conn.learn_own(&prep, r.is_ok());
         match r {
             Ok(()) => {
                 self.committed();
@@ -165,7 +177,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// After a `ROLLBACK TO`: log the sequences' state again before the next write.
     async fn resync_sequences(&mut self, node: usize) -> Result<(), ClientError> {
-        match self.oob_row(node, WriteTxn::capture_messages()).await {
+        let mut prep = self.prep(node);
+        let messages = WriteTxn::capture_messages(&mut prep);
+        match self.oob_row(node, messages, prep).await {
             Ok(Some((_, _, script))) => {
                 if let Some(t) = self.wtxn.as_mut() {
                     t.resync = false;
@@ -264,12 +278,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         // logs, and for the rows of captured writes.
         let finish_later = plan.copy || !inflight.tags.is_empty() || !inflight.captures.is_empty();
         if plan.begin_only {
-            self.queue_internal(node, WriteTxn::begin_messages(), Internal::Begin);
+            let mut prep = self.prep(node);
+            let messages = WriteTxn::begin_messages(&mut prep);
+            self.queue_internal(node, messages, prep, Internal::Begin);
             self.txn_node = Some(node);
         }
         self.queue_request(node, messages, inflight);
         if plan.take_lsn == Some(TakeLsn::After) {
-            self.queue_internal(node, WriteTxn::take_lsn_messages(false), Internal::TakeLsn);
+            let mut prep = self.prep(node);
+            let messages = WriteTxn::take_lsn_messages(false, &mut prep);
+            self.queue_internal(node, messages, prep, Internal::TakeLsn);
             self.wtxn = Some(WriteTxn::new(self.settings.script(false)));
         }
         if plan.finish_after {
@@ -300,8 +318,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             )
             .with_hint("The transaction was rolled back; restructure it and retry."));
         }
-        let messages = t.append_messages(commit);
-        self.queue_internal(node, messages, Internal::Append { commit });
+        let mut prep = self.prep(node);
+        let messages = t.append_messages(commit, &mut prep);
+        self.queue_internal(node, messages, prep, Internal::Append { commit });
         Ok(())
     }
 
@@ -311,16 +330,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) fn queue_finish(&mut self, node: usize) {
         if let Err(e) = self.queue_append(node, true) {
             self.finish_refused = Some(e);
-            self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
+            let mut prep = self.prep(node);
+            let messages = WriteTxn::rollback_messages(&mut prep);
+            self.queue_internal(node, messages, prep, Internal::Rollback);
         }
     }
 
-    pub(super) fn queue_internal(&mut self, node: usize, messages: Vec<Message>, kind: Internal) {
+    pub(super) fn queue_internal(&mut self, node: usize, messages: Vec<Message>, prep: Prep, kind: Internal) {
         let conn = self.conns[node].as_mut().expect("connected");
         for m in &messages {
             conn.queue(&m.frame);
         }
-        self.inflight.push_back(Inflight { internal: Some(kind), ..Default::default() });
+        self.inflight.push_back(Inflight { internal: Some(kind), own_parsed: prep.parsed, ..Default::default() });
     }
 
     /// The client's request ended and its ReadyForQuery is held. For a COPY
@@ -370,10 +391,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             b'A' => self.cout.put_slice(&m.frame),
             b'Z' => {
                 let status = m.body().first().copied().unwrap_or(b'I');
+                let done = self.inflight.pop_front().expect("internal request in flight");
                 if let Some(c) = self.conns[node].as_mut() {
                     c.status = status;
+                    c.learn_own(&Prep::parsed_bits(done.own_parsed), !done.failed);
                 }
-                let done = self.inflight.pop_front().expect("internal request in flight");
                 self.internal_ready(node, kind, status, done.failed).await?;
             }
             _ => {}
@@ -429,7 +451,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                     if status == b'E' && commit {
                         // chorus's transaction is open and aborted: end it.
-                        self.queue_internal(node, WriteTxn::rollback_messages(), Internal::Rollback);
+                        let mut prep = self.prep(node);
+                        let messages = WriteTxn::rollback_messages(&mut prep);
+                        self.queue_internal(node, messages, prep, Internal::Rollback);
                         let conn = self.conns[node].as_mut().expect("connected");
                         let r = conn.flush().await;
                         return r.map_err(|e| self.server_lost(node, e));

@@ -11,37 +11,12 @@
 //! for the format.
 
 use super::capture::CaptureSpec;
+use super::own::{Own, Prep, sync};
 use crate::protocol::Message;
+use crate::protocol::array::binary_array;
 use crate::sql::rewrite::{self, TimePlan};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
-
-/// Statement names chorus uses for its own steps on a client's connection
-/// (closed before each use, so a failed earlier step never leaves one behind).
-const LSN_STMT: &str = "_chorus_lsn";
-const BEGIN_STMT: &str = "_chorus_begin";
-const APPEND_STMT: &str = "_chorus_append";
-const END_STMT: &str = "_chorus_end";
-
-/// The first write of a transaction runs this: the row lock serializes writing
-/// transactions until they end, the value rolls back with them (so LSNs are
-/// gapless), and now() is the transaction timestamp the log's literals use.
-const TAKE_LSN_SQL: &str =
-    "UPDATE _chorus.lsn SET lsn = lsn + 1 RETURNING lsn, (extract(epoch FROM now()) * 1000000)::int8, NULL::text";
-const CAPTURE_STMT: &str = "_chorus_seq";
-const SAVEPOINT_STMT: &str = "_chorus_savepoint";
-
-/// `$6`: when not empty, the placeholder the texts hold for the transaction
-/// timestamp (a transaction that took its LSN in this same step has not told
-/// chorus its timestamp yet); the server writes it in, formatted as
-/// `rewrite::TimePlan::render` formats it.
-const APPEND_SQL: &str = "INSERT INTO _chorus.log (lsn, seq, kind, sql, param_types, params) \
-     SELECT l.lsn, u.seq, u.kind, \
-       CASE WHEN $6 = '' THEN u.sql ELSE pg_catalog.replace(u.sql, $6, \
-         pg_catalog.to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00') END, \
-       u.types::oid[], u.params \
-     FROM _chorus.lsn l, unnest($1::int4[], $2::\"char\"[], $3::text[], $4::text[], $5::bytea[]) \
-     AS u(seq, kind, sql, types, params)";
 
 /// Stands for the transaction timestamp in texts logged before it is known
 /// (see `APPEND_SQL`). A text that contains it is never logged that way.
@@ -61,14 +36,6 @@ const CAPTURED_BYTES_PER_ENTRY: usize = 4 << 20;
 /// search_path), the operation, the rows, whether to leave triggers out.
 const APPLY_ROWS_SQL: &str = "SELECT _chorus.apply_rows($1::pg_catalog.regclass, $2, $3, $4)";
 const APPLY_ROWS_TYPES: &str = "{25,25,1009,16}";
-
-/// Appended to a transaction's entry when sequence values may have moved
-/// since it last logged their state (a captured write drew ids the follower
-/// does not draw): the `setval` calls, computed by the server as it appends,
-/// holding the LSN lock. `$1`: the row's seq.
-const APPEND_SEQUENCES_SQL_HEAD: &str = "INSERT INTO _chorus.log (lsn, seq, kind, sql) \
-     SELECT l.lsn, $1, 'q', s.s FROM _chorus.lsn l, ";
-const APPEND_SEQUENCES_STMT: &str = "_chorus_append_seq";
 
 /// One logged statement.
 pub enum Entry {
@@ -258,40 +225,34 @@ impl WriteTxn {
     }
 
     /// Messages that take the LSN (opening the transaction first when `begin`).
-    pub fn take_lsn_messages(begin: bool) -> Vec<Message> {
+    pub fn take_lsn_messages(begin: bool, prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::with_capacity(10);
         if begin {
-            push_statement(&mut out, BEGIN_STMT, "BEGIN", &[], &[]);
+            prep.run(&mut out, Own::Begin);
         }
-        push_statement(&mut out, LSN_STMT, TAKE_LSN_SQL, &[], &[]);
+        prep.run(&mut out, Own::TakeLsn);
         // The client's statements run below this savepoint. An error aborts
         // only the subtransaction, so the LSN row lock is held until chorus has
         // seen the error (and noted that sequence values may be lost) and the
         // transaction ends; a plain abort would release it at once.
-        push_statement(&mut out, SAVEPOINT_STMT, "SAVEPOINT _chorus_lsn", &[], &[]);
-        out.push(Message::new(b'S', &[]));
+        prep.run(&mut out, Own::Savepoint);
+        out.push(sync());
         out
     }
 
     /// Messages that open a transaction (without an LSN: a deferred one).
-    pub fn begin_messages() -> Vec<Message> {
+    pub fn begin_messages(prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::with_capacity(5);
-        push_statement(&mut out, BEGIN_STMT, "BEGIN", &[], &[]);
-        out.push(Message::new(b'S', &[]));
+        prep.run(&mut out, Own::Begin);
+        out.push(sync());
         out
     }
 
     /// Messages that capture the sequences' state (after a `ROLLBACK TO`).
-    pub fn capture_messages() -> Vec<Message> {
+    pub fn capture_messages(prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::with_capacity(5);
-        push_statement(
-            &mut out,
-            CAPTURE_STMT,
-            &format!("SELECT 0::int8, 0::int8, {}", super::sequences::CAPTURE_SQL),
-            &[],
-            &[],
-        );
-        out.push(Message::new(b'S', &[]));
+        prep.run(&mut out, Own::CaptureSequences);
+        out.push(sync());
         out
     }
 
@@ -308,18 +269,18 @@ impl WriteTxn {
     /// Messages that append this transaction's entry, then commit when
     /// `commit`. A deferred transaction takes its LSN first, in the same step
     /// (and, when every statement it logged changed nothing, logs nothing).
-    pub fn append_messages(&self, commit: bool) -> Vec<Message> {
+    pub fn append_messages(&self, commit: bool, prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::new();
         let take_lsn = self.deferred && self.lsn.is_none();
         if take_lsn && !self.has_entries() {
             if commit {
-                push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
+                prep.run(&mut out, Own::Commit);
             }
-            out.push(Message::new(b'S', &[]));
+            out.push(sync());
             return out;
         }
         if take_lsn {
-            push_statement(&mut out, LSN_STMT, TAKE_LSN_SQL, &[], &[]);
+            prep.run(&mut out, Own::TakeLsn);
         }
         let micros = self.micros.unwrap_or(0);
         let render = |plan: &TimePlan, sql: &'_ str| -> String {
@@ -330,8 +291,6 @@ impl WriteTxn {
             }
         };
         let placeholder = if take_lsn { TIME_PLACEHOLDER } else { "" };
-        out.push(close_statement(APPEND_STMT));
-        out.push(parse(APPEND_STMT, APPEND_SQL, &[1007, 1002, 1009, 1009, 1001, 25]));
         let mut rows = Rows::default();
         rows.push(0, b'h', Some(self.context.as_bytes()), None, None);
         let mut seq = 0;
@@ -364,38 +323,34 @@ impl WriteTxn {
                             Some(&params),
                         );
                         if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
-                            std::mem::take(&mut rows).bind_execute(&mut out, placeholder);
+                            std::mem::take(&mut rows).bind_execute(&mut out, placeholder, prep);
                         }
                     }
                 }
             }
             if rows.len() >= APPEND_ROWS || rows.bytes >= APPEND_BYTES {
-                std::mem::take(&mut rows).bind_execute(&mut out, placeholder);
+                std::mem::take(&mut rows).bind_execute(&mut out, placeholder, prep);
             }
         }
         if rows.len() > 0 {
-            rows.bind_execute(&mut out, placeholder);
+            rows.bind_execute(&mut out, placeholder, prep);
         }
         if self.resync && !take_lsn {
             // The sequences' state after everything above.
-            out.push(close_statement(APPEND_SEQUENCES_STMT));
-            let sql = format!("{APPEND_SEQUENCES_SQL_HEAD}{} AS s(s) WHERE s.s <> ''", super::sequences::CAPTURE_SQL);
-            out.push(parse(APPEND_SEQUENCES_STMT, &sql, &[23]));
-            out.push(bind(APPEND_SEQUENCES_STMT, &[(seq + 1).to_be_bytes().to_vec()], true));
-            out.push(execute());
+            prep.run_with(&mut out, Own::AppendSequences, &[(seq + 1).to_be_bytes().to_vec()]);
         }
         if commit {
-            push_statement(&mut out, END_STMT, "COMMIT", &[], &[]);
+            prep.run(&mut out, Own::Commit);
         }
-        out.push(Message::new(b'S', &[]));
+        out.push(sync());
         out
     }
 
     /// Messages that roll back the transaction chorus opened.
-    pub fn rollback_messages() -> Vec<Message> {
+    pub fn rollback_messages(prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::new();
-        push_statement(&mut out, END_STMT, "ROLLBACK", &[], &[]);
-        out.push(Message::new(b'S', &[]));
+        prep.run(&mut out, Own::Rollback);
+        out.push(sync());
         out
     }
 }
@@ -420,8 +375,7 @@ fn captured_chunks(rows: &[Bytes]) -> Vec<&[Bytes]> {
 /// The Bind tail (see `Entry::Extended`) of one `APPLY_ROWS_SQL`: table,
 /// operation, rows and the triggers flag, all binary (a text's binary form is its bytes).
 fn apply_rows_params(spec: &CaptureSpec, rows: &[Bytes]) -> Vec<u8> {
-    let items: Vec<Option<Vec<u8>>> = rows.iter().map(|r| Some(r.to_vec())).collect();
-    let array = binary_array(25, &items);
+    let array = binary_array(25, rows.iter().map(|r| Some(&r[..])));
     let quiet = [u8::from(spec.quiet)];
     let values: [Option<&[u8]>; 4] =
         [Some(spec.table_sql.as_bytes()), Some(spec.op.as_str().as_bytes()), Some(&array), Some(&quiet)];
@@ -459,19 +413,18 @@ impl Rows {
     }
 
     /// Bind (all parameters binary) and Execute the append statement.
-    fn bind_execute(self, out: &mut Vec<Message>, placeholder: &str) {
+    fn bind_execute(self, out: &mut Vec<Message>, placeholder: &str, prep: &mut Prep) {
         let seq: Vec<Option<Vec<u8>>> = self.seq.iter().map(|s| Some(s.to_be_bytes().to_vec())).collect();
         let kind: Vec<Option<Vec<u8>>> = self.kind.iter().map(|k| Some(vec![*k])).collect();
         let params = [
-            binary_array(23, &seq),
-            binary_array(18, &kind),
-            binary_array(25, &self.sql),
-            binary_array(25, &self.types),
-            binary_array(17, &self.params),
+            binary_array(23, seq.iter().map(|i| i.as_deref())),
+            binary_array(18, kind.iter().map(|i| i.as_deref())),
+            binary_array(25, self.sql.iter().map(|i| i.as_deref())),
+            binary_array(25, self.types.iter().map(|i| i.as_deref())),
+            binary_array(17, self.params.iter().map(|i| i.as_deref())),
             placeholder.as_bytes().to_vec(),
         ];
-        out.push(bind(APPEND_STMT, &params, true));
-        out.push(execute());
+        prep.run_with(out, Own::Append, &params);
     }
 }
 
@@ -488,85 +441,6 @@ fn oid_array_text(types: &[u32]) -> String {
     }
     s.push('}');
     s
-}
-
-/// A one-dimensional array in PostgreSQL's binary format.
-fn binary_array(elem_oid: u32, items: &[Option<Vec<u8>>]) -> Vec<u8> {
-    let size: usize = items.iter().map(|i| 4 + i.as_ref().map_or(0, Vec::len)).sum();
-    let mut b = Vec::with_capacity(20 + size);
-    b.put_i32(1);
-    b.put_i32(items.iter().any(Option::is_none) as i32);
-    b.put_u32(elem_oid);
-    b.put_i32(items.len() as i32);
-    b.put_i32(1);
-    for i in items {
-        match i {
-            Some(v) => {
-                b.put_i32(v.len() as i32);
-                b.put_slice(v);
-            }
-            None => b.put_i32(-1),
-        }
-    }
-    b
-}
-
-fn push_statement(out: &mut Vec<Message>, name: &str, sql: &str, types: &[u32], params: &[Vec<u8>]) {
-    out.push(close_statement(name));
-    out.push(parse(name, sql, types));
-    out.push(bind(name, params, false));
-    out.push(execute());
-}
-
-fn close_statement(name: &str) -> Message {
-    let mut b = BytesMut::new();
-    b.put_u8(b'S');
-    put_cstr(&mut b, name);
-    Message::new(b'C', &b)
-}
-
-fn parse(name: &str, sql: &str, types: &[u32]) -> Message {
-    let mut b = BytesMut::with_capacity(sql.len() + name.len() + 8 + 4 * types.len());
-    put_cstr(&mut b, name);
-    put_cstr(&mut b, sql);
-    b.put_i16(types.len() as i16);
-    for t in types {
-        b.put_u32(*t);
-    }
-    Message::new(b'P', &b)
-}
-
-/// Bind to the unnamed portal; parameters binary when `binary`, results text.
-fn bind(stmt: &str, params: &[Vec<u8>], binary: bool) -> Message {
-    let size: usize = params.iter().map(|p| p.len() + 4).sum();
-    let mut b = BytesMut::with_capacity(size + stmt.len() + 16);
-    put_cstr(&mut b, "");
-    put_cstr(&mut b, stmt);
-    if binary && !params.is_empty() {
-        b.put_i16(1);
-        b.put_i16(1);
-    } else {
-        b.put_i16(0);
-    }
-    b.put_i16(params.len() as i16);
-    for p in params {
-        b.put_i32(p.len() as i32);
-        b.put_slice(p);
-    }
-    b.put_i16(0);
-    Message::new(b'B', &b)
-}
-
-fn execute() -> Message {
-    let mut b = BytesMut::with_capacity(5);
-    put_cstr(&mut b, "");
-    b.put_i32(0);
-    Message::new(b'E', &b)
-}
-
-fn put_cstr(b: &mut BytesMut, s: &str) {
-    b.put_slice(s.as_bytes());
-    b.put_u8(0);
 }
 
 /// The take-LSN step's DataRow: the LSN, the transaction timestamp and the
@@ -593,16 +467,6 @@ pub fn parse_lsn_row(body: &[u8]) -> Option<(i64, i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn binary_arrays_match_postgres_layout() {
-        let a = binary_array(23, &[Some(1i32.to_be_bytes().to_vec()), None]);
-        let mut want = Vec::new();
-        for v in [1i32, 1, 23, 2, 1, 4, 1, -1] {
-            want.extend_from_slice(&v.to_be_bytes());
-        }
-        assert_eq!(a, want);
-    }
 
     #[test]
     fn user_type_oids_become_unspecified() {
@@ -664,12 +528,12 @@ mod tests {
         let mut t = WriteTxn::deferred("RESET ALL".into());
         let sql = "INSERT INTO h VALUES (1, now())";
         t.push(Entry::Query { sql: sql.into(), plan: plan_text(sql).unwrap() });
-        let m = t.append_messages(true);
+        let m = t.append_messages(true, &mut Prep::on(0));
         let texts: Vec<String> = m.iter().map(|m| String::from_utf8_lossy(&m.frame).into_owned()).collect();
         assert!(texts[1].contains("UPDATE _chorus.lsn"), "takes the LSN first: {texts:?}");
         assert!(texts.iter().any(|t| t.contains(TIME_PLACEHOLDER)), "time written in by the server");
         t.drop_entry(0);
-        let m = t.append_messages(true);
+        let m = t.append_messages(true, &mut Prep::on(0));
         assert!(!m.iter().any(|m| String::from_utf8_lossy(&m.frame).contains("_chorus.l")), "nothing to log");
     }
 }

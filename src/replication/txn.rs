@@ -31,6 +31,7 @@
 use super::Lsn;
 use super::feed::{LogRow, LoggedTxn};
 use crate::backend::{BackendError, ServerConn};
+use crate::protocol::array::binary_array;
 use crate::protocol::{Fields, Message, ServerError, build};
 
 /// CopyData messages carry at most this much of a logged COPY's data.
@@ -89,44 +90,38 @@ fn guard_sql(first: Lsn, lsn: Lsn) -> String {
 /// statements (which may have changed settings, the role or the session user).
 const RESET_SQL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
+/// The follower's copy of the group's log rows, in one statement (one
+/// trigger firing, one executor start): arrays of lsn, seq, kind, sql,
+/// parameter types (as oid[] text), parameters and commit time, all binary.
 const LOG_COPY_SQL: &[u8] = b"INSERT INTO _chorus.log (lsn, seq, kind, sql, param_types, params, committed_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
-/// int8, int4, "char", text, oid[], bytea, timestamptz: all sent in binary.
-const LOG_COPY_TYPES: [u32; 7] = [20, 23, 18, 25, 1028, 17, 1184];
+    SELECT u.lsn, u.seq, u.kind, u.sql, u.types::pg_catalog.oid[], u.params, u.at \
+    FROM unnest($1::int8[], $2::int4[], $3::\"char\"[], $4::text[], $5::text[], $6::bytea[], $7::timestamptz[]) \
+    AS u(lsn, seq, kind, sql, types, params, at)";
+const LOG_COPY_TYPES: [u32; 7] = [1016, 1007, 1002, 1009, 1009, 1001, 1185];
 
-/// A one-dimensional oid[] in PostgreSQL's binary array format.
-fn oid_array(oids: &[u32]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(20 + oids.len() * 8);
-    b.extend_from_slice(&(if oids.is_empty() { 0i32 } else { 1 }).to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes()); // no NULLs
-    b.extend_from_slice(&26u32.to_be_bytes()); // element type oid
-    if !oids.is_empty() {
-        b.extend_from_slice(&(oids.len() as i32).to_be_bytes());
-        b.extend_from_slice(&1i32.to_be_bytes()); // lower bound
-        for o in oids {
-            b.extend_from_slice(&4i32.to_be_bytes());
-            b.extend_from_slice(&o.to_be_bytes());
-        }
-    }
-    b
+fn log_copy_bind<'a>(rows: impl Iterator<Item = &'a LogRow> + Clone) -> Message {
+    let lsn: Vec<[u8; 8]> = rows.clone().map(|r| r.lsn.to_be_bytes()).collect();
+    let seq: Vec<[u8; 4]> = rows.clone().map(|r| r.seq.to_be_bytes()).collect();
+    let kind: Vec<[u8; 1]> = rows.clone().map(|r| [r.kind]).collect();
+    let types: Vec<Option<String>> = rows.clone().map(|r| r.param_types.as_deref().map(oid_array_text)).collect();
+    let at: Vec<[u8; 8]> = rows.clone().map(|r| r.committed_at.to_be_bytes()).collect();
+    let arrays = [
+        binary_array(20, lsn.iter().map(|v| Some(&v[..]))),
+        binary_array(23, seq.iter().map(|v| Some(&v[..]))),
+        binary_array(18, kind.iter().map(|v| Some(&v[..]))),
+        binary_array(25, rows.clone().map(|r| r.sql.as_deref().map(str::as_bytes)).collect::<Vec<_>>().into_iter()),
+        binary_array(25, types.iter().map(|t| t.as_deref().map(str::as_bytes))),
+        binary_array(17, rows.clone().map(|r| r.params.as_deref()).collect::<Vec<_>>().into_iter()),
+        binary_array(1184, at.iter().map(|v| Some(&v[..]))),
+    ];
+    let values: Vec<Option<&[u8]>> = arrays.iter().map(|a| Some(&a[..])).collect();
+    build::bind_raw("", "", &build::bind_tail(&[1], &values, &[]))
 }
 
-fn log_copy_bind(row: &LogRow) -> Message {
-    let lsn = row.lsn.to_be_bytes();
-    let seq = row.seq.to_be_bytes();
-    let kind = [row.kind];
-    let types = row.param_types.as_deref().map(oid_array);
-    let at = row.committed_at.to_be_bytes();
-    let values: [Option<&[u8]>; 7] = [
-        Some(&lsn),
-        Some(&seq),
-        Some(&kind),
-        row.sql.as_deref().map(str::as_bytes),
-        types.as_deref(),
-        row.params.as_deref(),
-        Some(&at),
-    ];
-    build::bind_raw("", "", &build::bind_tail(&[1], &values, &[]))
+/// `{23,25}`: OIDs as an oid[] literal.
+fn oid_array_text(oids: &[u32]) -> String {
+    let items: Vec<String> = oids.iter().map(u32::to_string).collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// At most this many LSNs, and about this many bytes of log rows, per group.
@@ -153,25 +148,48 @@ pub fn size(txn: &LoggedTxn) -> usize {
 
 /// The pipeline that replays `txns` (consecutive LSNs, at least one) on a
 /// follower at the first one's LSN - 1.
+///
+/// A single transaction is replayed statement by statement, each its own
+/// unit, so an error names the statement. A group (the applier falls back
+/// to one by one when it fails) saves round trips: the simple-query
+/// statements of one transaction go as one Query, and a transaction whose
+/// header is its predecessor's and whose predecessor changed no setting
+/// skips the reset and header.
 pub fn plan(txns: &[LoggedTxn]) -> Result<Plan, UnknownKind> {
     let (first, last) = match (txns.first(), txns.last()) {
         (Some(f), Some(l)) => (f.lsn, l.lsn),
         _ => return Ok(Plan { messages: Vec::new(), units: Vec::new(), copies: Vec::new() }),
     };
-    let mut messages = vec![build::query("BEGIN"), build::query(&guard_sql(first, last))];
-    let mut units = vec![Unit::Begin, Unit::Guard];
-    let mut copies = vec![false, false];
+    let coarse = txns.len() > 1;
+    let mut p = Plan { messages: Vec::new(), units: Vec::new(), copies: Vec::new() };
+    p.push_unit(Unit::Begin, build::query("BEGIN"), false);
+    p.push_unit(Unit::Guard, build::query(&guard_sql(first, last)), false);
     for (t, txn) in txns.iter().enumerate() {
-        if t > 0 {
-            messages.push(build::query(RESET_SQL));
-            units.push(Unit::Reset);
-            copies.push(false);
+        let keeps_context = coarse && t > 0 && same_context(&txns[t - 1], txn);
+        if t > 0 && !keeps_context {
+            p.push_unit(Unit::Reset, build::query(RESET_SQL), false);
         }
+        // Simple-query statements merged into one Query: (first row, text).
+        let mut run: Option<(usize, Vec<u8>)> = None;
         for (i, row) in txn.rows.iter().enumerate() {
+            let unit = Unit::Row { txn: t, row: i };
             match row.kind {
-                b'h' => messages.push(build::query_bytes(&row.text)),
-                b'q' => messages.push(build::query_bytes(&row.text)),
+                b'h' if keeps_context => {}
+                b'h' => p.push_unit(unit, build::query_bytes(&row.text), false),
+                b'q' if coarse && !changes_lexing(&row.text) => match &mut run {
+                    Some((_, text)) => {
+                        // A newline first: the statement may end in a line comment.
+                        text.extend_from_slice(b"\n;\n");
+                        text.extend_from_slice(&row.text);
+                    }
+                    None => run = Some((i, row.text.clone())),
+                },
+                b'q' => {
+                    p.flush_run(t, &mut run);
+                    p.push_unit(unit, build::query_bytes(&row.text), false);
+                }
                 b'x' => {
+                    p.flush_run(t, &mut run);
                     let types: Vec<u32> = row
                         .param_types
                         .as_deref()
@@ -179,42 +197,79 @@ pub fn plan(txns: &[LoggedTxn]) -> Result<Plan, UnknownKind> {
                         .iter()
                         .map(|&t| if t >= FIRST_USER_OID { 0 } else { t })
                         .collect();
-                    messages.push(build::parse("", &row.text, &types));
+                    p.messages.push(build::parse("", &row.text, &types));
                     let tail = row.params.as_deref().unwrap_or(&[0, 0, 0, 0, 0, 0]);
-                    messages.push(build::bind_raw("", "", tail));
-                    messages.push(build::execute("", 0));
-                    messages.push(build::sync());
+                    p.messages.push(build::bind_raw("", "", tail));
+                    p.messages.push(build::execute("", 0));
+                    p.push_unit(unit, build::sync(), false);
                 }
                 b'c' => {
-                    messages.push(build::query_bytes(&row.text));
+                    p.flush_run(t, &mut run);
+                    p.messages.push(build::query_bytes(&row.text));
                     for chunk in row.params.as_deref().unwrap_or(&[]).chunks(COPY_CHUNK) {
-                        messages.push(build::copy_data(chunk));
+                        p.messages.push(build::copy_data(chunk));
                     }
-                    messages.push(build::copy_done());
+                    p.push_unit(unit, build::copy_done(), true);
                 }
                 k => return Err(UnknownKind { lsn: txn.lsn, seq: row.seq, kind: k as char }),
             }
-            units.push(Unit::Row { txn: t, row: i });
-            copies.push(row.kind == b'c');
         }
+        p.flush_run(t, &mut run);
     }
-    messages.push(build::query(RESET_SQL));
-    units.push(Unit::Reset);
-    copies.push(false);
+    p.push_unit(Unit::Reset, build::query(RESET_SQL), false);
     if txns.iter().any(|t| !t.rows.is_empty()) {
-        messages.push(build::parse("", LOG_COPY_SQL, &LOG_COPY_TYPES));
-        for row in txns.iter().flat_map(|t| &t.rows) {
-            messages.push(log_copy_bind(row));
-            messages.push(build::execute("", 0));
-        }
-        messages.push(build::sync());
-        units.push(Unit::LogCopy);
-        copies.push(false);
+        p.messages.push(build::parse("", LOG_COPY_SQL, &LOG_COPY_TYPES));
+        p.messages.push(log_copy_bind(txns.iter().flat_map(|t| &t.rows)));
+        p.messages.push(build::execute("", 0));
+        p.push_unit(Unit::LogCopy, build::sync(), false);
     }
-    messages.push(build::query("COMMIT"));
-    units.push(Unit::Commit);
-    copies.push(false);
-    Ok(Plan { messages, units, copies })
+    p.push_unit(Unit::Commit, build::query("COMMIT"), false);
+    Ok(p)
+}
+
+impl Plan {
+    /// End a unit with `last` (the message that gets its ReadyForQuery).
+    fn push_unit(&mut self, unit: Unit, last: Message, copy: bool) {
+        self.messages.push(last);
+        self.units.push(unit);
+        self.copies.push(copy);
+    }
+
+    fn flush_run(&mut self, txn: usize, run: &mut Option<(usize, Vec<u8>)>) {
+        if let Some((row, text)) = run.take() {
+            self.push_unit(Unit::Row { txn, row }, build::query_bytes(&text), false);
+        }
+    }
+}
+
+/// `next` runs under the context `prev` left: the same header, and nothing in
+/// `prev` that could have changed a setting for what follows.
+fn same_context(prev: &LoggedTxn, next: &LoggedTxn) -> bool {
+    let (Some(a), Some(b)) = (prev.header(), next.header()) else { return false };
+    a.text == b.text && !prev.rows.iter().filter(|r| r.kind != b'h').any(|r| may_change_settings(&r.text))
+}
+
+/// A statement that may change a session setting (SET, RESET, DISCARD,
+/// set_config, or procedural code that could call it).
+fn may_change_settings(text: &[u8]) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let first = lower.split(|c| !c.is_ascii_alphabetic()).find(|w| !w.is_empty()).unwrap_or(b"");
+    matches!(first, b"set" | b"reset" | b"discard" | b"do" | b"call") || contains(&lower, b"set_config")
+}
+
+/// A statement after which the rest of a query text would be read
+/// differently than as a query of its own (the server reads a whole Query
+/// message under the encoding and string syntax in force when it arrives).
+fn changes_lexing(text: &[u8]) -> bool {
+    let lower = text.to_ascii_lowercase();
+    [&b"standard_conforming_strings"[..], b"client_encoding", b"names", b"backslash_quote"]
+        .iter()
+        .any(|w| contains(&lower, w))
+        || may_change_settings(text)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// How replaying a plan went, when the connection survived it.
@@ -347,8 +402,8 @@ mod tests {
             rows: vec![row(0, b'h', "RESET ALL; SET search_path = a"), row(1, b'q', "CREATE TABLE t (id int)"), x, c],
         };
         let plan = plan(std::slice::from_ref(&txn)).unwrap();
-        // BEGIN, guard, header, q, x (PBES), c (Q d d c), reset, log copy (P + 4 x BE + S), COMMIT.
-        assert_eq!(tags(&plan), "QQQQPBESQddcQPBEBEBEBESQ");
+        // BEGIN, guard, header, q, x (PBES), c (Q d d c), reset, log copy (PBES, all rows), COMMIT.
+        assert_eq!(tags(&plan), "QQQQPBESQddcQPBESQ");
         assert_eq!(
             plan.units,
             [
@@ -377,12 +432,21 @@ mod tests {
 
     #[test]
     fn a_group_runs_its_transactions_in_order_in_one_follower_transaction() {
-        let a = LoggedTxn { lsn: 7, rows: vec![row(0, b'h', "RESET ALL"), row(1, b'q', "UPDATE t SET a = 1")] };
+        let a = LoggedTxn {
+            lsn: 7,
+            rows: vec![
+                row(0, b'h', "RESET ALL"),
+                row(1, b'q', "UPDATE t SET a = 1"),
+                row(2, b'q', "DELETE FROM u -- x"),
+            ],
+        };
         let mut b = LoggedTxn { lsn: 8, rows: vec![row(0, b'h', "RESET ALL"), row(1, b'q', "DELETE FROM t")] };
         b.rows.iter_mut().for_each(|r| r.lsn = 8);
         let plan = plan(&[a, b]).unwrap();
-        // BEGIN, guard, a (header, q), reset, b (header, q), reset, log copy (4 rows), COMMIT.
-        assert_eq!(tags(&plan), "QQQQQQQQPBEBEBEBESQ");
+        // BEGIN, guard, a (header, both statements in one Query), b (same
+        // header, a changed no setting: just its statement), reset, log copy
+        // (5 rows in one statement), COMMIT.
+        assert_eq!(tags(&plan), "QQQQQQPBESQ");
         assert_eq!(
             plan.units,
             [
@@ -390,16 +454,37 @@ mod tests {
                 Unit::Guard,
                 Unit::Row { txn: 0, row: 0 },
                 Unit::Row { txn: 0, row: 1 },
-                Unit::Reset,
-                Unit::Row { txn: 1, row: 0 },
                 Unit::Row { txn: 1, row: 1 },
                 Unit::Reset,
                 Unit::LogCopy,
                 Unit::Commit
             ]
         );
+        assert_eq!(plan.messages[3].body(), b"UPDATE t SET a = 1\n;\nDELETE FROM u -- x\0");
         let guard = String::from_utf8_lossy(plan.messages[1].body()).into_owned();
         assert!(guard.contains("SET lsn = 8, applied_at") && guard.contains("WHERE lsn = 6"), "{guard}");
+    }
+
+    #[test]
+    fn a_group_restores_the_context_where_it_may_have_changed() {
+        let txn = |lsn, header: &str, sql: &str| LoggedTxn {
+            lsn,
+            rows: vec![LogRow::new(lsn, 0, b'h', Some(header)), LogRow::new(lsn, 1, b'q', Some(sql))],
+        };
+        let units = |txns: &[LoggedTxn]| plan(txns).unwrap().units;
+        let reset_and_header = |t| [Unit::Reset, Unit::Row { txn: t, row: 0 }];
+        // Another header, or a SET before: reset and header again.
+        let u = units(&[txn(1, "RESET ALL", "INSERT INTO t VALUES (1)"), txn(2, "RESET ALL; SET a.b = 1", "SELECT 1")]);
+        assert!(u.windows(2).any(|w| w == reset_and_header(1)), "{u:?}");
+        let u = units(&[txn(1, "RESET ALL", "set search_path = x"), txn(2, "RESET ALL", "SELECT 1")]);
+        assert!(u.windows(2).any(|w| w == reset_and_header(1)), "{u:?}");
+        let u = units(&[txn(1, "RESET ALL", "SELECT set_config('a.b', '1', false)"), txn(2, "RESET ALL", "SELECT 1")]);
+        assert!(u.windows(2).any(|w| w == reset_and_header(1)), "{u:?}");
+        // A statement that changes how text is read ends a merged Query.
+        let mut t = txn(1, "RESET ALL", "SET standard_conforming_strings = off");
+        t.rows.push(LogRow::new(1, 2, b'q', Some("INSERT INTO t VALUES ('a\\b')")));
+        let u = units(&[t, txn(2, "RESET ALL", "SELECT 1")]);
+        assert!(u.contains(&Unit::Row { txn: 0, row: 2 }), "{u:?}");
     }
 
     #[test]
@@ -429,11 +514,8 @@ mod tests {
     }
 
     #[test]
-    fn oid_arrays_use_the_binary_array_format() {
-        assert_eq!(oid_array(&[]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 26]);
-        assert_eq!(
-            oid_array(&[23]),
-            [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 26, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 23]
-        );
+    fn parameter_types_are_logged_as_oid_array_text() {
+        assert_eq!(oid_array_text(&[]), "{}");
+        assert_eq!(oid_array_text(&[23, 16390]), "{23,16390}");
     }
 }

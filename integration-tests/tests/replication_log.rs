@@ -190,3 +190,40 @@ async fn temporary_tables_stay_on_the_leader_and_do_not_break_replication() {
     }
     assert_converged(&db).await;
 }
+
+/// Logged transactions commit without waiting for the WAL flush (the LSN row
+/// lock would otherwise serialize every writer's flush); the client hears of
+/// its commit only after chorus flushed it.
+#[tokio::test]
+async fn a_commit_is_answered_only_once_its_wal_is_flushed() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    let leader = db.connect_leader().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    // The leader's WAL insert position where the statement runs (declared
+    // IMMUTABLE so chorus takes it for a harmless function: it only reads).
+    c.batch_execute(
+        "CREATE FUNCTION wal_at() RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT pg_current_wal_insert_lsn()::text'",
+    )
+    .await
+    .unwrap();
+    let flushed_past = |at: String| {
+        let leader = &leader;
+        async move {
+            let sql = "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn";
+            leader.query_one(sql, &[&at]).await.unwrap().get::<_, bool>(0)
+        }
+    };
+    for i in 0..20 {
+        // Explicit transaction: the client's COMMIT.
+        c.batch_execute("BEGIN").await.unwrap();
+        c.execute("INSERT INTO t VALUES ($1, 'x')", &[&(2 * i)]).await.unwrap();
+        let at: String = c.query_one("SELECT wal_at()", &[]).await.unwrap().get(0);
+        c.batch_execute("COMMIT").await.unwrap();
+        assert!(flushed_past(at).await, "COMMIT {i} answered before its WAL was flushed");
+        // Autocommit: chorus's own COMMIT around the write.
+        let row = c.query_one("INSERT INTO t VALUES ($1, 'y') RETURNING wal_at()", &[&(2 * i + 1)]).await.unwrap();
+        assert!(flushed_past(row.get(0)).await, "autocommit write {i} answered before its WAL was flushed");
+    }
+    assert_converged(&db).await;
+}

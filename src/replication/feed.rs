@@ -312,11 +312,35 @@ async fn serve(
 ) -> Result<(), ReplicationError> {
     client.batch_execute("LISTEN _chorus_log").await.map_err(query_error(leader, db, "LISTEN"))?;
     feed.client.send_replace(Some(client.clone()));
-    let read_lsn = client.prepare("SELECT lsn FROM _chorus.lsn").await.map_err(query_error(leader, db, "preparing"))?;
+    // Sessions commit logged transactions without waiting for the WAL flush
+    // (session::txnlog): an LSN is handed to the followers only once the
+    // WAL written when it was read is flushed, so a leader that crashes and
+    // loses unflushed commits never finds them on a follower.
+    let read_lsn = client
+        .prepare("SELECT lsn, pg_catalog.pg_current_wal_insert_lsn()::text FROM _chorus.lsn")
+        .await
+        .map_err(query_error(leader, db, "preparing"))?;
+    let flushed = client
+        .prepare("SELECT pg_catalog.pg_current_wal_flush_lsn() >= $1::text::pg_catalog.pg_lsn")
+        .await
+        .map_err(query_error(leader, db, "preparing"))?;
     let mut last_trim = Instant::now();
     loop {
         let row = client.query_one(&read_lsn, &[]).await.map_err(query_error(leader, db, "reading _chorus.lsn"))?;
-        state.set_leader_lsn(db, row.get(0));
+        let (lsn, wal): (Lsn, String) = (row.get(0), row.get(1));
+        if state.leader_lsn(db) != Some(lsn) {
+            let mut wait = Duration::from_micros(250);
+            while !client
+                .query_one(&flushed, &[&wal])
+                .await
+                .map_err(query_error(leader, db, "reading the WAL flush position"))?
+                .get::<_, bool>(0)
+            {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(20));
+            }
+        }
+        state.set_leader_lsn(db, lsn);
         // Working: the next failure starts over with a short delay and a warning.
         backoff.reset();
         failures.reset();

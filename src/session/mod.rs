@@ -68,6 +68,9 @@ struct Inflight {
     own_parsed: u16,
     /// Hold the client's ReadyForQuery until chorus's step after it is done.
     hold_ready: bool,
+    /// The request commits a logged transaction: chorus's flush step follows
+    /// it and answers the client.
+    flush_after: bool,
     /// The client's BEGIN runs inside a transaction chorus opened: hide the
     /// server's "already a transaction in progress" warning.
     hide_begin_warning: bool,
@@ -96,6 +99,18 @@ enum Internal {
     Append { commit: bool },
     /// End the transaction chorus opened, after a failure.
     Rollback,
+    /// Queued behind a commit of a logged transaction, which does not wait
+    /// for the WAL flush: flush it, then answer the client (see `Committing`).
+    /// Behind a commit that failed, it does nothing.
+    Flush,
+}
+
+/// A committed logged transaction whose client waits for the flush step.
+enum Committing {
+    /// The client's own COMMIT (its request, and the status it ended with).
+    Request(Inflight, u8),
+    /// chorus's commit of the transaction it opened around the request.
+    Own(u8),
 }
 
 /// What a session asks for at startup.
@@ -142,6 +157,8 @@ pub struct Session<R, W> {
     wtxn: Option<txnlog::WriteTxn>,
     /// The client's ReadyForQuery status, held while chorus finishes its transaction.
     held_ready: Option<u8>,
+    /// A commit waiting for chorus's flush step.
+    committing: Option<Committing>,
     /// The first error of the internal step in flight.
     internal_error: Option<Message>,
     /// chorus's commit step waits for the client's COPY to end.
@@ -208,6 +225,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             last_tag_rollback: false,
             wtxn: None,
             held_ready: None,
+            committing: None,
             internal_error: None,
             finish_pending: false,
             finish_refused: None,

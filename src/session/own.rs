@@ -59,6 +59,11 @@ pub enum Own {
     CaptureSequences,
     Commit,
     Rollback,
+    /// The transaction's COMMIT does not wait for the WAL flush (see `WriteTxn::append_messages`).
+    AsyncCommit,
+    /// A transaction of its own whose synchronous COMMIT flushes the WAL
+    /// written before it (the flush step, see `Internal::Flush`).
+    FlushWal,
 }
 
 impl Own {
@@ -72,6 +77,8 @@ impl Own {
             Own::CaptureSequences => "_chorus_seq",
             Own::Commit => "_chorus_commit",
             Own::Rollback => "_chorus_rollback",
+            Own::AsyncCommit => "_chorus_async_commit",
+            Own::FlushWal => "_chorus_flush",
         }
     }
 
@@ -85,6 +92,14 @@ impl Own {
             Own::CaptureSequences => CAPTURE_SEQUENCES_SQL.as_str(),
             Own::Commit => "COMMIT",
             Own::Rollback => "ROLLBACK",
+            Own::AsyncCommit => "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+            // A transaction that wrote WAL and has an xid waits at a
+            // synchronous commit for the flush of its commit record, and so of
+            // everything before it (one with an xid and no other WAL does
+            // not). A transactional logical message is both, and touches no
+            // table; logical decoding consumers see it under the prefix
+            // `chorus.flush`, with empty content.
+            Own::FlushWal => "SELECT pg_catalog.pg_logical_emit_message(true, 'chorus.flush', '')",
         })
     }
 
@@ -241,10 +256,12 @@ mod tests {
             Own::CaptureSequences,
             Own::Commit,
             Own::Rollback,
+            Own::AsyncCommit,
+            Own::FlushWal,
         ]
         .iter()
         .map(|o| o.name())
         .collect();
-        assert_eq!(names.len(), 8, "every statement has its own name");
+        assert_eq!(names.len(), 10, "every statement has its own name");
     }
 }

@@ -108,6 +108,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.mark_sequences_dirty();
             }
             self.held_ready = Some(if done.failed { b'E' } else { status });
+            if done.flush_after {
+                self.committing = Some(super::Committing::Request(done, status));
+            }
             return false;
         }
         self.log_request_done(&done, status);

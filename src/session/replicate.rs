@@ -272,7 +272,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             // Cannot commit faithfully: make the server abort the transaction.
             return self.refuse_request(e).await;
         }
-        inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After);
+        inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After) || plan.append_before;
+        inflight.flush_after = plan.append_before;
         inflight.hide_begin_warning = plan.hide_begin_warning;
         // The finishing step waits for the command tags that decide what it
         // logs, and for the rows of captured writes.
@@ -284,6 +285,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.txn_node = Some(node);
         }
         self.queue_request(node, messages, inflight);
+        if plan.append_before {
+            self.queue_flush(node);
+        }
         if plan.take_lsn == Some(TakeLsn::After) {
             let mut prep = self.prep(node);
             let messages = WriteTxn::take_lsn_messages(false, &mut prep);
@@ -328,12 +332,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// COMMIT, or, when the entry cannot be logged faithfully, a ROLLBACK and
     /// the reason for the client.
     pub(super) fn queue_finish(&mut self, node: usize) {
-        if let Err(e) = self.queue_append(node, true) {
-            self.finish_refused = Some(e);
-            let mut prep = self.prep(node);
-            let messages = WriteTxn::rollback_messages(&mut prep);
-            self.queue_internal(node, messages, prep, Internal::Rollback);
+        match self.queue_append(node, true) {
+            Ok(()) => self.queue_flush(node),
+            Err(e) => {
+                self.finish_refused = Some(e);
+                let mut prep = self.prep(node);
+                let messages = WriteTxn::rollback_messages(&mut prep);
+                self.queue_internal(node, messages, prep, Internal::Rollback);
+            }
         }
+    }
+
+    /// Queue the flush step right behind a commit (see `Internal::Flush`):
+    /// no round trip of its own. If the commit fails, it runs for nothing.
+    fn queue_flush(&mut self, node: usize) {
+        let mut prep = self.prep(node);
+        let messages = WriteTxn::flush_messages(&mut prep);
+        self.queue_internal(node, messages, prep, Internal::Flush);
     }
 
     pub(super) fn queue_internal(&mut self, node: usize, messages: Vec<Message>, prep: Prep, kind: Internal) {
@@ -459,12 +474,34 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         return r.map_err(|e| self.server_lost(node, e));
                     }
                 } else if commit {
+                    // Committed without waiting for the flush: the flush step
+                    // queued behind it answers the client.
                     self.committed();
-                    self.await_ack().await;
+                    self.wtxn = None;
+                    self.committing = Some(super::Committing::Own(status));
+                    return Ok(());
                 }
                 if commit {
                     self.wtxn = None;
                     self.release_ready(node, status, !failed);
+                }
+            }
+            Internal::Flush => {
+                if failed && matches!(self.committing, Some(super::Committing::Own(_))) {
+                    // The commit stands; only its flush is not confirmed here.
+                    tracing::warn!(?error, "chorus's WAL flush step after a commit failed");
+                }
+                match self.committing.take() {
+                    Some(super::Committing::Request(done, commit_status)) => {
+                        self.log_request_done(&done, commit_status);
+                        self.await_ack().await;
+                        self.release_ready(node, commit_status, !self.last_tag_rollback);
+                    }
+                    Some(super::Committing::Own(commit_status)) => {
+                        self.await_ack().await;
+                        self.release_ready(node, commit_status, true);
+                    }
+                    None => {}
                 }
             }
             Internal::Rollback => {
@@ -565,11 +602,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             // values the failed statement used are lost to the followers.
             self.mark_sequences_dirty();
         }
+        // A held request is finished by chorus's step after it, except a
+        // COMMIT held only for the flush step, which ends here.
+        let finished = !done.hold_ready || done.flush_after;
         if status == b'I' {
-            if !done.hold_ready && self.wtxn.is_some() && !self.last_tag_rollback {
+            if finished && !done.failed && self.wtxn.is_some() && !self.last_tag_rollback {
                 self.committed();
             }
-            if !done.hold_ready {
+            if finished {
                 self.wtxn = None;
             }
             return;

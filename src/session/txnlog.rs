@@ -339,9 +339,25 @@ impl WriteTxn {
             // The sequences' state after everything above.
             prep.run_with(&mut out, Own::AppendSequences, &[(seq + 1).to_be_bytes().to_vec()]);
         }
+        // The transaction holds the LSN row lock until it has committed:
+        // waiting for the WAL flush under it would make every writer's flush
+        // wait for the one before (no group commit). It commits without
+        // waiting; the client hears of its commit only after chorus's flush
+        // step (a synchronous commit of its own) has flushed the WAL, and the
+        // feed hands followers only flushed entries.
+        prep.run(&mut out, Own::AsyncCommit);
         if commit {
             prep.run(&mut out, Own::Commit);
         }
+        out.push(sync());
+        out
+    }
+
+    /// Messages of the flush step: a transaction whose synchronous commit
+    /// flushes the WAL (up to and including the commit before it).
+    pub fn flush_messages(prep: &mut Prep) -> Vec<Message> {
+        let mut out = Vec::with_capacity(3);
+        prep.run(&mut out, Own::FlushWal);
         out.push(sync());
         out
     }

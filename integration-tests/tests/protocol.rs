@@ -331,15 +331,35 @@ async fn several_statements_in_one_simple_query() {
 /// Cancel `sql` (running through `client`) after a moment; returns how long the
 /// query took to fail and its error.
 async fn run_and_cancel(client: &tokio_postgres::Client, sql: &str) -> (Duration, tokio_postgres::Error) {
-    let token = client.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel_query(NoTls).await
-    });
     let start = Instant::now();
-    let e = client.batch_execute(sql).await.expect_err("the query was not cancelled");
-    canceller.await.unwrap().expect("cancel request failed");
+    let e = cancelling(client, client.batch_execute(sql)).await.expect_err("the query was not cancelled");
     (start.elapsed(), e)
+}
+
+/// Run `query`, sending the client's cancel request every 300 ms until it
+/// returns. A cancel that arrives before the query reaches the server is
+/// ignored (as by PostgreSQL itself); on a loaded machine the query may take
+/// a while to get there, so one cancel after a fixed delay can miss it.
+async fn cancelling<T>(
+    client: &tokio_postgres::Client,
+    query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let token = client.cancel_token();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let canceller = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                    token.cancel_query(NoTls).await.expect("cancel request failed");
+                }
+            }
+        }
+    });
+    let r = query.await;
+    let _ = stop.send(());
+    canceller.await.unwrap();
+    r
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,13 +391,7 @@ async fn cancel_stops_the_running_query_and_the_session_goes_on() {
     client.batch_execute("ROLLBACK").await.unwrap();
 
     // An extended-protocol query.
-    let token = client.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel_query(NoTls).await
-    });
-    let e = client.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
-    canceller.await.unwrap().unwrap();
+    let e = cancelling(&client, client.query("SELECT pg_sleep(30)", &[])).await.unwrap_err();
     assert_eq!(sqlstate(&e), "57014");
 
     // The session is usable, and a cancel with nothing running harms nothing.

@@ -8,7 +8,7 @@
 //! does not know is treated as volatile: the query goes to the leader, which
 //! is always correct.
 
-mod load;
+pub(crate) mod load;
 
 use crate::config::Node;
 use crate::sql::routine::Nature;

@@ -364,3 +364,46 @@ async fn the_refuse_policy_refuses_what_would_be_captured() {
     .unwrap();
     assert_converged(&db).await;
 }
+
+/// chorus's catalog cannot see a transaction's own uncommitted DDL: writes
+/// after it in the same transaction are judged by what the transaction sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_ddl_in_the_same_transaction() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("CREATE TABLE n (id serial PRIMARY KEY, u uuid DEFAULT gen_random_uuid(), v int)").await.unwrap();
+    c.batch_execute("INSERT INTO n (v) VALUES (1)").await.unwrap();
+    c.execute("INSERT INTO n (v) SELECT g FROM generate_series(1, 20) g", &[]).await.unwrap();
+    c.batch_execute("ALTER TABLE n ADD COLUMN at timestamptz").await.unwrap();
+    c.batch_execute("ALTER TABLE n ALTER COLUMN at SET DEFAULT clock_timestamp()").await.unwrap();
+    c.batch_execute("INSERT INTO n (v) VALUES (2)").await.unwrap();
+    c.batch_execute("CREATE FUNCTION rnd() RETURNS int LANGUAGE sql AS 'SELECT (random() * 100)::int'").await.unwrap();
+    c.batch_execute("UPDATE n SET v = rnd()").await.unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN NEW.v := NEW.v + (random() * 10)::int; RETURN NEW; END $$",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("CREATE TRIGGER bump BEFORE UPDATE ON n FOR EACH ROW EXECUTE FUNCTION bump()").await.unwrap();
+    c.batch_execute("UPDATE n SET v = 0 WHERE id < 5").await.unwrap();
+    c.batch_execute("SAVEPOINT a").await.unwrap();
+    c.batch_execute("DROP TRIGGER bump ON n").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    c.execute("UPDATE n SET v = 1 WHERE id = $1", &[&6i32]).await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // The same in one query: the write cannot be judged before the DDL runs.
+    let e = c
+        .batch_execute(
+            "CREATE TABLE m (id int PRIMARY KEY, u uuid DEFAULT gen_random_uuid()); INSERT INTO m (id) VALUES (1)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    assert!(error_text(&e).contains("same query"), "{}", error_text(&e));
+    c.batch_execute("CREATE TABLE plainnew (id int PRIMARY KEY, v int); INSERT INTO plainnew VALUES (1, 2)")
+        .await
+        .unwrap();
+    assert_converged(&db).await;
+}

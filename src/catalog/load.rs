@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 /// A DEFAULT expression (as `pg_get_expr` prints it) that is a constant: a
 /// literal, possibly negated, parenthesized and cast (`0`, `'x'::text`,
 /// `'{}'::integer[]`, `('-1'::integer)`, `false`, `NULL::numeric(10,2)`).
-const CONSTANT_DEFAULT: &str =
+pub(crate) const CONSTANT_DEFAULT: &str =
     r#"^\(*-?('([^']|'')*'|[0-9][0-9.e+-]*|true|false|NULL)\)*(::[a-zA-Z0-9_ ."\[\](),]+)*\)*$"#;
 
 const USER_SCHEMAS: &str = "NOT IN ('pg_catalog', 'information_schema', '_chorus')";

@@ -188,7 +188,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         text: &str,
         class: &Classification,
     ) -> Result<(), ClientError> {
-        for (f, nature) in self.ctx.catalog.routines(&self.database, &class.functions).await {
+        for (f, nature) in self.routines(&class.functions).await {
             if let (Some(why), true) = (&nature.nondeterministic, nature.writes) {
                 return Err(refuse_routine(&f, why));
             }
@@ -197,7 +197,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(());
         }
         for t in &class.tables {
-            let facts = self.ctx.catalog.table_facts(&self.database, t).await;
+            let facts = self.table_facts(t).await;
             if let Some(why) = facts.as_ref().and_then(|f| f.triggers.nondeterministic.as_deref()) {
                 return Err(ClientError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
@@ -218,14 +218,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         class: &Classification,
         shape: &CaptureShape,
     ) -> Result<Option<String>, ClientError> {
-        for (f, nature) in self.ctx.catalog.routines(&self.database, &class.functions).await {
+        for (f, nature) in self.routines(&class.functions).await {
             match (&nature.nondeterministic, nature.writes) {
                 (Some(why), true) => return Err(refuse_routine(&f, why)),
                 (Some(why), false) => return Ok(Some(format!("it calls {f}(), which {why}"))),
                 _ => {}
             }
         }
-        let facts = self.ctx.catalog.table_facts(&self.database, &shape.table).await;
+        let facts = self.table_facts(&shape.table).await;
         if let Some(why) = facts.as_ref().and_then(|f| f.triggers.nondeterministic.clone()) {
             return Ok(Some(why));
         }
@@ -239,8 +239,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let explicit_default = mentions_word(text, "default");
         let nextval = class.functions.iter().any(|f| f == "nextval" || f.ends_with(".nextval"));
-        let catalog = &self.ctx.catalog;
-        let defaults = catalog.volatile_defaults(&self.database, std::slice::from_ref(&shape.table)).await;
+        let defaults = self.volatile_defaults(std::slice::from_ref(&shape.table)).await;
         let takes_default = |column: &str, columns: &[String]| {
             explicit_default
                 || if columns.is_empty() { !mentions_word(text, column) } else { !columns.iter().any(|c| c == column) }
@@ -256,7 +255,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 if nextval {
                     return Some("it calls nextval() for rows in an order a follower may not reproduce".into());
                 }
-                let facts = catalog.table_facts(&self.database, &shape.table).await?;
+                let facts = self.table_facts(&shape.table).await?;
                 let column = facts.computed_defaults.iter().find(|c| takes_default(c, columns))?;
                 Some(format!(
                     "column {column} takes a value from its default for rows in an order a follower may not reproduce"
@@ -292,7 +291,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.ctx.config.replication.unsafe_writes == UnsafeWrites::Refuse {
             return Err(refuse("replication.unsafe_writes is \"refuse\"".into()));
         }
-        let Some(facts) = self.ctx.catalog.table_facts(&self.database, &shape.table).await else {
+        let Some(facts) = self.table_facts(&shape.table).await else {
             return Err(refuse(format!(
                 "{table} is not a table chorus knows (a view, a table created in this transaction, or one it \
                  cannot see)"

@@ -88,6 +88,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.local_abort_batch();
             return Ok(());
         }
+        if self.replicated && self.txn_facts.ddl {
+            let classes = self.batch_classes();
+            if !self.read_txn_facts(&classes).await {
+                self.stalled = Some(m);
+                return Ok(());
+            }
+        }
         let mut log = match self.batch_log(&self.batch, &[], true).await {
             Ok(log) => log,
             Err(e) => return self.refuse_in_order(e, m).await,
@@ -200,6 +207,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let batch = std::mem::take(&mut self.batch);
         self.commit_messages(node, &batch, &needs.parsed);
         Ok(Some((node, needs, batch)))
+    }
+
+    /// The classifications of the statements the pending batch parses or binds.
+    fn batch_classes(&self) -> Vec<Arc<crate::sql::Classification>> {
+        self.batch
+            .iter()
+            .filter_map(|m| match m.tag {
+                b'P' => parse_head(m).map(|(_, sql)| self.ctx.classify.get(sql)),
+                b'B' => bind_head(m).and_then(|(_, s)| self.statements.get(s)).map(|s| s.class.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Captured statements of a placed batch go with their RETURNING column

@@ -105,7 +105,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if ops.get(*i) != Some(&StmtOp::Write) {
                 continue;
             }
-            let Some(f) = self.ctx.catalog.table_facts(&self.database, &k.table).await else { continue };
+            let Some(f) = self.table_facts(&k.table).await else { continue };
             flags[*i] = f.plain
                 && match &k.kind {
                     KeyedKind::Insert { columns, .. } if columns.is_empty() => f.computed_defaults.is_empty(),
@@ -196,8 +196,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             })?
         };
         let mut clauses: Vec<(usize, Arc<CaptureSpec>)> = Vec::new();
+        let mut schema_changes: Vec<&str> = Vec::new();
         for (i, (range, op)) in ranges.into_iter().zip(ops.iter()).enumerate() {
             let text = &sql[range.clone()];
+            if *op == StmtOp::Write && plan.logs {
+                refuse_after_schema_change(&schema_changes, class, i)?;
+                if starts_with_word(text, &["create", "alter"]) {
+                    schema_changes.push(text);
+                }
+            }
             match op {
                 StmtOp::Savepoint(_) | StmtOp::RollbackTo(_) | StmtOp::Release(_) => {
                     log.items.push(Item::Savepoint(op.clone()))
@@ -250,7 +257,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if !fills_rows && !explicit_default {
             return Ok(());
         }
-        for (table, column, expr) in self.ctx.catalog.volatile_defaults(&self.database, tables).await {
+        for (table, column, expr) in self.volatile_defaults(tables).await {
             if explicit_default || !mentions_word(sql, &column) {
                 return Err(ClientError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
@@ -615,6 +622,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             r => replayed(r),
         }
     }
+}
+
+/// A write after DDL in the same query on the table it writes: chorus
+/// judges a write before the query runs, by a catalog that cannot know what
+/// the DDL does to the table's defaults, identity columns or triggers. When
+/// it could (the DDL mentions any of them), the write is refused; sent as
+/// its own query, after the DDL, it is judged by the transaction's own view.
+fn refuse_after_schema_change(changes: &[&str], class: &Classification, i: usize) -> Result<(), ClientError> {
+    let Some((_, shape)) = class.capture.iter().find(|(j, _)| *j == i) else { return Ok(()) };
+    const RISKY: [&str; 8] =
+        ["default", "serial", "bigserial", "smallserial", "identity", "generated", "trigger", "rule"];
+    let table = shape.table.rsplit('.').next().unwrap_or(&shape.table);
+    let risky = changes.iter().any(|ddl| mentions_word(ddl, table) && RISKY.iter().any(|w| mentions_word(ddl, w)));
+    if risky {
+        return Err(ClientError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "chorus cannot replicate this write to {table} sent in the same query as DDL that may change its \
+                 defaults or triggers: chorus decides how to replicate a write before the query runs"
+            ),
+        )
+        .with_hint("Send the DDL and the write as separate queries (in one transaction if need be)."));
+    }
+    Ok(())
 }
 
 /// Where a one-statement text's statement ends (before a trailing `;` or comment).

@@ -21,6 +21,7 @@ mod replicate;
 pub mod sequences;
 pub mod settings;
 pub mod statements;
+mod txnfacts;
 mod txnlog;
 pub mod writeplan;
 
@@ -159,6 +160,8 @@ pub struct Session<R, W> {
     held_ready: Option<u8>,
     /// A commit waiting for chorus's flush step.
     committing: Option<Committing>,
+    /// What the transaction's own DDL changed, for its later writes.
+    txn_facts: txnfacts::TxnFacts,
     /// The first error of the internal step in flight.
     internal_error: Option<Message>,
     /// chorus's commit step waits for the client's COPY to end.
@@ -226,6 +229,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             wtxn: None,
             held_ready: None,
             committing: None,
+            txn_facts: Default::default(),
             internal_error: None,
             finish_pending: false,
             finish_refused: None,

@@ -98,6 +98,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(e) = self.follower_txn_guard(&class) {
             return self.refuse_in_order(e, m).await;
         }
+        if self.replicated && !self.read_txn_facts(std::slice::from_ref(&class)).await {
+            // The transaction's schema must be read on its idle connection first.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         let log = match self.query_log(sql, &class).await {
             Ok(log) => log,
             Err(e) => return self.refuse_in_order(e, m).await,

@@ -101,7 +101,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.settings.stage(&done.settings);
             if done.ddl {
                 self.ctx.catalog.invalidate(&self.database);
+                // Inside a transaction the catalog cannot see it (txnfacts).
+                self.txn_facts.ddl |= status != b'I';
+                self.txn_facts.stale();
             }
+        }
+        if status == b'I' {
+            self.txn_facts.reset();
         }
         if done.hold_ready {
             if done.failed && self.holds_lsn() {

@@ -524,6 +524,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.cout.put_slice(&build::ready_for_query(status).frame);
         if status == b'I' {
             self.txn_node = None;
+            self.txn_facts.reset();
             self.finish_settings(node, committed);
         } else {
             self.txn_node = Some(node);
@@ -618,6 +619,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return;
         }
         for op in &done.savepoint_ops {
+            if matches!(op, StmtOp::RollbackTo(_)) {
+                // It may have undone DDL the transaction's facts came from.
+                self.txn_facts.stale();
+            }
             let Some(t) = self.wtxn.as_mut() else { return };
             let held_lsn = !t.deferred;
             match op {

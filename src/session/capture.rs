@@ -218,6 +218,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         class: &Classification,
         shape: &CaptureShape,
     ) -> Result<Option<String>, ClientError> {
+        // (A write of temporary objects only is not replicated at all: the
+        // table written here is a regular one.)
+        if let Some(t) = class.tables.iter().chain(&class.sequences).find(|t| self.temps.contains(t)) {
+            return Ok(Some(format!("it reads {t}, which is temporary: the followers do not have it")));
+        }
         for (f, nature) in self.routines(&class.functions).await {
             match (&nature.nondeterministic, nature.writes) {
                 (Some(why), true) => return Err(refuse_routine(&f, why)),

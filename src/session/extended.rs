@@ -107,6 +107,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let placed = self.place_batch(&m, log.plan.logs).await;
         self.begin_with_lsn = false;
         let Some((node, needs, mut batch)) = placed? else { return Ok(()) };
+        if let Some(temps) = log.temps.take() {
+            self.temps = temps;
+        }
         self.send_captured(&mut batch, &mut log);
         batch.push(m);
         if let Some(p) = needs.pin {
@@ -160,6 +163,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let placed = self.place_batch(&terminator, log.plan.logs).await;
         self.begin_with_lsn = false;
         let Some((node, _, batch)) = placed? else { return Ok(()) };
+        if let Some(temps) = log.temps.clone() {
+            self.temps = temps;
+        }
         if let Err(e) = self.open_log_start(node, &batch, log).await {
             self.refuse(e, &terminator);
             return Ok(());

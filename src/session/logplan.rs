@@ -7,6 +7,7 @@
 use super::Session;
 use super::capture::{At, CaptureSpec, Replay, Slot, after_captured_write, draws_no_sequence_values, with_clauses};
 use super::statements::{bind_head, execute_head, parse_head, target_head};
+use super::temps;
 use super::txnlog::{self, Entry};
 use super::writeplan::{self, TxnView, WritePlan};
 use crate::protocol::{ClientError, Fields, Message, build, sqlstate};
@@ -32,6 +33,9 @@ pub(super) struct RequestLog {
     pub parses: Vec<(usize, Arc<CaptureSpec>)>,
     /// Describe replies of captured statements.
     pub slots: Vec<Slot>,
+    /// The session's temporary objects once the request has run (`None`:
+    /// unchanged).
+    pub temps: Option<temps::TempObjects>,
 }
 
 /// A batch's writes (Parse, Bind, classification, completion ordinal, may
@@ -61,6 +65,7 @@ impl RequestLog {
             items: Vec::new(),
             query: None,
             rewrites: Vec::new(),
+            temps: None,
             parses: Vec::new(),
             slots: Vec::new(),
         }
@@ -163,7 +168,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(RequestLog::unlogged());
         }
         let mut ops = self.resolve_ops(class).await;
-        self.temporary_tables(class, &mut ops, true);
+        let mut temps = self.temps.clone();
+        let temporary = self.temporary_objects(&mut temps, sql, class, &mut ops);
         const SESSION_WORDS: [&str; 3] = ["prepare", "deallocate", "discard"];
         if ops.contains(&StmtOp::Execute)
             || starts_with_word(sql, &SESSION_WORDS)
@@ -174,7 +180,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
-        let mut log = RequestLog { plan, ..RequestLog::unlogged() };
+        let mut log = RequestLog { plan, temps: Some(temps), ..RequestLog::unlogged() };
         if plan.copy {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
             self.refuse_nondeterministic_routines(sql, class).await?;
@@ -210,6 +216,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     log.items.push(Item::Savepoint(op.clone()))
                 }
                 StmtOp::Write if plan.logs => match self.replay_of(text, class, i, !clauses.is_empty()).await? {
+                    Replay::Text(_) if temporary == temps::Verdict::Mixed => {
+                        return Err(refusal(writeplan::Refusal(format!("chorus cannot replicate {MIXES_TEMPORARY}"))));
+                    }
                     Replay::Text(time) => {
                         let tag = Self::tag_of(&plan, class, i);
                         log.items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, tag));
@@ -275,41 +284,54 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         Ok(())
     }
 
-    /// Temporary tables live in one session on the leader: creating them and
-    /// writing only to them is not logged (a follower's applier has no such
-    /// session). A write that mixes them with regular tables cannot be
-    /// replayed, and is refused.
-    fn temporary_tables(&mut self, class: &Classification, ops: &mut Cow<'_, [StmtOp]>, record: bool) {
+    /// The session's temporary objects (see `temps`): note what the query
+    /// creates, drops or discards; a write of temporary objects only is not
+    /// logged, one that mixes them with regular tables is refused unless it
+    /// can be captured (`replay_of` then captures it: it reads what a
+    /// follower does not have).
+    pub(super) fn temporary_objects(
+        &self,
+        temps: &mut temps::TempObjects,
+        sql: &str,
+        class: &Classification,
+        ops: &mut Cow<'_, [StmtOp]>,
+    ) -> temps::Verdict {
         for op in ops.iter() {
-            if record && let StmtOp::CreateTemp(name) = op {
-                self.temp_tables.insert(name.rsplit('.').next().unwrap_or(name).to_string());
+            if let StmtOp::CreateTemp { name, until_commit } = op {
+                temps.created(name, *until_commit);
             }
         }
-        self.temporary_tables_in_batch(class, ops);
-    }
-
-    fn temporary_tables_in_batch(&self, class: &Classification, ops: &mut Cow<'_, [StmtOp]>) {
-        if self.temp_tables.is_empty() && !ops.iter().any(|o| matches!(o, StmtOp::CreateTemp(_))) {
-            return;
-        }
-        let is_temp = |t: &String| {
-            let (schema, name) = t.rsplit_once('.').map_or(("", t.as_str()), |(s, n)| (s, n));
-            (schema.is_empty() || schema.starts_with("pg_temp")) && self.temp_tables.contains(name)
-        };
-        let temp = class.tables.iter().filter(|t| is_temp(t)).count();
-        let verdict = if temp == 0 {
-            None
-        } else if temp == class.tables.len() {
-            Some(StmtOp::Read)
-        } else {
-            Some(StmtOp::NotReplicable("a write that involves both temporary and regular tables"))
-        };
-        let Some(verdict) = verdict else { return };
-        for op in ops.to_mut().iter_mut() {
-            if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
-                *op = verdict.clone();
+        let verdict =
+            if temps.is_empty() { temps::Verdict::Regular } else { temps::verdict(class, |r| temps.contains(r)) };
+        let statements = || crate::sql::statements(sql).unwrap_or_default();
+        match verdict {
+            temps::Verdict::Regular => {}
+            temps::Verdict::OnlyTemp => {
+                for op in ops.to_mut().iter_mut() {
+                    if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
+                        *op = StmtOp::Read;
+                    }
+                }
+                for text in statements().into_iter().filter(|t| starts_with_word(t, &["drop"])) {
+                    for target in &self.ctx.classify.get(text).targets {
+                        temps.dropped(target);
+                    }
+                }
+            }
+            temps::Verdict::Mixed => {
+                let capturable = |i: usize| class.statement_count == 1 && class.capture.iter().any(|(j, _)| *j == i);
+                for (i, op) in ops.to_mut().iter_mut().enumerate() {
+                    let write = matches!(op, StmtOp::Write | StmtOp::CopyIn);
+                    if write && !(*op == StmtOp::Write && capturable(i)) {
+                        *op = StmtOp::NotReplicable(MIXES_TEMPORARY);
+                    }
+                }
             }
         }
+        if mentions_word(sql, "discard") && statements().into_iter().any(temps::discards_temps) {
+            temps.discarded();
+        }
+        verdict
     }
 
     /// SQL-level PREPARE / EXECUTE / DEALLOCATE: remember what each prepared
@@ -404,12 +426,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         // Writes after a captured one in the batch are captured too (see replay_of).
         let mut captured_before = false;
         let mut bound: Vec<(&str, &str)> = Vec::new(); // portal -> statement
+        let mut created_here: Vec<String> = Vec::new(); // temporary objects the batch creates
         for (i, m) in batch.iter().enumerate() {
             match m.tag {
                 b'P' => {
                     let Some((name, sql)) = parse_head(m) else { continue };
                     let class = class_of(name, sql);
+                    if let Some(StmtOp::CreateTemp { name, .. }) = class.ops.first() {
+                        created_here.push(name.clone());
+                    }
                     if class.capture.is_empty() || class.statement_count != 1 {
+                        continue;
+                    }
+                    // Writes of temporary objects only are not replicated at all.
+                    let is_temp = |r: &str| {
+                        self.temps.contains(r) || r.rsplit('.').next().is_some_and(|n| created_here.iter().any(|c| c == n))
+                    };
+                    if (!self.temps.is_empty() || !created_here.is_empty())
+                        && temps::verdict(&class, is_temp) == temps::Verdict::OnlyTemp
+                    {
                         continue;
                     }
                     let r = self.replay_of(sql, &class, 0, captured_before).await;
@@ -459,6 +494,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 None => self.statements.get(name)?.capture.clone(),
             }
         };
+        let mut temps = self.temps.clone();
         let mut ops = Vec::new();
         let mut keyed = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
@@ -503,7 +539,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let Some((_, stmt)) = bind_head(bind) else { continue };
                     let Some((parse, class, origin)) = stmt_of(stmt, bi) else { continue };
                     let mut resolved = self.resolve_ops(&class).await;
-                    self.temporary_tables_in_batch(&class, &mut resolved);
+                    let text = parse_statement(&parse).map(|(sql, _)| sql).unwrap_or_default();
+                    let temporary = self.temporary_objects(&mut temps, &text, &class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
                     let replay = match op {
                         StmtOp::Write => {
@@ -511,6 +548,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         }
                         _ => None,
                     };
+                    if temporary == temps::Verdict::Mixed && matches!(replay, Some(Replay::Text(_))) {
+                        return Err(refusal(writeplan::Refusal(format!("chorus cannot replicate {MIXES_TEMPORARY}"))));
+                    }
                     let captured = matches!(replay, Some(Replay::Capture(_)));
                     captured_before |= captured;
                     let (mut is_keyed, mut silent) = (false, false);
@@ -582,7 +622,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
-        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots })
+        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps) })
     }
 
     /// How an Execute of the writing statement `name` is replicated: as
@@ -655,6 +695,11 @@ fn statement_end(sql: &str) -> usize {
 
 /// chorus appends the log entry before the COMMIT it sees, and a captured
 /// write's rows are known only once it has run.
+/// A write of regular tables that reads (or is otherwise tied to) the
+/// session's temporary objects, when its rows cannot be captured.
+const MIXES_TEMPORARY: &str = "a write of regular tables that involves this session's temporary tables or \
+     sequences (followers do not have them): write the values into the statement, or use a regular table";
+
 const CAPTURE_WITH_COMMIT: &str = "chorus cannot replicate a write whose rows it must capture (see README, \
      Replication) sent together with its COMMIT; send the COMMIT on its own";
 

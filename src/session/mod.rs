@@ -21,6 +21,7 @@ mod replicate;
 pub mod sequences;
 pub mod settings;
 pub mod statements;
+mod temps;
 mod txnfacts;
 mod txnlog;
 pub mod writeplan;
@@ -173,7 +174,7 @@ pub struct Session<R, W> {
     /// The deferred BEGIN is sent by the replication step that takes the LSN.
     begin_with_lsn: bool,
     /// Temporary tables this session created (names, folded): not replicated.
-    temp_tables: std::collections::HashSet<String>,
+    temps: temps::TempObjects,
     /// A committed LSN the client's ReadyForQuery waits on (semi-sync / sync).
     pending_ack: Option<i64>,
     /// SQL-level prepared statements (PREPARE name AS ...): does each write?
@@ -239,7 +240,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             sequences_unsynced: std::sync::atomic::AtomicBool::new(false),
             sql_prepared: Default::default(),
             pending_ack: None,
-            temp_tables: Default::default(),
+            temps: Default::default(),
             replicated: ctx.config.replication.covers(&info.database),
             stalled: None,
             cancel,

@@ -123,6 +123,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let routed = self.route(want, &m).await;
         self.begin_with_lsn = false;
         let Some(node) = routed? else { return Ok(()) };
+        if let Some(temps) = log.temps.clone() {
+            self.temps = temps;
+        }
         if let Some(p) = class.pin_reason
             && self.pinned.is_none()
         {

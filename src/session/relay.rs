@@ -122,6 +122,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.log_request_done(&done, status);
         if status == b'I' {
             self.txn_node = None;
+            self.temps.finish_transaction(!done.failed && !self.last_tag_rollback);
             self.finish_settings(node, !self.last_tag_rollback);
         } else {
             self.txn_node = Some(node);

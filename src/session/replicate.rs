@@ -525,6 +525,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if status == b'I' {
             self.txn_node = None;
             self.txn_facts.reset();
+            self.temps.finish_transaction(committed);
             self.finish_settings(node, committed);
         } else {
             self.txn_node = Some(node);

@@ -334,6 +334,19 @@ mod tests {
     }
 
     #[test]
+    fn sequences_and_targets() {
+        let c = classify("SELECT nextval('tseq'), currval('\"S\"'), setval('pg_catalog.x', 1)");
+        assert_eq!(c.sequences, vec!["tseq", "S", "pg_catalog.x"]);
+        assert_eq!(c.targets, vec!["tseq", "pg_catalog.x"]);
+        let c = classify("INSERT INTO a SELECT nextval(s) FROM b");
+        assert_eq!(c.targets, vec!["a", "?"]);
+        let c = classify("WITH d AS (DELETE FROM a RETURNING *) UPDATE b SET x = 1 FROM d");
+        assert_eq!(c.targets.len(), 2, "{:?}", c.targets);
+        let c = classify("CREATE VIEW v AS SELECT nextval('s')");
+        assert!(c.targets == vec!["v"] && c.sequences.is_empty(), "{c:?}");
+    }
+
+    #[test]
     fn empty_texts_are_reads_with_nothing() {
         for sql in ["", "  ", ";", "-- c", "/* c */ ;"] {
             assert_eq!(classify(sql), Classification::default(), "{sql:?}");
@@ -349,6 +362,7 @@ mod tests {
             Classification {
                 leader_reason: Some(Write),
                 tables: vec!["pgbench_accounts".into()],
+                targets: vec!["pgbench_accounts".into()],
                 ops: vec![StmtOp::Write],
                 statement_count: 1,
                 keyed: vec![(
@@ -380,6 +394,7 @@ mod tests {
             Classification {
                 leader_reason: Some(Write),
                 tables: vec!["pgbench_history".into()],
+                targets: vec!["pgbench_history".into()],
                 statement_count: 1,
                 ops: vec![StmtOp::Write],
                 keyed: c.keyed.clone(),

@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     ContextModifier, CopySource, CopyTarget, DataType, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr, Statement,
-    TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
+    FromTable, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr, Statement,
+    TableFactor, TableObject, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
 };
 
 use super::functions::{FunctionKind, changes_data, function_kind};
@@ -24,6 +24,8 @@ pub(super) struct Collector<'a> {
     settings: Vec<SettingChange>,
     functions: Vec<String>,
     tables: Vec<String>,
+    sequences: Vec<String>,
+    targets: Vec<String>,
     /// Original text of the top-level statement being visited.
     sql: &'a str,
     /// Nesting of statements (EXPLAIN's, PREPARE's, writable CTEs' ...).
@@ -119,6 +121,8 @@ impl<'a> Collector<'a> {
             settings: self.settings,
             functions: self.functions,
             tables: self.tables,
+            sequences: self.sequences,
+            targets: self.targets,
             statement_count,
             ops: Vec::new(),
             keyed: Vec::new(),
@@ -132,6 +136,21 @@ impl<'a> Collector<'a> {
         }
         let parts = fold(name);
         let kind = function_kind(&parts);
+        let draws = matches!(parts.as_slice(), [f] | [_, f] if f == "nextval" || f == "setval");
+        match call.and_then(|f| sequence_argument(&parts, f)) {
+            Some(seq) => {
+                if draws {
+                    self.target(seq.clone());
+                }
+                if !self.sequences.contains(&seq) {
+                    self.sequences.push(seq);
+                }
+            }
+            // A sequence chorus cannot name: a target that is nobody's
+            // temporary object.
+            None if draws => self.target(UNKNOWN_SEQUENCE.into()),
+            None => {}
+        }
         if changes_data(&parts) {
             self.stmt_writes = true;
         } else if kind == FunctionKind::Unknown {
@@ -160,6 +179,12 @@ impl<'a> Collector<'a> {
         }
     }
 
+    fn target(&mut self, name: String) {
+        if !self.targets.contains(&name) {
+            self.targets.push(name);
+        }
+    }
+
     fn table(&mut self, name: String) {
         if is_system_relation(&name) {
             self.lead(LeaderReason::SystemCatalog);
@@ -183,6 +208,11 @@ impl<'a> Collector<'a> {
             self.settings.extend(change);
             return;
         }
+        if self.not_run == 0 {
+            for name in written(s) {
+                self.target(fold(name).join("."));
+            }
+        }
         match s {
             Statement::Query(_) => {} // pre_visit_query / pre_visit_select
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
@@ -199,16 +229,16 @@ impl<'a> Collector<'a> {
                 }
             }
             Statement::CreateTable(ct) => {
-                if ct.temporary {
+                if ct.temporary || in_temp_schema(&ct.name) {
                     self.pin(PinReason::TempTable);
                 }
                 self.lead(if ct.query.is_some() { Write } else { Ddl });
             }
-            Statement::CreateView(v) if v.temporary => {
+            Statement::CreateView(v) if v.temporary || in_temp_schema(&v.name) => {
                 self.pin(PinReason::TempTable);
                 self.lead(Ddl);
             }
-            Statement::CreateSequence { temporary: true, .. } => {
+            Statement::CreateSequence { temporary, name, .. } if *temporary || in_temp_schema(name) => {
                 self.pin(PinReason::TempTable);
                 self.lead(Ddl);
             }
@@ -403,14 +433,23 @@ impl Visitor for Collector<'_> {
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
         if let Some(into) = &s.into {
             self.lead(LeaderReason::Write);
-            if into.temporary {
+            let in_pg_temp = |t: &Expr| match t {
+                Expr::CompoundIdentifier(ids) => ids.len() == 2 && fold_ident(&ids[0]).starts_with("pg_temp"),
+                _ => false,
+            };
+            if into.temporary || into.targets.iter().any(in_pg_temp) {
                 self.pin(PinReason::TempTable);
             }
             for target in &into.targets {
                 match target {
-                    Expr::Identifier(id) => self.table(fold_ident(id)),
+                    Expr::Identifier(id) => {
+                        self.table(fold_ident(id));
+                        self.target(fold_ident(id));
+                    }
                     Expr::CompoundIdentifier(ids) => {
-                        self.table(ids.iter().map(fold_ident).collect::<Vec<_>>().join("."))
+                        let name = ids.iter().map(fold_ident).collect::<Vec<_>>().join(".");
+                        self.table(name.clone());
+                        self.target(name);
                     }
                     _ => {}
                 }
@@ -493,6 +532,110 @@ fn is_false_word(s: &str) -> bool {
 
 /// `set_config(name, value, true)` only changes the transaction: no pin.
 /// Anything but a literal true (false, a parameter, an expression) pins.
+/// Stands in [`Classification::targets`] for a sequence a `nextval` /
+/// `setval` call names by an expression.
+pub(super) const UNKNOWN_SEQUENCE: &str = "?";
+
+/// The relations a statement itself writes or alters (not the ones it
+/// reads, nor what its nested statements write: they are visited too).
+fn written(s: &Statement) -> Vec<&ObjectName> {
+    fn of_factor(tf: &TableFactor) -> Option<&ObjectName> {
+        match tf {
+            TableFactor::Table { name, args: None, .. } => Some(name),
+            _ => None,
+        }
+    }
+    match s {
+        Statement::Insert(i) => match &i.table {
+            TableObject::TableName(name) => vec![name],
+            _ => vec![],
+        },
+        Statement::Update(u) => of_factor(&u.table.relation).into_iter().collect(),
+        Statement::Delete(d) => {
+            let from = match &d.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            d.tables.iter().chain(from.iter().filter_map(|t| of_factor(&t.relation))).collect()
+        }
+        Statement::Merge(m) => of_factor(&m.table).into_iter().collect(),
+        Statement::Copy { source: CopySource::Table { table_name, .. }, to: false, .. } => vec![table_name],
+        Statement::CreateTable(ct) => vec![&ct.name],
+        Statement::CreateView(v) => vec![&v.name],
+        Statement::CreateSequence { name, .. } => vec![name],
+        Statement::CreateIndex(ci) => vec![&ci.table_name],
+        Statement::AlterTable(a) => vec![&a.name],
+        Statement::Truncate(t) => t.table_names.iter().map(|t| &t.name).collect(),
+        Statement::Drop { names, .. } => names.iter().collect(),
+        _ => vec![],
+    }
+}
+
+/// The sequence a `nextval('s')` / `currval` / `setval` call names by a
+/// literal (`'s'`, `'s'::regclass`), folded as regclass input folds it.
+fn sequence_argument(parts: &[String], f: &Function) -> Option<String> {
+    let func = parts.last()?;
+    let schema_ok = parts.len() == 1 || (parts.len() == 2 && parts[0] == "pg_catalog");
+    if !schema_ok || !matches!(func.as_str(), "nextval" | "currval" | "setval") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let mut arg = match list.args.first()? {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
+        _ => return None,
+    };
+    while let Expr::Cast { expr, .. } = arg {
+        arg = expr;
+    }
+    match arg {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => fold_regclass_text(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `'Public."MySeq"'` as PostgreSQL's regclass input reads it: unquoted parts
+/// lower-cased, quoted ones kept, joined with `.`.
+fn fold_regclass_text(text: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+            part = part.trim().to_string();
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts.join(".")),
+            Some('.') => continue,
+            Some(_) => return None,
+        }
+    }
+}
+
 fn set_config_is_local(f: &Function) -> bool {
     let FunctionArguments::List(list) = &f.args else { return false };
     match list.args.get(2) {
@@ -562,7 +705,14 @@ pub(super) fn access_mode(modes: &[TransactionMode]) -> Option<bool> {
     })
 }
 
-fn fold_ident(id: &Ident) -> String {
+/// `pg_temp.x` (or `pg_temp_3.x`): in the session's temporary schema, so a
+/// temporary object whatever the statement says.
+pub(super) fn in_temp_schema(name: &ObjectName) -> bool {
+    let parts = fold(name);
+    parts.len() == 2 && parts[0].starts_with("pg_temp")
+}
+
+pub(super) fn fold_ident(id: &Ident) -> String {
     if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
 }
 
@@ -595,6 +745,9 @@ mod tests {
             ("SELECT * INTO TEMPORARY TABLE newt FROM t", Some(TempTable), Some(Write)),
             ("CREATE TEMP VIEW v AS SELECT 1", Some(TempTable), Some(Ddl)),
             ("CREATE TEMP SEQUENCE s", Some(TempTable), Some(Ddl)),
+            ("CREATE TABLE pg_temp.x (a int)", Some(TempTable), Some(Ddl)),
+            ("CREATE VIEW pg_temp.v AS SELECT 1", Some(TempTable), Some(Ddl)),
+            ("SELECT * INTO pg_temp.newt FROM t", Some(TempTable), Some(Write)),
             ("CREATE TABLE x (a int)", None, Some(Ddl)),
             ("SELECT * INTO newt FROM t", None, Some(Write)),
             ("LISTEN ch", Some(Listen), Some(Utility)),

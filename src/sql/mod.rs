@@ -142,6 +142,15 @@ pub struct Classification {
     /// Relations referenced (for policies), deduplicated, folded like `functions`;
     /// CTE names and functions in FROM are not relations.
     pub tables: Vec<String>,
+    /// Sequences named by a literal in the `nextval` / `currval` / `setval`
+    /// calls that run, folded like `tables` (a temporary sequence is the
+    /// session's own).
+    pub sequences: Vec<String>,
+    /// Relations the statements write or alter (INSERT/UPDATE/DELETE/MERGE/
+    /// COPY FROM targets, `SELECT INTO`, what DDL creates, alters, truncates
+    /// or drops) and sequences drawn from by `nextval` / `setval`, folded
+    /// like `tables` (`?` for a sequence named by an expression).
+    pub targets: Vec<String>,
     /// Number of statements in the text (0 for an empty query).
     pub statement_count: usize,
     /// What each statement means for the replication log, in order.
@@ -152,6 +161,20 @@ pub struct Classification {
     /// The statements whose written rows chorus can capture (see [`capture`]):
     /// their index in `ops` and their shape.
     pub capture: Vec<(usize, capture::CaptureShape)>,
+}
+
+impl Classification {
+    /// Every function the query calls is a built-in that changes no table
+    /// but the sequences it draws from: what the query writes is in
+    /// `targets` (user functions may write anything).
+    pub fn writes_only_targets(&self) -> bool {
+        self.functions.iter().all(|f| {
+            let parts: Vec<String> = f.split('.').map(str::to_string).collect();
+            let draws = matches!(parts.last().map(String::as_str), Some("nextval" | "setval"));
+            functions::function_kind(&parts) != functions::FunctionKind::Unknown
+                && (draws || !functions::changes_data(&parts))
+        })
+    }
 }
 
 /// What one statement means for the replication log: the session turns a
@@ -182,10 +205,12 @@ pub enum StmtOp {
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
     /// CLUSTER, REINDEX): runs on the leader only and is not logged.
     Maintenance,
-    /// `CREATE TEMP TABLE name ...` (also `AS SELECT`): session-local, not
-    /// logged; the session remembers the name (folded) so that writes to its
-    /// temporary tables are not logged either.
-    CreateTemp(String),
+    /// Creates a temporary table, view or sequence (`CREATE TEMP TABLE name
+    /// ...`, `AS SELECT`, `SELECT INTO TEMP`, anything in `pg_temp`):
+    /// session-local, not logged; the session remembers the name (folded,
+    /// without schema) so that writes to its temporary objects are not
+    /// logged either. `until_commit`: `ON COMMIT DROP`.
+    CreateTemp { name: String, until_commit: bool },
     /// `EXECUTE name (...)` of an SQL-level prepared statement: a read or a
     /// write depending on what was prepared (the session knows).
     Execute,

@@ -4,9 +4,10 @@
 //! A single byte scan replaces numeric literals with `0` and string literals
 //! with `''`, leaving identifiers, keywords, comments, dollar-quoted bodies and
 //! parameters (`$1`) alone. Classification never depends on a literal's value
-//! (only on statement shape, functions and tables); the one place a literal
-//! matters, the replay text of a SET, is handled by the cache, which classifies
-//! such statements from their original text.
+//! (only on statement shape, functions and tables), with two exceptions: the
+//! sequence a `nextval('s')` / `currval` / `setval` names is kept in the key,
+//! and the replay text of a SET is handled by the cache, which classifies such
+//! statements from their original text.
 
 use std::borrow::Cow;
 
@@ -49,6 +50,11 @@ pub fn normalize(sql: &str) -> Cow<'_, str> {
                 // E'..' allows backslash escapes; the E is kept as written.
                 let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident_byte(b[i - 2]));
                 let end = skip_quoted(b, i + 1, b'\'', escapes);
+                if names_sequence(&b[..i]) {
+                    i = end;
+                    prev_ident = false;
+                    continue;
+                }
                 let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
                 o.push_str(&sql[copied..i]);
                 o.push_str("''");
@@ -78,6 +84,19 @@ pub fn normalize(sql: &str) -> Cow<'_, str> {
             Cow::Owned(o)
         }
     }
+}
+
+/// The text before a string literal ends with `nextval(`, `currval(` or
+/// `setval(`: the literal names a sequence, which classification records
+/// (`Classification::sequences`), so it stays in the key.
+fn names_sequence(before: &[u8]) -> bool {
+    let before = before.trim_ascii_end();
+    let Some(before) = before.strip_suffix(b"(") else { return false };
+    let before = before.trim_ascii_end();
+    let start = before.iter().rposition(|&c| !is_ident_byte(c)).map_or(0, |p| p + 1);
+    let word = &before[start..];
+    (start == 0 || !matches!(before[start - 1], b'"'))
+        && ["nextval", "currval", "setval"].iter().any(|f| word.eq_ignore_ascii_case(f.as_bytes()))
 }
 
 pub(crate) fn is_ident_byte(c: u8) -> bool {
@@ -174,6 +193,8 @@ mod tests {
             ("select 'unterminated", "select ''"),
             ("select e'x'", "select e''"),
             ("select name'x'", "select name''"),
+            ("SELECT nextval('s'), CURRVAL ( 'T' ), f('x')", "SELECT nextval('s'), CURRVAL ( 'T' ), f('')"),
+            ("select pg_catalog.setval('a.b', 5)", "select pg_catalog.setval('a.b', 0)"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input), want, "{input}");

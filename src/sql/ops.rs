@@ -5,9 +5,12 @@
 //! session takes the LSN and appends the log entry; the rest is a write
 //! (logged), a read (not logged), or something chorus refuses to replicate.
 
-use sqlparser::ast::{CopySource, CopyTarget, Statement, TransactionIsolationLevel, TransactionMode};
+use sqlparser::ast::{
+    CopySource, CopyTarget, Expr, ObjectName, OnCommit, Query, SetExpr, Statement, TransactionIsolationLevel,
+    TransactionMode,
+};
 
-use super::collect::{Effect, access_mode, fold};
+use super::collect::{Effect, access_mode, fold, fold_ident, in_temp_schema};
 use super::settings::savepoint_name;
 use super::{Isolation, StmtOp};
 
@@ -31,7 +34,19 @@ pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> Stm
             }
             Statement::Rollback { .. } => return StmtOp::NotReplicable("ROLLBACK AND CHAIN"),
             Statement::Savepoint { name } => return StmtOp::Savepoint(savepoint_name(name)),
-            Statement::CreateTable(ct) if ct.temporary => return StmtOp::CreateTemp(fold(&ct.name).join(".")),
+            Statement::CreateTable(ct) if ct.temporary || in_temp_schema(&ct.name) => {
+                let until_commit = matches!(ct.on_commit, Some(OnCommit::Drop));
+                return StmtOp::CreateTemp { name: temp_name(&ct.name), until_commit };
+            }
+            Statement::CreateView(v) if v.temporary || in_temp_schema(&v.name) => {
+                return StmtOp::CreateTemp { name: temp_name(&v.name), until_commit: false };
+            }
+            Statement::CreateSequence { temporary, name, .. } if *temporary || in_temp_schema(name) => {
+                return StmtOp::CreateTemp { name: temp_name(name), until_commit: false };
+            }
+            Statement::Query(q) if let Some(name) = select_into_temp(q) => {
+                return StmtOp::CreateTemp { name, until_commit: false };
+            }
             Statement::ReleaseSavepoint { name } => return StmtOp::Release(savepoint_name(name)),
             Statement::Copy { to: false, target, source, .. } => {
                 return match (target, source) {
@@ -47,6 +62,24 @@ pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> Stm
         Effect::MaybeWrite => StmtOp::MaybeWrite,
         Effect::Write => StmtOp::Write,
     }
+}
+
+/// A temporary object's name without its schema (it can only be `pg_temp`).
+fn temp_name(name: &ObjectName) -> String {
+    fold(name).pop().unwrap_or_default()
+}
+
+/// `SELECT ... INTO TEMP name ...`: the temporary table it creates.
+fn select_into_temp(q: &Query) -> Option<String> {
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    let into = select.into.as_ref()?;
+    let target = match into.targets.first()? {
+        Expr::Identifier(id) => vec![fold_ident(id)],
+        Expr::CompoundIdentifier(ids) => ids.iter().map(fold_ident).collect(),
+        _ => return None,
+    };
+    let temporary = into.temporary || (target.len() == 2 && target[0].starts_with("pg_temp"));
+    temporary.then(|| target.last().cloned().unwrap_or_default())
 }
 
 fn isolation(modes: &[TransactionMode]) -> Option<Isolation> {
@@ -131,6 +164,10 @@ mod tests {
     use super::super::classify;
     use super::*;
 
+    fn temp(name: &str) -> StmtOp {
+        StmtOp::CreateTemp { name: name.into(), until_commit: false }
+    }
+
     fn ops(sql: &str) -> Vec<StmtOp> {
         classify(sql).ops
     }
@@ -184,8 +221,19 @@ mod tests {
                 vec![NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")],
             ),
             ("CREATE INDEX i ON t (a)", vec![Write]),
-            ("CREATE TEMP TABLE Tmp (a int)", vec![CreateTemp("tmp".into())]),
-            ("CREATE TEMPORARY TABLE tmp AS SELECT * FROM t", vec![CreateTemp("tmp".into())]),
+            ("CREATE TEMP TABLE Tmp (a int)", vec![temp("tmp")]),
+            ("CREATE TEMPORARY TABLE tmp AS SELECT * FROM t", vec![temp("tmp")]),
+            ("CREATE TABLE pg_temp.x (a int)", vec![temp("x")]),
+            ("CREATE TEMP TABLE x (a int) ON COMMIT DROP", vec![CreateTemp { name: "x".into(), until_commit: true }]),
+            ("CREATE TEMP VIEW v AS SELECT 1", vec![temp("v")]),
+            ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", vec![temp("v")]),
+            ("CREATE TEMPORARY SEQUENCE s", vec![temp("s")]),
+            ("CREATE SEQUENCE pg_temp.s", vec![temp("s")]),
+            ("SELECT * INTO TEMP newt FROM t", vec![temp("newt")]),
+            ("SELECT * INTO TEMPORARY TABLE newt FROM t", vec![temp("newt")]),
+            ("SELECT * INTO pg_temp.newt FROM t", vec![temp("newt")]),
+            ("SELECT * INTO newt FROM t", vec![Write]),
+            ("CREATE VIEW v AS SELECT 1", vec![Write]),
             ("CREATE DATABASE x", vec![NotReplicable("CREATE/DROP DATABASE through chorus")]),
             ("PREPARE TRANSACTION 'x'", vec![NotReplicable("two-phase commit (PREPARE TRANSACTION)")]),
             ("SET search_path = a", vec![Read]),

@@ -337,6 +337,21 @@ async fn triggers_and_functions_that_would_compute_other_values() {
         assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
         assert!(error_text(&e).contains(why), "{sql}: {}", error_text(&e));
     }
+    // What a function calls counts too: a deterministic-looking function
+    // over a nondeterministic helper is captured, also from a trigger.
+    c.batch_execute(
+        "CREATE FUNCTION helper_rnd() RETURNS float8 LANGUAGE sql AS $$ SELECT random() $$;
+         CREATE FUNCTION scaled(x int) RETURNS float8 LANGUAGE plpgsql AS $$ BEGIN RETURN x * helper_rnd(); END $$;
+         CREATE FUNCTION looks_pure(x int) RETURNS float8 LANGUAGE sql AS $$ SELECT public.scaled(x) $$;
+         CREATE FUNCTION via_helper() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN NEW.f := looks_pure(NEW.id); RETURN NEW; END $$;
+         CREATE TABLE nested (id int PRIMARY KEY, f float8);
+         CREATE TRIGGER via_helper BEFORE INSERT ON nested FOR EACH ROW EXECUTE FUNCTION via_helper();",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO num (id, f) SELECT g, looks_pure(g) FROM generate_series(200, 220) g").await.unwrap();
+    c.batch_execute("INSERT INTO nested (id) SELECT g FROM generate_series(1, 20) g").await.unwrap();
     // COPY runs the trigger again on a follower, and cannot be captured.
     let Err(e) = c.copy_in::<_, bytes::Bytes>("COPY doc (id, body) FROM STDIN").await else {
         panic!("COPY into a table with a nondeterministic trigger was accepted");

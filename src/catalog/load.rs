@@ -111,8 +111,11 @@ pub(super) async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres
             if e.nondeterministic.is_none() {
                 e.nondeterministic = nature.nondeterministic.clone();
             }
+            e.calls.extend(nature.calls.iter().filter(|c| **c != name).cloned());
         }
     }
+
+    routine::follow_calls(&mut snap.routines);
 
     // User triggers, per table: built-in trigger functions change only the
     // row they are given and are deterministic.
@@ -144,7 +147,10 @@ pub(super) async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres
         if fschema == "pg_catalog" {
             continue;
         }
-        let nature = routine::judge(&language, body.as_deref().unwrap_or(""));
+        let mut nature = routine::judge(&language, body.as_deref().unwrap_or(""));
+        let callees: Vec<(String, Nature)> =
+            nature.calls.iter().filter_map(|c| snap.routines.get(c).map(|n| (c.clone(), n.clone()))).collect();
+        routine::fold_callees(&mut nature, &callees);
         let e = table_triggers.entry(format!("{schema}.{table}")).or_default();
         e.writes |= nature.writes;
         if e.nondeterministic.is_none() {

@@ -283,7 +283,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let mut out = Vec::new();
         for f in functions {
             match self.txn_facts.routine(f) {
-                Some(Some(n)) => out.push((f.clone(), n.clone())),
+                Some(Some(n)) => {
+                    // Its callees as committed (ones created in this
+                    // transaction too are not followed).
+                    let mut n = n.clone();
+                    let callees = self.ctx.catalog.routines(&self.database, &n.calls).await;
+                    routine::fold_callees(&mut n, &callees);
+                    out.push((f.clone(), n));
+                }
                 Some(None) => {}
                 None => out.extend(self.ctx.catalog.routines(&self.database, std::slice::from_ref(f)).await),
             }

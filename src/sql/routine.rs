@@ -10,7 +10,9 @@
 //! The judgement reads the source text (`pg_proc.prosrc`) of SQL and PL/pgSQL
 //! functions; a body in another language cannot be read and counts as both
 //! nondeterministic and writing. Built-in functions (`pg_catalog`) are judged
-//! elsewhere (`functions`). Functions called from the body are not followed.
+//! elsewhere (`functions`). Functions called from the body are followed
+//! ([`follow_calls`]): a body that calls a user function is what that
+//! function is, too.
 
 use super::normalize::{is_ident_byte, skip_block_comment, skip_dollar_quote, skip_quoted};
 
@@ -23,6 +25,9 @@ pub struct Nature {
     /// It may change rows other than the one a trigger is given (DML,
     /// dynamic SQL, procedure calls).
     pub writes: bool,
+    /// Functions the body calls by name (folded, maybe schema-qualified),
+    /// as written: [`follow_calls`] folds their natures into this one.
+    pub calls: Vec<String>,
 }
 
 /// Judge a function written in `language` with source `body`.
@@ -31,6 +36,7 @@ pub fn judge(language: &str, body: &str) -> Nature {
         return Nature {
             nondeterministic: Some(format!("is written in {language}, which chorus cannot inspect")),
             writes: true,
+            calls: Vec::new(),
         };
     }
     use super::rewrite::Nondeterministic as N;
@@ -41,7 +47,140 @@ pub fn judge(language: &str, body: &str) -> Nature {
         Ok(p) if !p.is_identity() => Some("reads the transaction's clock (now(), CURRENT_TIMESTAMP ...)".into()),
         Ok(_) => None,
     };
-    Nature { nondeterministic, writes: has_word(body, WRITES) }
+    Nature { nondeterministic, writes: has_word(body, WRITES), calls: calls(body) }
+}
+
+/// Give every function in `natures` (by name) the nature of the functions
+/// it calls, directly or not: nondeterministic if any of them is (saying
+/// through which), writing if any of them writes. Names not in `natures`
+/// (built-ins, immutable functions taken at their word) add nothing.
+pub fn follow_calls(natures: &mut std::collections::HashMap<String, Nature>) {
+    let mut resolved = Vec::new();
+    for (name, nature) in natures.iter() {
+        let mut seen = vec![name.as_str()];
+        // Each callee with the chain of calls that reaches it.
+        let mut stack: Vec<(&str, Vec<&str>)> = nature.calls.iter().rev().map(|c| (c.as_str(), vec![])).collect();
+        let (mut nondeterministic, mut writes) = (nature.nondeterministic.clone(), nature.writes);
+        while let Some((callee, mut via)) = stack.pop() {
+            if seen.contains(&callee) {
+                continue;
+            }
+            seen.push(callee);
+            let Some(n) = natures.get(callee) else { continue };
+            via.push(callee);
+            writes |= n.writes;
+            if nondeterministic.is_none()
+                && let Some(why) = &n.nondeterministic
+            {
+                let chain: String = via.iter().map(|f| format!("calls {f}(), which ")).collect();
+                nondeterministic = Some(format!("{chain}{why}"));
+            }
+            stack.extend(n.calls.iter().rev().map(|c| (c.as_str(), via.clone())));
+        }
+        resolved.push((name.clone(), nondeterministic, writes));
+    }
+    for (name, nondeterministic, writes) in resolved {
+        if let Some(n) = natures.get_mut(&name) {
+            n.nondeterministic = nondeterministic;
+            n.writes = writes;
+        }
+    }
+}
+
+/// Fold into `nature` the natures of the functions it calls, each already
+/// followed to the end (from a map [`follow_calls`] resolved).
+pub fn fold_callees(nature: &mut Nature, callees: &[(String, Nature)]) {
+    for (callee, n) in callees {
+        nature.writes |= n.writes;
+        if nature.nondeterministic.is_none()
+            && let Some(why) = &n.nondeterministic
+        {
+            nature.nondeterministic = Some(format!("calls {callee}(), which {why}"));
+        }
+    }
+}
+
+/// Words that take a parenthesis without being function calls.
+const NOT_CALLS: &[&str] = &[
+    "in", "values", "exists", "any", "all", "some", "as", "on", "using", "and", "or", "not", "into", "from",
+    "where", "select", "return", "returns", "if", "elsif", "when", "then", "else", "case", "over", "filter",
+    "within", "table", "array", "row", "cast", "coalesce", "nullif", "greatest", "least", "join", "lateral",
+    "by", "is", "like", "ilike", "similar", "between", "with", "recursive", "set", "loop", "while", "for",
+    "foreach", "query", "perform", "raise", "limit", "offset", "having", "union", "except", "intersect",
+];
+
+/// The names the text calls (`name(` outside strings, quoted identifiers and
+/// comments), folded as PostgreSQL folds identifiers, deduplicated. Some
+/// are not calls (`INSERT INTO t (a)` names a table); only names that are
+/// user functions count where this is used.
+fn calls(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    let mut name: Vec<String> = Vec::new(); // the dotted name being read
+    let mut after_dot = false;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => {
+                i = skip_quoted(b, i + 1, b'\'', i > 0 && matches!(b[i - 1], b'e' | b'E'));
+                name.clear();
+            }
+            b'"' => {
+                let end = skip_quoted(b, i + 1, b'"', false);
+                let part = text[i + 1..end.saturating_sub(1).max(i + 1)].replace("\"\"", "\"");
+                if !after_dot {
+                    name.clear();
+                }
+                name.push(part);
+                after_dot = false;
+                i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1);
+                name.clear();
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(b, i);
+                name.clear();
+            }
+            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => {
+                i = skip_dollar_quote(b, i);
+                name.clear();
+            }
+            b'.' => {
+                after_dot = !name.is_empty();
+                i += 1;
+            }
+            b'(' => {
+                if !name.is_empty() && !(name.len() == 1 && NOT_CALLS.contains(&name[0].as_str())) {
+                    let called = name.join(".");
+                    if !out.contains(&called) {
+                        out.push(called);
+                    }
+                }
+                name.clear();
+                i += 1;
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            c if is_ident_byte(c) && !c.is_ascii_digit() => {
+                let start = i;
+                while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
+                    i += 1;
+                }
+                if !after_dot {
+                    name.clear();
+                }
+                name.push(text[start..i].to_lowercase());
+                after_dot = false;
+            }
+            _ => {
+                name.clear();
+                after_dot = false;
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Keywords of statements that change data or schema, or run SQL chorus
@@ -91,7 +230,7 @@ mod tests {
         assert!(n.nondeterministic.is_some() && !n.writes, "{n:?}");
         let audit = "BEGIN IF TG_OP = 'UPDATE' THEN INSERT INTO audit VALUES (OLD.id, 'x'); END IF; RETURN NEW; END";
         let n = judge("plpgsql", audit);
-        assert_eq!(n, Nature { nondeterministic: None, writes: true });
+        assert_eq!(n, Nature { nondeterministic: None, writes: true, calls: vec![] });
         let check = "BEGIN -- update nothing\n IF NEW.v < 0 THEN RAISE EXCEPTION 'no delete'; END IF; RETURN NEW; END";
         assert_eq!(judge("plpgsql", check), Nature::default());
         let uuid = "BEGIN NEW.u := gen_random_uuid(); RETURN NEW; END";
@@ -103,5 +242,38 @@ mod tests {
         assert!(judge("plpgsql", log).nondeterministic.is_some());
         let c = judge("c", "moddatetime");
         assert!(c.nondeterministic.is_some() && c.writes);
+    }
+
+    #[test]
+    fn called_names() {
+        let body = "BEGIN NEW.code := app.make_code(NEW.id, lower(NEW.name)); \
+                    INSERT INTO audit (id) VALUES (\"Stamp\"(NEW.id)); \
+                    PERFORM helper(); -- ignored(1)\n RETURN NEW; END";
+        assert_eq!(calls(body), vec!["app.make_code", "lower", "audit", "Stamp", "helper"]);
+        assert_eq!(calls("SELECT x IN (1) FROM t WHERE EXISTS (SELECT 1) AND 'f(' = $1"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn natures_of_callees_are_followed() {
+        let mut natures: std::collections::HashMap<String, Nature> = [
+            ("outer_fn", judge("plpgsql", "BEGIN RETURN middle($1) + 1; END")),
+            ("middle", judge("sql", "SELECT leaf($1)")),
+            ("leaf", judge("sql", "SELECT random() * $1")),
+            ("writer", judge("plpgsql", "BEGIN INSERT INTO log VALUES ($1); RETURN 1; END")),
+            ("uses_writer", judge("sql", "SELECT writer($1)")),
+            ("loop_a", judge("sql", "SELECT loop_b($1)")),
+            ("loop_b", judge("sql", "SELECT loop_a($1)")),
+            ("pure", judge("sql", "SELECT lower($1)")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        follow_calls(&mut natures);
+        let why = natures["outer_fn"].nondeterministic.as_deref();
+        assert_eq!(why, Some("calls middle(), which calls leaf(), which calls random()"));
+        assert!(natures["middle"].nondeterministic.is_some() && !natures["outer_fn"].writes);
+        assert!(natures["uses_writer"].writes && natures["uses_writer"].nondeterministic.is_none());
+        assert!(natures["loop_a"].nondeterministic.is_none() && !natures["loop_a"].writes);
+        assert_eq!(natures["pure"], Nature { calls: vec!["lower".into()], ..Nature::default() });
     }
 }

@@ -239,6 +239,52 @@ async fn temporary_objects_of_every_kind_and_protocol_stay_on_the_leader() {
     assert_eq!(n, 11);
 }
 
+/// Migration tools build indexes with CONCURRENTLY, which cannot run in a
+/// transaction block: it runs on the leader as sent, and the followers get
+/// the plain statement in a logged transaction of its own, before the
+/// client hears of success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_built_and_dropped_concurrently_reach_the_followers() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)").await.unwrap();
+    c.batch_execute("INSERT INTO t SELECT g, g % 10, 'x' || g FROM generate_series(1, 200) g").await.unwrap();
+    c.batch_execute("CREATE INDEX CONCURRENTLY t_a ON t (a)").await.unwrap();
+    // Through the extended protocol (JDBC, psycopg 3), and written in lower case.
+    c.execute("create unique index concurrently if not exists t_b on t (lower(b))", &[]).await.unwrap();
+    // The next write comes after the index in the log.
+    c.batch_execute("INSERT INTO t VALUES (201, 1, 'y')").await.unwrap();
+    // A build that fails leaves an invalid index on the leader only; dropping
+    // it must not break a follower.
+    let e = c.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY t_bad ON t (a)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "{e}");
+    c.batch_execute("DROP INDEX CONCURRENTLY t_bad").await.unwrap();
+    // In a transaction block the leader refuses it itself; the session goes on.
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.batch_execute("CREATE INDEX CONCURRENTLY t_c ON t (b)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25001", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let e = c.batch_execute("CREATE INDEX CONCURRENTLY t_c ON t (b); SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    c.batch_execute("DROP INDEX CONCURRENTLY IF EXISTS t_a").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (202, 2, 'z')").await.unwrap();
+    assert_converged(&db).await;
+    let indexes = "SELECT string_agg(indexname::text, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 't'";
+    let on_leader: String = db.connect_leader().await.query_one(indexes, &[]).await.unwrap().get(0);
+    assert_eq!(on_leader, "t_b,t_pkey");
+    for node in db.cluster().followers() {
+        let f = db.connect_node(node).await;
+        let on_follower: String = f.query_one(indexes, &[]).await.unwrap().get(0);
+        assert_eq!(on_follower, on_leader, "{}", node.name());
+        let unique: bool = f
+            .query_one("SELECT indisunique AND indisvalid FROM pg_index WHERE indexrelid = 't_b'::regclass", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(unique);
+    }
+}
+
 /// Logged transactions commit without waiting for the WAL flush (the LSN row
 /// lock would otherwise serialize every writer's flush); the client hears of
 /// its commit only after chorus flushed it.

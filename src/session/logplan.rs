@@ -36,6 +36,8 @@ pub(super) struct RequestLog {
     /// The session's temporary objects once the request has run (`None`:
     /// unchanged).
     pub temps: Option<temps::TempObjects>,
+    /// What the followers run once the request has succeeded (`WritePlan::log_after`).
+    pub after: Option<String>,
 }
 
 /// A batch's writes (Parse, Bind, classification, completion ordinal, may
@@ -66,6 +68,7 @@ impl RequestLog {
             query: None,
             rewrites: Vec::new(),
             temps: None,
+            after: None,
             parses: Vec::new(),
             slots: Vec::new(),
         }
@@ -180,7 +183,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
-        let mut log = RequestLog { plan, temps: Some(temps), ..RequestLog::unlogged() };
+        let after = log_after(&plan, &ops);
+        let mut log = RequestLog { plan, temps: Some(temps), after, ..RequestLog::unlogged() };
         if plan.copy {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
             self.refuse_nondeterministic_routines(sql, class).await?;
@@ -622,7 +626,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
-        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps) })
+        let after = log_after(&plan, &ops);
+        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps), after })
     }
 
     /// How an Execute of the writing statement `name` is replicated: as
@@ -695,6 +700,11 @@ fn statement_end(sql: &str) -> usize {
 
 /// chorus appends the log entry before the COMMIT it sees, and a captured
 /// write's rows are known only once it has run.
+/// The statement the followers run after the request (`WritePlan::log_after`).
+fn log_after(plan: &WritePlan, ops: &[StmtOp]) -> Option<String> {
+    plan.log_after.then(|| ops.iter().find_map(|o| if let StmtOp::Concurrently(sql) = o { Some(sql.clone()) } else { None }))?
+}
+
 /// A write of regular tables that reads (or is otherwise tied to) the
 /// session's temporary objects, when its rows cannot be captured.
 const MIXES_TEMPORARY: &str = "a write of regular tables that involves this session's temporary tables or \

@@ -88,6 +88,9 @@ struct Inflight {
     captures: Vec<capture::Slot>,
     /// RowDescription and NoData replies so far (extended protocol: one per Describe).
     descriptions: usize,
+    /// Log this for the followers once the request has succeeded, before
+    /// its ReadyForQuery (`WritePlan::log_after`).
+    log_after: Option<String>,
 }
 
 /// chorus's own steps on the leader connection (see replicate.rs).
@@ -159,6 +162,9 @@ pub struct Session<R, W> {
     wtxn: Option<txnlog::WriteTxn>,
     /// The client's ReadyForQuery status, held while chorus finishes its transaction.
     held_ready: Option<u8>,
+    /// A request that must be logged after it ran (`WritePlan::log_after`)
+    /// ended: what to log, and whether it succeeded.
+    log_after: Option<(String, bool)>,
     /// A commit waiting for chorus's flush step.
     committing: Option<Committing>,
     /// What the transaction's own DDL changed, for its later writes.
@@ -229,6 +235,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             last_tag_rollback: false,
             wtxn: None,
             held_ready: None,
+            log_after: None,
             committing: None,
             txn_facts: Default::default(),
             internal_error: None,

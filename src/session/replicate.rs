@@ -160,6 +160,66 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.txn_node = None;
     }
 
+    /// A statement that cannot run in a transaction block succeeded on the
+    /// leader (`WritePlan::log_after`): log what the followers run instead
+    /// in a transaction of chorus's own, while the client's ReadyForQuery
+    /// is held, so the client's next statements come after it in the log.
+    /// If that fails the leader keeps what it did; the client is warned.
+    async fn log_for_followers(&mut self, node: usize, sql: String) {
+        let r = self.own_logged_transaction(node, sql.clone()).await;
+        self.wtxn = None;
+        self.txn_node = None;
+        match r {
+            Ok(()) => self.await_ack().await,
+            Err(e) => {
+                tracing::error!(error = %e, %sql, "could not log a statement that ran outside a transaction");
+                let w = ClientError {
+                    severity: "WARNING",
+                    ..ClientError::new(
+                        "01000",
+                        format!(
+                            "the statement succeeded on the leader, but chorus could not log it for the followers \
+                             ({e}); run this on every follower: {sql}"
+                        ),
+                    )
+                };
+                self.cout.put_slice(&w.to_notice().frame);
+            }
+        }
+    }
+
+    async fn own_logged_transaction(&mut self, node: usize, sql: String) -> Result<(), String> {
+        let plan = txnlog::plan_text(&sql).map_err(|e| e.what())?;
+        self.take_lsn_now(node, true).await.map_err(|e| e.message.clone())?;
+        let mut prep = self.prep(node);
+        let messages = {
+            let t = self.wtxn.as_mut().ok_or("no transaction")?;
+            t.push(txnlog::Entry::Query { sql: sql.into(), plan });
+            t.append_messages(true, &mut prep)
+        };
+        let conn = self.conns[node].as_mut().expect("connected");
+        let r = conn.exchange_oob(&messages).await;
+        conn.learn_own(&prep, r.is_ok());
+        if let Err(e) = r {
+            if conn.status != b'I' {
+                let _ = conn.simple_oob("ROLLBACK").await;
+            }
+            self.mark_sequences_dirty();
+            return Err(e.to_string());
+        }
+        self.committed();
+        // Committed without waiting for the WAL flush: flush before answering.
+        let mut prep = self.prep(node);
+        let messages = WriteTxn::flush_messages(&mut prep);
+        let conn = self.conns[node].as_mut().expect("connected");
+        let r = conn.exchange_oob(&messages).await;
+        conn.learn_own(&prep, r.is_ok());
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "chorus's WAL flush step after a commit failed");
+        }
+        Ok(())
+    }
+
     /// Sequence values may have been used without being logged (see sequences.rs).
     pub(super) fn mark_sequences_dirty(&self) {
         self.ctx.sequences.mark_dirty(&self.database);
@@ -272,7 +332,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             // Cannot commit faithfully: make the server abort the transaction.
             return self.refuse_request(e).await;
         }
-        inflight.hold_ready = plan.finish_after || plan.take_lsn == Some(TakeLsn::After) || plan.append_before;
+        inflight.hold_ready =
+            plan.finish_after || plan.take_lsn == Some(TakeLsn::After) || plan.append_before || plan.log_after;
+        inflight.log_after = log.after.clone();
         inflight.flush_after = plan.append_before;
         inflight.hide_begin_warning = plan.hide_begin_warning;
         // The finishing step waits for the command tags that decide what it
@@ -363,6 +425,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// chorus's finishing step is sent only now: while the server reads COPY
     /// data, any other message would break the copy.
     pub(super) async fn after_held_ready(&mut self, node: usize) -> Result<(), SessionError> {
+        if let Some((sql, succeeded)) = self.log_after.take() {
+            if succeeded {
+                self.log_for_followers(node, sql).await;
+            }
+            let status = self.conns[node].as_ref().map_or(b'I', |c| c.status);
+            self.release_ready(node, status, succeeded);
+            return Ok(());
+        }
         if !std::mem::take(&mut self.finish_pending) {
             return Ok(());
         }

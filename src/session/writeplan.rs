@@ -47,6 +47,11 @@ pub enum TakeLsn {
 /// What chorus adds around one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WritePlan {
+    /// Outside a transaction, a statement that cannot run in one
+    /// (`StmtOp::Concurrently`): once it has succeeded, chorus logs what the
+    /// followers run instead in a transaction of its own, before the client
+    /// hears of it.
+    pub log_after: bool,
     pub take_lsn: Option<TakeLsn>,
     /// The request commits the transaction: append the log entry before it.
     pub append_before: bool,
@@ -70,7 +75,7 @@ pub struct WritePlan {
 impl WritePlan {
     /// True when chorus adds steps of its own (they need an idle connection).
     pub fn adds_steps(&self) -> bool {
-        self.take_lsn.is_some() || self.append_before || self.finish_after || self.begin_only
+        self.take_lsn.is_some() || self.append_before || self.finish_after || self.begin_only || self.log_after
     }
 }
 
@@ -96,6 +101,15 @@ pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, 
             StmtOp::NotReplicable(what) => {
                 return Err(Refusal(format!("chorus cannot replicate {what}")));
             }
+            StmtOp::Concurrently(_) if ops.len() > 1 => {
+                return Err(Refusal(
+                    "chorus cannot replicate CREATE/DROP INDEX CONCURRENTLY sent together with other statements \
+                     (it cannot run in a transaction block); send it on its own"
+                        .into(),
+                ));
+            }
+            // In a transaction the leader refuses it itself.
+            StmtOp::Concurrently(_) => p.log_after = !in_txn,
             StmtOp::Begin { isolation } => {
                 if in_txn {
                     continue;
@@ -259,6 +273,8 @@ mod tests {
             (IDLE, vec![Begin { isolation: Some(Isolation::ReadCommitted) }], none),
             (IDLE, vec![Maintenance], none),
             (IDLE, vec![Savepoint("a".into())], none),
+            (IDLE, vec![Concurrently("CREATE INDEX i ON t (a)".into())], WritePlan { log_after: true, ..none }),
+            (OPEN, vec![Concurrently("CREATE INDEX i ON t (a)".into())], none),
         ];
         for (view, ops, want) in cases {
             assert_eq!(plan(view, &ops, &[]), Ok(want), "{view:?} {ops:?}");
@@ -324,6 +340,7 @@ mod tests {
             (IDLE, vec![Begin { isolation: Some(Isolation::Snapshot) }, Write]),
             (IDLE, vec![NotReplicable("CREATE DATABASE")]),
             (WRITING, vec![Write, NotReplicable("x")]),
+            (IDLE, vec![Concurrently("CREATE INDEX i ON t (a)".into()), Read]),
         ];
         for (view, ops) in cases {
             assert!(plan(view, &ops, &[]).is_err(), "{view:?} {ops:?}");

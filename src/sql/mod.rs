@@ -202,6 +202,12 @@ pub enum StmtOp {
     Savepoint(String),
     RollbackTo(String),
     Release(String),
+    /// `CREATE [UNIQUE] INDEX CONCURRENTLY` or `DROP INDEX CONCURRENTLY`,
+    /// which cannot run in a transaction block: it runs on the leader as
+    /// sent, and once it has succeeded the followers get the statement
+    /// given here (the same without CONCURRENTLY) in a logged transaction
+    /// of its own.
+    Concurrently(String),
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
     /// CLUSTER, REINDEX): runs on the leader only and is not logged.
     Maintenance,

@@ -113,15 +113,9 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
     let fourth = words.next().unwrap_or_default();
     let op = match (first.as_str(), second.as_str()) {
         ("vacuum" | "analyze" | "analyse" | "checkpoint" | "cluster" | "reindex", _) => StmtOp::Maintenance,
-        ("create", "index") if third == "concurrently" => {
-            StmtOp::NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")
-        }
-        ("create", "unique") if fourth == "concurrently" => {
-            StmtOp::NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")
-        }
-        ("drop", "index") if third == "concurrently" => {
-            StmtOp::NotReplicable("DROP INDEX CONCURRENTLY (it cannot run in a transaction block)")
-        }
+        ("create", "index") if third == "concurrently" => return concurrently(text, false),
+        ("create", "unique") if fourth == "concurrently" => return concurrently(text, false),
+        ("drop", "index") if third == "concurrently" => return concurrently(text, true),
         ("create" | "drop", "database") => StmtOp::NotReplicable("CREATE/DROP DATABASE through chorus"),
         ("create" | "drop" | "alter", "tablespace") => StmtOp::NotReplicable("tablespaces"),
         ("alter", "system") => StmtOp::NotReplicable("ALTER SYSTEM"),
@@ -138,6 +132,52 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
         _ => return None,
     };
     Some(op)
+}
+
+/// `CREATE [UNIQUE] INDEX CONCURRENTLY` / `DROP INDEX CONCURRENTLY`: what
+/// the followers run instead, in a logged transaction (see
+/// `StmtOp::Concurrently`). The DROP becomes `DROP INDEX IF EXISTS`: a
+/// CONCURRENTLY build that failed leaves an invalid index on the leader
+/// only, and dropping it must not fail on a follower.
+fn concurrently(text: &str, drop: bool) -> Option<StmtOp> {
+    let words = head_words(text, 6);
+    let at = words.iter().find(|(w, _)| w.eq_ignore_ascii_case("concurrently"))?.1.clone();
+    let after = &text[at.end..];
+    let rest = after.trim_start();
+    let has_if_exists = {
+        let next = head_words(rest, 2);
+        next.len() == 2 && next[0].0.eq_ignore_ascii_case("if") && next[1].0.eq_ignore_ascii_case("exists")
+    };
+    let middle = if drop && !has_if_exists { " IF EXISTS " } else { " " };
+    let plain = format!("{}{middle}{rest}", text[..at.start].trim_end());
+    Some(StmtOp::Concurrently(plain))
+}
+
+/// The first `n` words of `text` with their byte ranges (comments skipped;
+/// a word is a run of identifier characters).
+fn head_words(text: &str, n: usize) -> Vec<(&str, std::ops::Range<usize>)> {
+    use super::normalize::{is_ident_byte, skip_block_comment};
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() && out.len() < n {
+        if b[i] == b'-' && b.get(i + 1) == Some(&b'-') {
+            i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = skip_block_comment(b, i);
+        } else if is_ident_byte(b[i]) {
+            let start = i;
+            while i < b.len() && is_ident_byte(b[i]) {
+                i += 1;
+            }
+            out.push((&text[start..i], start..i));
+        } else if b[i].is_ascii_whitespace() {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    out
 }
 
 /// COPY by its words, so options sqlparser does not know (`WITH (FREEZE on)`,
@@ -216,10 +256,14 @@ mod tests {
             ("VACUUM t", vec![Maintenance]),
             ("ANALYZE t", vec![Maintenance]),
             ("CHECKPOINT", vec![Maintenance]),
+            ("CREATE INDEX CONCURRENTLY i ON t (a)", vec![Concurrently("CREATE INDEX i ON t (a)".into())]),
             (
-                "CREATE INDEX CONCURRENTLY i ON t (a)",
-                vec![NotReplicable("CREATE INDEX CONCURRENTLY (it cannot run in a transaction block)")],
+                "create unique index concurrently if not exists i on t (lower(a))",
+                vec![Concurrently("create unique index if not exists i on t (lower(a))".into())],
             ),
+            ("CREATE INDEX CONCURRENTLY ON t (a)", vec![Concurrently("CREATE INDEX ON t (a)".into())]),
+            ("DROP INDEX CONCURRENTLY i", vec![Concurrently("DROP INDEX IF EXISTS i".into())]),
+            ("drop index concurrently if exists s.i", vec![Concurrently("drop index if exists s.i".into())]),
             ("CREATE INDEX i ON t (a)", vec![Write]),
             ("CREATE TEMP TABLE Tmp (a int)", vec![temp("tmp")]),
             ("CREATE TEMPORARY TABLE tmp AS SELECT * FROM t", vec![temp("tmp")]),

@@ -244,7 +244,7 @@ async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
         ("WITH x AS (DELETE FROM k RETURNING id) INSERT INTO nokey SELECT id, random() FROM x", "random()"),
         ("CREATE TABLE r AS SELECT random() AS v", "random()"),
         ("DO $$ BEGIN INSERT INTO k VALUES (9, random()); END $$", "random()"),
-        ("BEGIN; INSERT INTO k VALUES (10, random()); COMMIT", "COMMIT on its own"),
+        ("BEGIN; INSERT INTO k VALUES (10, random()); COMMIT; SELECT 1", "COMMIT on its own"),
         ("INSERT INTO k VALUES (11, random()); SELECT nextval('k_seq')", "same request"),
         // Through a view, the table's volatile default would be evaluated again.
         ("INSERT INTO dview (id) VALUES (1)", "a view"),
@@ -273,6 +273,57 @@ async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
     // Nothing refused reached the leader.
     let leader = db.connect_leader().await;
     let n: i64 = leader.query_one("SELECT count(*) FROM k", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert_converged(&db).await;
+}
+
+/// Migration files and scripts send whole transactions as one query: a
+/// captured write in it is followed by chorus's commit instead of the
+/// client's, which the client is answered for as if it had run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_writes_in_a_query_that_commits() {
+    use tokio_postgres::SimpleQueryMessage::CommandComplete;
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE u (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text UNIQUE, n int)")
+        .await
+        .unwrap();
+    let replies = c
+        .simple_query(
+            "BEGIN; INSERT INTO u (name) VALUES ('a'), ('b'); \
+             UPDATE u SET n = (random() * 1000)::int; COMMIT; -- done",
+        )
+        .await
+        .unwrap();
+    let tags: Vec<u64> = replies.iter().filter_map(|m| if let CommandComplete(n) = m { Some(*n) } else { None }).collect();
+    assert_eq!(tags, vec![0, 2, 2, 0], "BEGIN, INSERT, UPDATE, COMMIT");
+    // The transaction was opened by an earlier query.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO u (name) VALUES ('c'); INSERT INTO u (name) SELECT 'd' || g FROM generate_series(1, 5) g; END")
+        .await
+        .unwrap();
+    // A failing statement: nothing of the transaction stays, the session goes on.
+    let e = c
+        .batch_execute("BEGIN; INSERT INTO u (name) VALUES ('e'); INSERT INTO u (name) VALUES ('a'); COMMIT")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let leader = db.connect_leader().await;
+    let n: i64 = leader.query_one("SELECT count(*) FROM u", &[]).await.unwrap().get(0);
+    assert_eq!(n, 8);
+    // A deferred constraint that fails at the commit is the client's error.
+    c.batch_execute(
+        "CREATE TABLE p (id int PRIMARY KEY);
+         CREATE TABLE ch (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                          p int REFERENCES p DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .await
+    .unwrap();
+    let e = c.batch_execute("BEGIN; INSERT INTO ch (p) VALUES (1); COMMIT").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "{e}");
+    c.batch_execute("BEGIN; INSERT INTO p VALUES (1); INSERT INTO ch (p) VALUES (1); COMMIT").await.unwrap();
+    let n: i64 = leader.query_one("SELECT count(*) FROM ch", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
     assert_converged(&db).await;
 }

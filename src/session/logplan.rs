@@ -38,6 +38,9 @@ pub(super) struct RequestLog {
     pub temps: Option<temps::TempObjects>,
     /// What the followers run once the request has succeeded (`WritePlan::log_after`).
     pub after: Option<String>,
+    /// The client's COMMIT was left out of `query`: chorus commits, and
+    /// answers for it with its command tag.
+    pub commit_tag: bool,
 }
 
 /// A batch's writes (Parse, Bind, classification, completion ordinal, may
@@ -69,6 +72,7 @@ impl RequestLog {
             rewrites: Vec::new(),
             temps: None,
             after: None,
+            commit_tag: false,
             parses: Vec::new(),
             slots: Vec::new(),
         }
@@ -207,6 +211,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         let mut clauses: Vec<(usize, Arc<CaptureSpec>)> = Vec::new();
         let mut schema_changes: Vec<&str> = Vec::new();
+        let last_start = ranges.last().map_or(0, |r| r.start);
         for (i, (range, op)) in ranges.into_iter().zip(ops.iter()).enumerate() {
             let text = &sql[range.clone()];
             if *op == StmtOp::Write && plan.logs {
@@ -245,11 +250,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         if !clauses.is_empty() {
+            let mut end = sql.len();
             if plan.append_before {
-                return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+                // The log entry would be appended before the query runs, but
+                // the captured rows come from running it. When the COMMIT ends
+                // the query, chorus sends the query without it and commits
+                // itself after the rows (see `WritePlan::committed_by_chorus`).
+                let ends_with_commit = ops.last() == Some(&StmtOp::Commit)
+                    && ops.iter().filter(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback)).count() == 1;
+                if !ends_with_commit {
+                    return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+                }
+                end = last_start;
+                log.plan = log.plan.committed_by_chorus();
+                log.commit_tag = true;
             }
             let at: Vec<(usize, &str)> = clauses.iter().map(|(end, spec)| (*end, spec.clause.as_str())).collect();
-            log.query = Some(with_clauses(sql, &at));
+            log.query = Some(with_clauses(&sql[..end], &at));
         }
         Ok(log)
     }
@@ -627,7 +644,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
         let after = log_after(&plan, &ops);
-        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps), after })
+        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps), after, commit_tag: false })
     }
 
     /// How an Execute of the writing statement `name` is replicated: as
@@ -698,8 +715,6 @@ fn statement_end(sql: &str) -> usize {
     crate::sql::statement_ranges(sql).and_then(|r| r.last().map(|r| r.end)).unwrap_or(sql.len())
 }
 
-/// chorus appends the log entry before the COMMIT it sees, and a captured
-/// write's rows are known only once it has run.
 /// The statement the followers run after the request (`WritePlan::log_after`).
 fn log_after(plan: &WritePlan, ops: &[StmtOp]) -> Option<String> {
     plan.log_after.then(|| ops.iter().find_map(|o| if let StmtOp::Concurrently(sql) = o { Some(sql.clone()) } else { None }))?
@@ -710,8 +725,12 @@ fn log_after(plan: &WritePlan, ops: &[StmtOp]) -> Option<String> {
 const MIXES_TEMPORARY: &str = "a write of regular tables that involves this session's temporary tables or \
      sequences (followers do not have them): write the values into the statement, or use a regular table";
 
+/// chorus appends the log entry before the COMMIT it sees, and a captured
+/// write's rows are known only once it has run (a query that ends with its
+/// COMMIT is committed by chorus instead).
 const CAPTURE_WITH_COMMIT: &str = "chorus cannot replicate a write whose rows it must capture (see README, \
-     Replication) sent together with its COMMIT; send the COMMIT on its own";
+     Replication) sent together with its COMMIT in one extended-protocol batch, or followed by statements \
+     after the COMMIT in one query; send the COMMIT on its own";
 
 /// Does the text start with one of these keywords? No allocation: this runs
 /// for every query.

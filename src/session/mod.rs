@@ -165,6 +165,9 @@ pub struct Session<R, W> {
     /// A request that must be logged after it ran (`WritePlan::log_after`)
     /// ended: what to log, and whether it succeeded.
     log_after: Option<(String, bool)>,
+    /// The client's COMMIT was left out of its query (`RequestLog::commit_tag`):
+    /// its CommandComplete goes before the held ReadyForQuery once chorus committed.
+    owed_commit_tag: bool,
     /// A commit waiting for chorus's flush step.
     committing: Option<Committing>,
     /// What the transaction's own DDL changed, for its later writes.
@@ -236,6 +239,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             wtxn: None,
             held_ready: None,
             log_after: None,
+            owed_commit_tag: false,
             committing: None,
             txn_facts: Default::default(),
             internal_error: None,

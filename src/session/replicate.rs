@@ -335,6 +335,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         inflight.hold_ready =
             plan.finish_after || plan.take_lsn == Some(TakeLsn::After) || plan.append_before || plan.log_after;
         inflight.log_after = log.after.clone();
+        self.owed_commit_tag = log.commit_tag;
         inflight.flush_after = plan.append_before;
         inflight.hide_begin_warning = plan.hide_begin_warning;
         // The finishing step waits for the command tags that decide what it
@@ -590,6 +591,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     fn release_ready(&mut self, node: usize, status: u8, committed: bool) {
         if self.held_ready.take().is_none() {
             return;
+        }
+        if std::mem::take(&mut self.owed_commit_tag) && committed {
+            self.cout.put_slice(&build::command_complete("COMMIT").frame);
         }
         self.cout.put_slice(&build::ready_for_query(status).frame);
         if status == b'I' {

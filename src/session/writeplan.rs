@@ -74,6 +74,14 @@ pub struct WritePlan {
 
 impl WritePlan {
     /// True when chorus adds steps of its own (they need an idle connection).
+    /// The same request with the client's final COMMIT left out: chorus
+    /// appends the entry and commits after it, as for an autocommit write.
+    /// (Should a statement before it fail, chorus rolls the transaction back
+    /// instead of leaving it aborted: the client meant to end it.)
+    pub fn committed_by_chorus(self) -> WritePlan {
+        WritePlan { append_before: false, finish_after: true, ..self }
+    }
+
     pub fn adds_steps(&self) -> bool {
         self.take_lsn.is_some() || self.append_before || self.finish_after || self.begin_only || self.log_after
     }

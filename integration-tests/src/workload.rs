@@ -344,7 +344,23 @@ impl Worker {
     async fn captured(&mut self) -> Result<Outcome, tokio_postgres::Error> {
         let session = self.id as i32;
         let c = &self.client;
-        match self.rng.below(5) {
+        match self.rng.below(7) {
+            5 => {
+                // A whole transaction in one query, as migration tools send it.
+                let n = 1 + self.rng.below(10);
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO w_rand (session, r) SELECT {session}, random() FROM generate_series(1, {n}); \
+                     UPDATE w_rand SET u = gen_random_uuid() WHERE session = {session} AND id % 3 = 0; COMMIT;"
+                ))
+                .await?;
+            }
+            6 => {
+                // Rows staged in a temporary table, then copied into a regular one.
+                c.execute("CREATE TEMP TABLE IF NOT EXISTS w_stage (r float8)", &[]).await?;
+                c.execute("INSERT INTO w_stage SELECT random() FROM generate_series(1, 3)", &[]).await?;
+                c.execute("INSERT INTO w_rand (session, r) SELECT $1, r FROM w_stage", &[&session]).await?;
+                c.execute("TRUNCATE w_stage", &[]).await?;
+            }
             0 => {
                 let n = 1 + self.rng.below(30);
                 c.batch_execute(&format!(

@@ -28,6 +28,8 @@ pg_bin_has initdb postgres pgbench || missing+=(postgresql)
 pg_bin_has psql || command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev) # ring (TLS) and the linker need a C toolchain
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip) # the Python client tests (psycopg, from PyPI)
 # (MariaDB server and client will join this list with the MySQL frontend.)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -42,6 +44,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "or run this script as root, which installs them itself." >&2
     exit 1
   fi
+fi
+
+# psycopg 3 (from PyPI) for integration-tests/tests/python_clients.rs.
+if ! python3 -c 'import psycopg' 2>/dev/null; then
+  log "pip install psycopg[binary]"
+  python3 -m pip install --quiet "psycopg[binary]>=3.1" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "psycopg[binary]>=3.1" || {
+    echo "error: cannot install psycopg 3 from PyPI (python3 -m pip install 'psycopg[binary]')" >&2
+    exit 1
+  }
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then

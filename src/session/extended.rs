@@ -5,6 +5,7 @@
 //! it needs the leader, else to a follower. Before forwarding, statements the
 //! batch uses that were prepared on another server are prepared on the target.
 
+use super::openbatch::SyncKind;
 use super::statements::{Statement, bind_head, parse_head, target_head};
 use super::writeplan::TakeLsn;
 use super::{Inflight, Session, SessionError};
@@ -88,6 +89,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.local_abort_batch();
             return Ok(());
         }
+        if self.chunked.is_some() {
+            return self.end_chunked(m).await;
+        }
+        self.sync_batch(m, SyncKind::Client).await
+    }
+
+    /// Route and forward the pending batch, ended by `m`: the client's Sync,
+    /// or (`SyncKind::Chunk`) its Flush, for which chorus sends a Sync of its
+    /// own (see openbatch.rs, chunks).
+    pub(super) async fn sync_batch(&mut self, m: Message, kind: SyncKind) -> Result<(), SessionError> {
         if self.replicated && self.txn_facts.ddl {
             let classes = self.batch_classes();
             if !self.read_txn_facts(&classes).await {
@@ -95,8 +106,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(());
             }
         }
-        let mut log = match self.batch_log(&self.batch, &[], true).await {
+        let log = self.batch_log(&self.batch, &[], kind == SyncKind::Client).await;
+        let mut log = match log.and_then(|log| self.chunk_plan(log, kind)) {
             Ok(log) => log,
+            Err(e) if kind == SyncKind::Chunk => return self.refuse_chunk(e),
             Err(e) => return self.refuse_in_order(e, m).await,
         };
         if self.log_needs_idle(&log.plan) && self.busy() {
@@ -111,7 +124,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.temps = temps;
         }
         self.send_captured(&mut batch, &mut log);
-        batch.push(m);
+        batch.push(if kind == SyncKind::Chunk { crate::protocol::build::sync() } else { m });
         if let Some(p) = needs.pin {
             self.pinned.get_or_insert(p);
         }
@@ -120,6 +133,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             ddl: needs.ddl,
             extended: true,
             captures: std::mem::take(&mut log.slots),
+            swallow_ready: kind == SyncKind::Chunk,
             ..Default::default()
         };
         if log.plan.adds_steps() || !log.items.is_empty() {
@@ -148,6 +162,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// client's Flush, forwarded after the batch.
     async fn open_batch_now(&mut self, flush: Option<Message>) -> Result<(), SessionError> {
         let terminator = flush.clone().unwrap_or_else(|| Message::new(b'H', &[]));
+        if self.replicated && (self.chunked.is_some() || self.batch_captures().await) {
+            return self.chunk_now(terminator).await;
+        }
         let log = match self.open_batch_log().await {
             Ok(log) => log,
             Err(e) => {
@@ -216,7 +233,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     /// The classifications of the statements the pending batch parses or binds.
-    fn batch_classes(&self) -> Vec<Arc<crate::sql::Classification>> {
+    pub(super) fn batch_classes(&self) -> Vec<Arc<crate::sql::Classification>> {
         self.batch
             .iter()
             .filter_map(|m| match m.tag {

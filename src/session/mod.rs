@@ -91,6 +91,9 @@ struct Inflight {
     /// Log this for the followers once the request has succeeded, before
     /// its ReadyForQuery (`WritePlan::log_after`).
     log_after: Option<String>,
+    /// chorus's own Sync ended this request (a chunk of a batch, see
+    /// openbatch.rs): its ReadyForQuery is not the client's.
+    swallow_ready: bool,
 }
 
 /// chorus's own steps on the leader connection (see replicate.rs).
@@ -168,6 +171,9 @@ pub struct Session<R, W> {
     /// The client's COMMIT was left out of its query (`RequestLog::commit_tag`):
     /// its CommandComplete goes before the held ReadyForQuery once chorus committed.
     owed_commit_tag: bool,
+    /// An extended batch forwarded in chunks ended by chorus's own Syncs
+    /// (openbatch.rs), until the client's Sync.
+    chunked: Option<openbatch::Chunked>,
     /// A commit waiting for chorus's flush step.
     committing: Option<Committing>,
     /// What the transaction's own DDL changed, for its later writes.
@@ -240,6 +246,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             held_ready: None,
             log_after: None,
             owed_commit_tag: false,
+            chunked: None,
             committing: None,
             txn_facts: Default::default(),
             internal_error: None,

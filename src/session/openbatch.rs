@@ -2,15 +2,50 @@
 //! than 1 MiB): their writes are logged as the rest of the batch streams
 //! through, and a write chorus could not log ends the session rather than
 //! commit unlogged.
+//!
+//! A batch with a write chorus captures (psycopg 3's `executemany` and
+//! pipelines send Flush between statements) cannot stream: each statement
+//! must be planned and rewritten as a whole batch is. chorus forwards it in
+//! *chunks* instead: what the client sent up to each Flush goes as a batch
+//! of its own, ended by a Sync of chorus's whose ReadyForQuery the client
+//! does not see. The chunks run in one transaction (chorus opens it when the
+//! client had none, and commits it at the client's Sync), so Syncs commit
+//! nothing early. After an error the server would skip to the client's
+//! Sync; chorus drops the client's messages until then the same way, and
+//! ends the transaction as the client's batch would have ended.
 
 use super::logplan::{Item, RequestLog, bind_tail, nondeterministic, parse_statement, refusal};
 use super::statements::{bind_head, execute_head};
 use super::txnlog::{self, Entry};
-use super::writeplan::{self, TakeLsn};
+use super::writeplan::{self, TakeLsn, WritePlan};
 use super::{Inflight, Session, SessionError};
-use crate::protocol::{ClientError, Message};
+use crate::protocol::{ClientError, Message, build, sqlstate};
 use crate::sql::StmtOp;
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How a batch forwarded with a Sync ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SyncKind {
+    /// The client's Sync.
+    Client,
+    /// A chunk: the client sent Flush (or 1 MiB); chorus sends a Sync.
+    Chunk,
+    /// The client's Sync after chunks; `opened`: chorus opened the
+    /// transaction, and commits it now.
+    Final { opened: bool },
+}
+
+/// A batch being forwarded in chunks (see the module comment).
+#[derive(Debug, Default)]
+pub(super) struct Chunked {
+    /// The first chunk has been planned.
+    started: bool,
+    /// chorus opened the transaction the chunks run in.
+    opened: bool,
+    /// A chunk failed (or was refused): the rest is skipped until Sync.
+    pub failed: bool,
+}
 
 /// A batch forwarded before its Sync (Flush, or too large to hold): its later
 /// messages are logged as they stream through.
@@ -155,6 +190,134 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let conn = self.conns[node].as_mut().expect("connected");
         let r = conn.flush().await;
         r.map_err(|e| self.server_lost(node, e))
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    /// Does the pending batch hold a write chorus captures (so it cannot be
+    /// streamed)?
+    pub(super) async fn batch_captures(&self) -> bool {
+        self.batch_log(&self.batch, &[], false).await.is_ok_and(|log| log.captures())
+    }
+
+    /// The client sent Flush (or 1 MiB) in a batch forwarded in chunks:
+    /// forward what it sent so far as a chunk.
+    pub(super) async fn chunk_now(&mut self, terminator: Message) -> Result<(), SessionError> {
+        if self.busy() {
+            // One chunk at a time: its plan needs to know how the last ended.
+            self.stalled = Some(terminator);
+            return Ok(());
+        }
+        let chunked = self.chunked.get_or_insert_with(Chunked::default);
+        if chunked.failed || self.batch.is_empty() {
+            // The server would skip these until the Sync.
+            self.batch.clear();
+            return Ok(());
+        }
+        self.sync_batch(terminator, SyncKind::Chunk).await
+    }
+
+    /// The plan of a chunk (or of the client's Sync after chunks): the
+    /// chunks run in one transaction, chorus's when the client had none.
+    pub(super) fn chunk_plan(&mut self, mut log: RequestLog, kind: SyncKind) -> Result<RequestLog, ClientError> {
+        let ends_txn = self.batch_classes().iter().any(|c| {
+            c.ops.iter().any(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback | StmtOp::CopyIn))
+        });
+        let refuse = || {
+            refusal(writeplan::Refusal(
+                "chorus cannot replicate COMMIT, ROLLBACK or COPY in an extended-protocol batch sent with Flush \
+                 (or larger than 1 MiB) that holds a write whose rows chorus captures; send them after a Sync"
+                    .into(),
+            ))
+        };
+        match kind {
+            SyncKind::Client => Ok(log),
+            SyncKind::Chunk => {
+                let chunked = self.chunked.as_mut().expect("chunking");
+                if ends_txn || log.plan.take_lsn == Some(TakeLsn::After) {
+                    return Err(refuse());
+                }
+                if !chunked.started {
+                    chunked.started = true;
+                    // An autocommit write: chorus's transaction around all chunks.
+                    chunked.opened = log.plan.finish_after;
+                    if chunked.opened {
+                        log.plan = WritePlan {
+                            take_lsn: Some(TakeLsn::Before { begin: true }),
+                            finish_after: false,
+                            begin_only: false,
+                            defer: false,
+                            ..log.plan
+                        };
+                    }
+                }
+                Ok(log)
+            }
+            SyncKind::Final { opened: true } => {
+                if ends_txn {
+                    return Err(refuse());
+                }
+                log.plan = WritePlan { finish_after: true, ..log.plan };
+                Ok(log)
+            }
+            SyncKind::Final { opened: false } => Ok(log),
+        }
+    }
+
+    /// A chunk is refused: the client hears why now, and the rest of its
+    /// batch is skipped until its Sync.
+    pub(super) fn refuse_chunk(&mut self, e: ClientError) -> Result<(), SessionError> {
+        self.batch.clear();
+        self.cout.put_slice(&e.to_message().frame);
+        if let Some(c) = self.chunked.as_mut() {
+            c.failed = true;
+        }
+        Ok(())
+    }
+
+    /// The client's Sync after chunks: commit chorus's transaction with the
+    /// rest of the batch, or, after a failure, end it as the batch would
+    /// have ended.
+    pub(super) async fn end_chunked(&mut self, sync: Message) -> Result<(), SessionError> {
+        if self.busy() {
+            self.stalled = Some(sync);
+            return Ok(());
+        }
+        let Some(c) = self.chunked.take() else { return Ok(()) };
+        if !c.failed {
+            let kind = if c.started { SyncKind::Final { opened: c.opened } } else { SyncKind::Client };
+            return self.sync_batch(sync, kind).await;
+        }
+        self.batch.clear();
+        let node = self.txn_node.unwrap_or_else(|| self.ctx.topology.leader());
+        let status = self.conns[node].as_ref().map_or(b'I', |conn| conn.status);
+        if c.opened {
+            // An autocommit batch that failed: nothing of it stays.
+            if self.holds_lsn() {
+                self.mark_sequences_dirty();
+            }
+            if status != b'I'
+                && let Some(conn) = self.conns[node].as_mut()
+            {
+                let _ = conn.simple_oob("ROLLBACK").await;
+            }
+            self.wtxn = None;
+            self.txn_node = None;
+            self.cout.put_slice(&build::ready_for_query(b'I').frame);
+        } else if self.txn_node.is_none() {
+            // Refused before anything reached a server.
+            self.cout.put_slice(&build::ready_for_query(b'I').frame);
+        } else {
+            // The client's transaction: aborted, as an error leaves it.
+            if status == b'T'
+                && let Some(conn) = self.conns[node].as_mut()
+            {
+                let e = ClientError::new(sqlstate::FEATURE_NOT_SUPPORTED, "refused by chorus");
+                let _ = conn.simple_oob(&super::abort::raise_statement(&e)).await;
+            }
+            self.cout.put_slice(&build::ready_for_query(b'E').frame);
+        }
+        Ok(())
     }
 }
 

@@ -123,6 +123,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return false;
         }
         self.log_request_done(&done, status);
+        if done.swallow_ready {
+            // A chunk of the client's batch: the transaction goes on.
+            if let Some(c) = self.chunked.as_mut() {
+                c.failed |= done.failed || status == b'E';
+            }
+            self.txn_node = Some(node);
+            return false;
+        }
         if status == b'I' {
             self.txn_node = None;
             self.temps.finish_transaction(!done.failed && !self.last_tag_rollback);

@@ -57,6 +57,11 @@ with psycopg.connect(url) as c:
         raise SystemExit("a duplicate name was accepted in a pipeline")
     except errors.UniqueViolation:
         c.rollback()
+    # A transaction block inside a pipeline: BEGIN and COMMIT go with it.
+    with c.pipeline():
+        with c.transaction():
+            for i in range(3):
+                c.execute("INSERT INTO pu (name) VALUES (%s)", (f"x{i}",))
     # Rows staged in a temporary table, then moved into a regular one.
     cur.execute("CREATE TEMP TABLE stage (name text)")
     cur.executemany("INSERT INTO stage VALUES (%s)", [(f"s{i}",) for i in range(5)])
@@ -66,6 +71,6 @@ with psycopg.connect(url) as c:
 with psycopg.connect(leader_url, autocommit=True) as c:
     names = {r[0] for r in c.execute("SELECT name FROM pu")}
     want = {f"a{i}" for i in range(40)} | {f"r{i}" for i in range(5)} | {f"p{i}!" for i in range(10)}
-    want |= {f"s{i}" for i in range(5)}
+    want |= {f"s{i}" for i in range(5)} | {f"x{i}" for i in range(3)}
     assert names == want, sorted(names ^ want)
 print("ok")

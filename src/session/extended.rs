@@ -107,9 +107,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         let log = self.batch_log(&self.batch, &[], kind == SyncKind::Client).await;
-        let mut log = match log.and_then(|log| self.chunk_plan(log, kind)) {
-            Ok(log) => log,
+        let (mut log, opens) = match log.and_then(|log| self.chunk_plan(log, kind)) {
+            Ok(planned) => planned,
             Err(e) if kind == SyncKind::Chunk => return self.refuse_chunk(e),
+            Err(e) if kind == (SyncKind::Final { opened: true }) => return self.refuse_final_chunk(e).await,
             Err(e) => return self.refuse_in_order(e, m).await,
         };
         if self.log_needs_idle(&log.plan) && self.busy() {
@@ -120,6 +121,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let placed = self.place_batch(&m, log.plan.logs).await;
         self.begin_with_lsn = false;
         let Some((node, needs, mut batch)) = placed? else { return Ok(()) };
+        self.chunk_placed(opens);
         if let Some(temps) = log.temps.take() {
             self.temps = temps;
         }

@@ -342,7 +342,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             temps::Verdict::Mixed => {
                 let capturable = |i: usize| class.statement_count == 1 && class.capture.iter().any(|(j, _)| *j == i);
                 for (i, op) in ops.to_mut().iter_mut().enumerate() {
-                    let write = matches!(op, StmtOp::Write | StmtOp::CopyIn);
+                    // (A temporary table created from a regular sequence's draws, say.)
+                    let write = matches!(op, StmtOp::Write | StmtOp::CopyIn | StmtOp::CreateTemp { .. });
                     if write && !(*op == StmtOp::Write && capturable(i)) {
                         *op = StmtOp::NotReplicable(MIXES_TEMPORARY);
                     }

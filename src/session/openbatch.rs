@@ -219,7 +219,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// The plan of a chunk (or of the client's Sync after chunks): the
     /// chunks run in one transaction, chorus's when the client had none.
-    pub(super) fn chunk_plan(&mut self, mut log: RequestLog, kind: SyncKind) -> Result<RequestLog, ClientError> {
+    /// With the first chunk's plan comes whether chorus opens the
+    /// transaction (recorded once the chunk is forwarded: `chunk_placed`).
+    pub(super) fn chunk_plan(
+        &self,
+        mut log: RequestLog,
+        kind: SyncKind,
+    ) -> Result<(RequestLog, Option<bool>), ClientError> {
         let ends_txn = self.batch_classes().iter().any(|c| {
             c.ops.iter().any(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback | StmtOp::CopyIn))
         });
@@ -231,37 +237,53 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             ))
         };
         match kind {
-            SyncKind::Client => Ok(log),
+            SyncKind::Client => Ok((log, None)),
             SyncKind::Chunk => {
-                let chunked = self.chunked.as_mut().expect("chunking");
                 if ends_txn || log.plan.take_lsn == Some(TakeLsn::After) {
                     return Err(refuse());
                 }
-                if !chunked.started {
-                    chunked.started = true;
-                    // An autocommit write: chorus's transaction around all chunks.
-                    chunked.opened = log.plan.finish_after;
-                    if chunked.opened {
-                        log.plan = WritePlan {
-                            take_lsn: Some(TakeLsn::Before { begin: true }),
-                            finish_after: false,
-                            begin_only: false,
-                            defer: false,
-                            ..log.plan
-                        };
-                    }
+                if self.chunked.as_ref().is_some_and(|c| c.started) {
+                    return Ok((log, None));
                 }
-                Ok(log)
+                // An autocommit write: chorus's transaction around all chunks.
+                let opened = log.plan.finish_after;
+                if opened {
+                    log.plan = WritePlan {
+                        take_lsn: Some(TakeLsn::Before { begin: true }),
+                        finish_after: false,
+                        begin_only: false,
+                        defer: false,
+                        ..log.plan
+                    };
+                }
+                Ok((log, Some(opened)))
             }
             SyncKind::Final { opened: true } => {
                 if ends_txn {
                     return Err(refuse());
                 }
                 log.plan = WritePlan { finish_after: true, ..log.plan };
-                Ok(log)
+                Ok((log, None))
             }
-            SyncKind::Final { opened: false } => Ok(log),
+            SyncKind::Final { opened: false } => Ok((log, None)),
         }
+    }
+
+    /// The first chunk was forwarded: the transaction it runs in is chorus's
+    /// (`opened`) or the client's.
+    pub(super) fn chunk_placed(&mut self, opened: Option<bool>) {
+        if let (Some(opened), Some(c)) = (opened, self.chunked.as_mut()) {
+            c.started = true;
+            c.opened = opened;
+        }
+    }
+
+    /// The rest of a batch chorus commits after chunks was refused: the
+    /// client hears why, and chorus's transaction is rolled back.
+    pub(super) async fn refuse_final_chunk(&mut self, e: ClientError) -> Result<(), SessionError> {
+        self.cout.put_slice(&e.to_message().frame);
+        self.end_failed_chunks(true).await;
+        Ok(())
     }
 
     /// A chunk is refused: the client hears why now, and the rest of its
@@ -288,10 +310,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let kind = if c.started { SyncKind::Final { opened: c.opened } } else { SyncKind::Client };
             return self.sync_batch(sync, kind).await;
         }
+        self.end_failed_chunks(c.opened).await;
+        Ok(())
+    }
+
+    /// The client's Sync after a chunk failed: end the transaction as the
+    /// client's batch would have ended, and answer the Sync.
+    async fn end_failed_chunks(&mut self, opened: bool) {
         self.batch.clear();
         let node = self.txn_node.unwrap_or_else(|| self.ctx.topology.leader());
         let status = self.conns[node].as_ref().map_or(b'I', |conn| conn.status);
-        if c.opened {
+        if opened {
             // An autocommit batch that failed: nothing of it stays.
             if self.holds_lsn() {
                 self.mark_sequences_dirty();
@@ -303,6 +332,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             self.wtxn = None;
             self.txn_node = None;
+            self.txn_facts.reset();
+            self.temps.finish_transaction(false);
+            self.finish_settings(node, false);
             self.cout.put_slice(&build::ready_for_query(b'I').frame);
         } else if self.txn_node.is_none() {
             // Refused before anything reached a server.
@@ -317,7 +349,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             self.cout.put_slice(&build::ready_for_query(b'E').frame);
         }
-        Ok(())
     }
 }
 

@@ -295,13 +295,16 @@ async fn captured_writes_in_a_query_that_commits() {
         )
         .await
         .unwrap();
-    let tags: Vec<u64> = replies.iter().filter_map(|m| if let CommandComplete(n) = m { Some(*n) } else { None }).collect();
+    let tags: Vec<u64> =
+        replies.iter().filter_map(|m| if let CommandComplete(n) = m { Some(*n) } else { None }).collect();
     assert_eq!(tags, vec![0, 2, 2, 0], "BEGIN, INSERT, UPDATE, COMMIT");
     // The transaction was opened by an earlier query.
     c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute("INSERT INTO u (name) VALUES ('c'); INSERT INTO u (name) SELECT 'd' || g FROM generate_series(1, 5) g; END")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "INSERT INTO u (name) VALUES ('c'); INSERT INTO u (name) SELECT 'd' || g FROM generate_series(1, 5) g; END",
+    )
+    .await
+    .unwrap();
     // A failing statement: nothing of the transaction stays, the session goes on.
     let e = c
         .batch_execute("BEGIN; INSERT INTO u (name) VALUES ('e'); INSERT INTO u (name) VALUES ('a'); COMMIT")

@@ -185,6 +185,13 @@ async fn temporary_tables_stay_on_the_leader_and_do_not_break_replication() {
         s.batch_execute("CREATE TEMP TABLE copied AS SELECT * FROM t").await.unwrap();
         // Captured: the rows the leader wrote reach the followers.
         s.batch_execute(&format!("INSERT INTO t SELECT id + 100 * {session} FROM scratch")).await.unwrap();
+        // Statements of one query are judged one by one.
+        s.batch_execute(&format!(
+            "INSERT INTO t VALUES ({}); SELECT count(*) FROM scratch; INSERT INTO scratch VALUES (5)",
+            50 + session
+        ))
+        .await
+        .unwrap();
         s.batch_execute(&format!("INSERT INTO t VALUES ({session})")).await.unwrap();
         s.batch_execute("DROP TABLE scratch").await.unwrap();
     }
@@ -223,7 +230,13 @@ async fn temporary_objects_of_every_kind_and_protocol_stay_on_the_leader() {
         s.execute("INSERT INTO t SELECT id + 1000 * $1 FROM tcopy", &[&(session + 1)]).await.unwrap();
         let k = 1000 * (session + 1);
         s.batch_execute(&format!("UPDATE t SET v = tcopy.id FROM tcopy WHERE t.id = tcopy.id + {k}")).await.unwrap();
-        let e = s.batch_execute("INSERT INTO t SELECT id + 5000 FROM tcopy; INSERT INTO t VALUES (9999)").await.unwrap_err();
+        s.batch_execute(&format!(
+            "INSERT INTO t SELECT id + {k} * 5 FROM tcopy; INSERT INTO t VALUES ({})",
+            9000 + session
+        ))
+        .await
+        .unwrap();
+        let e = s.batch_execute("UPDATE t SET id = t.id + 70000 FROM tcopy WHERE t.id = tcopy.id").await.unwrap_err();
         assert_eq!(sqlstate(&e), "0A000", "{e}");
         // Once dropped, the name means the regular table again: a table of
         // that name created later is replicated like any other.
@@ -234,9 +247,10 @@ async fn temporary_objects_of_every_kind_and_protocol_stay_on_the_leader() {
         s.execute("DROP TABLE scratch", &[]).await.unwrap();
     }
     assert_converged(&db).await;
-    // 2 + 1 + 2 rows with session 0, 1 + 5 with session 1.
+    // 2 rows, then session 0 adds 1 + 2 + 2 + 1 (its tcopy holds 2 rows) and
+    // session 1 adds 1 + 8 + 8 + 1 (its tcopy holds the 8 rows t had by then).
     let n: i64 = db.connect_leader().await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    assert_eq!(n, 11);
+    assert_eq!(n, 26);
 }
 
 /// Migration tools build indexes with CONCURRENTLY, which cannot run in a

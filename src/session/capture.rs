@@ -220,8 +220,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     ) -> Result<Option<String>, ClientError> {
         // (A write of temporary objects only is not replicated at all: the
         // table written here is a regular one.)
-        if let Some(t) = class.tables.iter().chain(&class.sequences).find(|t| self.temps.contains(t)) {
-            return Ok(Some(format!("it reads {t}, which is temporary: the followers do not have it")));
+        if !self.temps.is_empty() {
+            // The statement's own relations, not the whole query's.
+            let own;
+            let c: &Classification = if class.statement_count > 1 {
+                own = self.ctx.classify.get(text);
+                &own
+            } else {
+                class
+            };
+            if let Some(t) = c.tables.iter().chain(&c.sequences).find(|t| self.temps.contains(t)) {
+                return Ok(Some(format!("it reads {t}, which is temporary: the followers do not have it")));
+            }
         }
         for (f, nature) in self.routines(&class.functions).await {
             match (&nature.nondeterministic, nature.writes) {

@@ -225,7 +225,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     log.items.push(Item::Savepoint(op.clone()))
                 }
                 StmtOp::Write if plan.logs => match self.replay_of(text, class, i, !clauses.is_empty()).await? {
-                    Replay::Text(_) if temporary == temps::Verdict::Mixed => {
+                    Replay::Text(_) if temporary.get(i) == Some(&temps::Verdict::Mixed) => {
                         return Err(refusal(writeplan::Refusal(format!("chorus cannot replicate {MIXES_TEMPORARY}"))));
                     }
                     Replay::Text(time) => {
@@ -241,7 +241,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // Reads are kept too: a SET among them changes what follows.
                 // (One whose text chorus cannot make deterministic changes
                 // no data, and no setting: a SET's value is a constant.)
-                StmtOp::Read | StmtOp::MaybeWrite if plan.logs && ops.len() > 1 => {
+                // (Not one that reads temporary objects: followers have none.)
+                StmtOp::Read | StmtOp::MaybeWrite
+                    if plan.logs && ops.len() > 1 && temporary.get(i) == Some(&temps::Verdict::Regular) =>
+                {
                     if let Ok(time) = txnlog::plan_text(text) {
                         log.items.push(Item::Entry(Entry::Query { sql: text.into(), plan: time }, None));
                     }
@@ -309,51 +312,67 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// creates, drops or discards; a write of temporary objects only is not
     /// logged, one that mixes them with regular tables is refused unless it
     /// can be captured (`replay_of` then captures it: it reads what a
-    /// follower does not have).
+    /// follower does not have). Each statement is judged on its own, in
+    /// order; the verdicts come back by statement.
     pub(super) fn temporary_objects(
         &self,
         temps: &mut temps::TempObjects,
         sql: &str,
         class: &Classification,
         ops: &mut Cow<'_, [StmtOp]>,
-    ) -> temps::Verdict {
-        for op in ops.iter() {
-            if let StmtOp::CreateTemp { name, until_commit } = op {
+    ) -> Vec<temps::Verdict> {
+        let creates = ops.iter().any(|o| matches!(o, StmtOp::CreateTemp { .. }));
+        if temps.is_empty() && !creates {
+            return vec![temps::Verdict::Regular; ops.len()];
+        }
+        let texts: Vec<&str> = match crate::sql::statements(sql) {
+            Some(t) if t.len() == ops.len() => t,
+            _ if ops.len() <= 1 => vec![sql],
+            // Cannot tell the statements apart: judge the query as a whole.
+            _ => vec![sql; ops.len()],
+        };
+        let mut verdicts = Vec::with_capacity(ops.len());
+        for (i, text) in texts.into_iter().enumerate() {
+            let own;
+            let c: &Classification = if ops.len() > 1 && text.len() < sql.len() {
+                own = self.ctx.classify.get(text);
+                &own
+            } else {
+                class
+            };
+            if let StmtOp::CreateTemp { name, until_commit } = &ops[i] {
                 temps.created(name, *until_commit);
             }
-        }
-        let verdict =
-            if temps.is_empty() { temps::Verdict::Regular } else { temps::verdict(class, |r| temps.contains(r)) };
-        let statements = || crate::sql::statements(sql).unwrap_or_default();
-        match verdict {
-            temps::Verdict::Regular => {}
-            temps::Verdict::OnlyTemp => {
-                for op in ops.to_mut().iter_mut() {
-                    if matches!(op, StmtOp::Write | StmtOp::CopyIn) {
-                        *op = StmtOp::Read;
+            let verdict =
+                if temps.is_empty() { temps::Verdict::Regular } else { temps::verdict(c, |r| temps.contains(r)) };
+            match verdict {
+                temps::Verdict::Regular => {}
+                temps::Verdict::OnlyTemp => {
+                    if matches!(ops[i], StmtOp::Write | StmtOp::CopyIn) {
+                        ops.to_mut()[i] = StmtOp::Read;
+                    }
+                    if starts_with_word(text, &["drop"]) {
+                        for target in &c.targets {
+                            temps.dropped(target);
+                        }
                     }
                 }
-                for text in statements().into_iter().filter(|t| starts_with_word(t, &["drop"])) {
-                    for target in &self.ctx.classify.get(text).targets {
-                        temps.dropped(target);
-                    }
-                }
-            }
-            temps::Verdict::Mixed => {
-                let capturable = |i: usize| class.statement_count == 1 && class.capture.iter().any(|(j, _)| *j == i);
-                for (i, op) in ops.to_mut().iter_mut().enumerate() {
+                temps::Verdict::Mixed => {
                     // (A temporary table created from a regular sequence's draws, say.)
+                    let op = &ops[i];
                     let write = matches!(op, StmtOp::Write | StmtOp::CopyIn | StmtOp::CreateTemp { .. });
-                    if write && !(*op == StmtOp::Write && capturable(i)) {
-                        *op = StmtOp::NotReplicable(MIXES_TEMPORARY);
+                    let capturable = *op == StmtOp::Write && class.capture.iter().any(|(j, _)| *j == i);
+                    if write && !capturable {
+                        ops.to_mut()[i] = StmtOp::NotReplicable(MIXES_TEMPORARY);
                     }
                 }
             }
+            if temps::discards_temps(text) {
+                temps.discarded();
+            }
+            verdicts.push(verdict);
         }
-        if mentions_word(sql, "discard") && statements().into_iter().any(temps::discards_temps) {
-            temps.discarded();
-        }
-        verdict
+        verdicts
     }
 
     /// SQL-level PREPARE / EXECUTE / DEALLOCATE: remember what each prepared
@@ -462,7 +481,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                     // Writes of temporary objects only are not replicated at all.
                     let is_temp = |r: &str| {
-                        self.temps.contains(r) || r.rsplit('.').next().is_some_and(|n| created_here.iter().any(|c| c == n))
+                        self.temps.contains(r)
+                            || r.rsplit('.').next().is_some_and(|n| created_here.iter().any(|c| c == n))
                     };
                     if (!self.temps.is_empty() || !created_here.is_empty())
                         && temps::verdict(&class, is_temp) == temps::Verdict::OnlyTemp
@@ -570,7 +590,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                         }
                         _ => None,
                     };
-                    if temporary == temps::Verdict::Mixed && matches!(replay, Some(Replay::Text(_))) {
+                    if temporary.contains(&temps::Verdict::Mixed) && matches!(replay, Some(Replay::Text(_))) {
                         return Err(refusal(writeplan::Refusal(format!("chorus cannot replicate {MIXES_TEMPORARY}"))));
                     }
                     let captured = matches!(replay, Some(Replay::Capture(_)));
@@ -645,7 +665,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
         let after = log_after(&plan, &ops);
-        Ok(RequestLog { plan, items, query: None, rewrites, parses, slots, temps: Some(temps), after, commit_tag: false })
+        Ok(RequestLog {
+            plan,
+            items,
+            query: None,
+            rewrites,
+            parses,
+            slots,
+            temps: Some(temps),
+            after,
+            commit_tag: false,
+        })
     }
 
     /// How an Execute of the writing statement `name` is replicated: as
@@ -718,7 +748,8 @@ fn statement_end(sql: &str) -> usize {
 
 /// The statement the followers run after the request (`WritePlan::log_after`).
 fn log_after(plan: &WritePlan, ops: &[StmtOp]) -> Option<String> {
-    plan.log_after.then(|| ops.iter().find_map(|o| if let StmtOp::Concurrently(sql) = o { Some(sql.clone()) } else { None }))?
+    plan.log_after
+        .then(|| ops.iter().find_map(|o| if let StmtOp::Concurrently(sql) = o { Some(sql.clone()) } else { None }))?
 }
 
 /// A write of regular tables that reads (or is otherwise tied to) the

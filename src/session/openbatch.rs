@@ -226,9 +226,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         mut log: RequestLog,
         kind: SyncKind,
     ) -> Result<(RequestLog, Option<bool>), ClientError> {
-        let ends_txn = self.batch_classes().iter().any(|c| {
-            c.ops.iter().any(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback | StmtOp::CopyIn))
-        });
+        let ends_txn = self
+            .batch_classes()
+            .iter()
+            .any(|c| c.ops.iter().any(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback | StmtOp::CopyIn)));
         let refuse = || {
             refusal(writeplan::Refusal(
                 "chorus cannot replicate COMMIT, ROLLBACK or COPY in an extended-protocol batch sent with Flush \

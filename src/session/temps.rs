@@ -135,8 +135,7 @@ impl TempObjects {
 /// `DISCARD TEMP`, `DISCARD TEMPORARY` or `DISCARD ALL`.
 pub(super) fn discards_temps(statement: &str) -> bool {
     let mut words = statement.split_whitespace().map(|w| w.trim_end_matches(';').to_ascii_lowercase());
-    words.next().as_deref() == Some("discard")
-        && matches!(words.next().as_deref(), Some("temp" | "temporary" | "all"))
+    words.next().as_deref() == Some("discard") && matches!(words.next().as_deref(), Some("temp" | "temporary" | "all"))
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget, DataType, DeclareType, Expr, Function, FunctionArg, FunctionArgExpr,
-    FromTable, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr, Statement,
-    TableFactor, TableObject, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
+    ContextModifier, CopySource, CopyTarget, DataType, DeclareType, Expr, FromTable, Function, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, Set, SetExpr,
+    Statement, TableFactor, TableObject, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visitor,
 };
 
 use super::functions::{FunctionKind, changes_data, function_kind};

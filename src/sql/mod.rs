@@ -216,7 +216,10 @@ pub enum StmtOp {
     /// session-local, not logged; the session remembers the name (folded,
     /// without schema) so that writes to its temporary objects are not
     /// logged either. `until_commit`: `ON COMMIT DROP`.
-    CreateTemp { name: String, until_commit: bool },
+    CreateTemp {
+        name: String,
+        until_commit: bool,
+    },
     /// `EXECUTE name (...)` of an SQL-level prepared statement: a read or a
     /// write depending on what was prepared (the session knows).
     Execute,

@@ -102,11 +102,65 @@ pub fn fold_callees(nature: &mut Nature, callees: &[(String, Nature)]) {
 
 /// Words that take a parenthesis without being function calls.
 const NOT_CALLS: &[&str] = &[
-    "in", "values", "exists", "any", "all", "some", "as", "on", "using", "and", "or", "not", "into", "from",
-    "where", "select", "return", "returns", "if", "elsif", "when", "then", "else", "case", "over", "filter",
-    "within", "table", "array", "row", "cast", "coalesce", "nullif", "greatest", "least", "join", "lateral",
-    "by", "is", "like", "ilike", "similar", "between", "with", "recursive", "set", "loop", "while", "for",
-    "foreach", "query", "perform", "raise", "limit", "offset", "having", "union", "except", "intersect",
+    "in",
+    "values",
+    "exists",
+    "any",
+    "all",
+    "some",
+    "as",
+    "on",
+    "using",
+    "and",
+    "or",
+    "not",
+    "into",
+    "from",
+    "where",
+    "select",
+    "return",
+    "returns",
+    "if",
+    "elsif",
+    "when",
+    "then",
+    "else",
+    "case",
+    "over",
+    "filter",
+    "within",
+    "table",
+    "array",
+    "row",
+    "cast",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "join",
+    "lateral",
+    "by",
+    "is",
+    "like",
+    "ilike",
+    "similar",
+    "between",
+    "with",
+    "recursive",
+    "set",
+    "loop",
+    "while",
+    "for",
+    "foreach",
+    "query",
+    "perform",
+    "raise",
+    "limit",
+    "offset",
+    "having",
+    "union",
+    "except",
+    "intersect",
 ];
 
 /// The names the text calls (`name(` outside strings, quoted identifiers and
@@ -152,7 +206,8 @@ fn calls(text: &str) -> Vec<String> {
                 i += 1;
             }
             b'(' => {
-                if !name.is_empty() && !(name.len() == 1 && NOT_CALLS.contains(&name[0].as_str())) {
+                let keyword = name.len() == 1 && NOT_CALLS.contains(&name[0].as_str());
+                if !name.is_empty() && !keyword {
                     let called = name.join(".");
                     if !out.contains(&called) {
                         out.push(called);

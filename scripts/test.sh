@@ -30,6 +30,8 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev) # ring (TLS) and the l
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip) # the Python client tests (psycopg, from PyPI)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)   # the JDBC client tests
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 # (MariaDB server and client will join this list with the MySQL frontend.)
 
 if [ ${#missing[@]} -gt 0 ]; then

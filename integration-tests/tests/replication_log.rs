@@ -266,6 +266,8 @@ async fn indexes_built_and_dropped_concurrently_reach_the_followers() {
     c.batch_execute("CREATE INDEX CONCURRENTLY t_a ON t (a)").await.unwrap();
     // Through the extended protocol (JDBC, psycopg 3), and written in lower case.
     c.execute("create unique index concurrently if not exists t_b on t (lower(b))", &[]).await.unwrap();
+    // A partial index: its predicate's literal reaches the followers as written.
+    c.batch_execute("CREATE INDEX CONCURRENTLY t_part ON t (a) WHERE b <> 'x1'").await.unwrap();
     // The next write comes after the index in the log.
     c.batch_execute("INSERT INTO t VALUES (201, 1, 'y')").await.unwrap();
     // A build that fails leaves an invalid index on the leader only; dropping
@@ -285,11 +287,16 @@ async fn indexes_built_and_dropped_concurrently_reach_the_followers() {
     assert_converged(&db).await;
     let indexes = "SELECT string_agg(indexname::text, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 't'";
     let on_leader: String = db.connect_leader().await.query_one(indexes, &[]).await.unwrap().get(0);
-    assert_eq!(on_leader, "t_b,t_pkey");
+    assert_eq!(on_leader, "t_b,t_part,t_pkey");
+    let definition = "SELECT indexdef FROM pg_indexes WHERE indexname = 't_part'";
+    let leader_definition: String = db.connect_leader().await.query_one(definition, &[]).await.unwrap().get(0);
+    assert!(leader_definition.contains("'x1'"), "{leader_definition}");
     for node in db.cluster().followers() {
         let f = db.connect_node(node).await;
         let on_follower: String = f.query_one(indexes, &[]).await.unwrap().get(0);
         assert_eq!(on_follower, on_leader, "{}", node.name());
+        let follower_definition: String = f.query_one(definition, &[]).await.unwrap().get(0);
+        assert_eq!(follower_definition, leader_definition, "{}", node.name());
         let unique: bool = f
             .query_one("SELECT indisunique AND indisvalid FROM pg_index WHERE indexrelid = 't_b'::regclass", &[])
             .await

@@ -187,7 +187,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
-        let after = log_after(&plan, &ops);
+        let after = log_after(&plan, &ops, sql);
         let mut log = RequestLog { plan, temps: Some(temps), after, ..RequestLog::unlogged() };
         if plan.copy {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
@@ -537,6 +537,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         };
         let mut temps = self.temps.clone();
+        let mut concurrent_text = String::new(); // of a CONCURRENTLY statement (`log_after`)
         let mut ops = Vec::new();
         let mut keyed = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
@@ -584,6 +585,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let text = parse_statement(&parse).map(|(sql, _)| sql).unwrap_or_default();
                     let temporary = self.temporary_objects(&mut temps, &text, &class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
+                    if matches!(op, StmtOp::Concurrently { .. }) {
+                        concurrent_text = text.to_string();
+                    }
                     let replay = match op {
                         StmtOp::Write => {
                             Some(self.execute_replay(stmt, &parse, &class, origin, &decided, captured_before).await?)
@@ -664,7 +668,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
-        let after = log_after(&plan, &ops);
+        let after = log_after(&plan, &ops, &concurrent_text);
         Ok(RequestLog {
             plan,
             items,
@@ -746,10 +750,11 @@ fn statement_end(sql: &str) -> usize {
     crate::sql::statement_ranges(sql).and_then(|r| r.last().map(|r| r.end)).unwrap_or(sql.len())
 }
 
-/// The statement the followers run after the request (`WritePlan::log_after`).
-fn log_after(plan: &WritePlan, ops: &[StmtOp]) -> Option<String> {
-    plan.log_after
-        .then(|| ops.iter().find_map(|o| if let StmtOp::Concurrently(sql) = o { Some(sql.clone()) } else { None }))?
+/// The statement the followers run after the request (`WritePlan::log_after`),
+/// from the text of the client's statement.
+fn log_after(plan: &WritePlan, ops: &[StmtOp], text: &str) -> Option<String> {
+    let drop = ops.iter().find_map(|o| if let StmtOp::Concurrently { drop } = o { Some(*drop) } else { None });
+    plan.log_after.then(|| crate::sql::without_concurrently(text, drop?))?
 }
 
 /// A write of regular tables that reads (or is otherwise tied to) the

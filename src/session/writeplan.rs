@@ -109,7 +109,7 @@ pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, 
             StmtOp::NotReplicable(what) => {
                 return Err(Refusal(format!("chorus cannot replicate {what}")));
             }
-            StmtOp::Concurrently(_) if ops.len() > 1 => {
+            StmtOp::Concurrently { .. } if ops.len() > 1 => {
                 return Err(Refusal(
                     "chorus cannot replicate CREATE/DROP INDEX CONCURRENTLY sent together with other statements \
                      (it cannot run in a transaction block); send it on its own"
@@ -117,7 +117,7 @@ pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, 
                 ));
             }
             // In a transaction the leader refuses it itself.
-            StmtOp::Concurrently(_) => p.log_after = !in_txn,
+            StmtOp::Concurrently { .. } => p.log_after = !in_txn,
             StmtOp::Begin { isolation } => {
                 if in_txn {
                     continue;
@@ -281,8 +281,8 @@ mod tests {
             (IDLE, vec![Begin { isolation: Some(Isolation::ReadCommitted) }], none),
             (IDLE, vec![Maintenance], none),
             (IDLE, vec![Savepoint("a".into())], none),
-            (IDLE, vec![Concurrently("CREATE INDEX i ON t (a)".into())], WritePlan { log_after: true, ..none }),
-            (OPEN, vec![Concurrently("CREATE INDEX i ON t (a)".into())], none),
+            (IDLE, vec![Concurrently { drop: false }], WritePlan { log_after: true, ..none }),
+            (OPEN, vec![Concurrently { drop: false }], none),
         ];
         for (view, ops, want) in cases {
             assert_eq!(plan(view, &ops, &[]), Ok(want), "{view:?} {ops:?}");
@@ -348,7 +348,7 @@ mod tests {
             (IDLE, vec![Begin { isolation: Some(Isolation::Snapshot) }, Write]),
             (IDLE, vec![NotReplicable("CREATE DATABASE")]),
             (WRITING, vec![Write, NotReplicable("x")]),
-            (IDLE, vec![Concurrently("CREATE INDEX i ON t (a)".into()), Read]),
+            (IDLE, vec![Concurrently { drop: false }, Read]),
         ];
         for (view, ops) in cases {
             assert!(plan(view, &ops, &[]).is_err(), "{view:?} {ops:?}");

@@ -43,6 +43,7 @@ pub fn statement_ranges(sql: &str) -> Option<Vec<std::ops::Range<usize>>> {
     })
 }
 pub use classify::classify;
+pub use ops::without_concurrently;
 
 /// Why a query must run on the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,12 +203,14 @@ pub enum StmtOp {
     Savepoint(String),
     RollbackTo(String),
     Release(String),
-    /// `CREATE [UNIQUE] INDEX CONCURRENTLY` or `DROP INDEX CONCURRENTLY`,
-    /// which cannot run in a transaction block: it runs on the leader as
-    /// sent, and once it has succeeded the followers get the statement
-    /// given here (the same without CONCURRENTLY) in a logged transaction
-    /// of its own.
-    Concurrently(String),
+    /// `CREATE [UNIQUE] INDEX CONCURRENTLY` or `DROP INDEX CONCURRENTLY`
+    /// (`drop`), which cannot run in a transaction block: it runs on the
+    /// leader as sent, and once it has succeeded the followers get the same
+    /// without CONCURRENTLY ([`without_concurrently`] of the client's text)
+    /// in a logged transaction of its own.
+    Concurrently {
+        drop: bool,
+    },
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,
     /// CLUSTER, REINDEX): runs on the leader only and is not logged.
     Maintenance,

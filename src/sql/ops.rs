@@ -44,6 +44,12 @@ pub(super) fn op_of(stmt: Option<&Statement>, text: &str, effect: Effect) -> Stm
             Statement::CreateSequence { temporary, name, .. } if *temporary || in_temp_schema(name) => {
                 return StmtOp::CreateTemp { name: temp_name(name), until_commit: false };
             }
+            // Written in a way the keywords above do not see (a comment
+            // between them, say).
+            Statement::CreateIndex(ci) if ci.concurrently => {
+                return concurrently(text, false).unwrap_or(StmtOp::NotReplicable(CONCURRENTLY_UNREADABLE));
+            }
+
             Statement::Query(q) if let Some(name) = select_into_temp(q) => {
                 return StmtOp::CreateTemp { name, until_commit: false };
             }
@@ -96,6 +102,18 @@ fn isolation(modes: &[TransactionMode]) -> Option<Isolation> {
 
 /// Statements recognised by their leading keywords, parsed or not.
 fn op_by_keywords(text: &str) -> Option<StmtOp> {
+    // (Comments between the keywords are skipped here.)
+    let head: Vec<String> = head_words(text, 4).into_iter().map(|(w, _)| w.to_ascii_lowercase()).collect();
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    match head.as_slice() {
+        ["create", "index", "concurrently", ..] | ["create", "unique", "index", "concurrently"] => {
+            return Some(concurrently(text, false).unwrap_or(StmtOp::NotReplicable(CONCURRENTLY_UNREADABLE)));
+        }
+        ["drop", "index", "concurrently", ..] => {
+            return Some(concurrently(text, true).unwrap_or(StmtOp::NotReplicable(CONCURRENTLY_UNREADABLE)));
+        }
+        _ => {}
+    }
     let mut words = text
         .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
         .filter(|w| !w.is_empty())
@@ -109,13 +127,8 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
         return Some(copy_op(words));
     }
     let second = words.next().unwrap_or_default();
-    let third = words.next().unwrap_or_default();
-    let fourth = words.next().unwrap_or_default();
     let op = match (first.as_str(), second.as_str()) {
         ("vacuum" | "analyze" | "analyse" | "checkpoint" | "cluster" | "reindex", _) => StmtOp::Maintenance,
-        ("create", "index") if third == "concurrently" => return concurrently(text, false),
-        ("create", "unique") if fourth == "concurrently" => return concurrently(text, false),
-        ("drop", "index") if third == "concurrently" => return concurrently(text, true),
         ("create" | "drop", "database") => StmtOp::NotReplicable("CREATE/DROP DATABASE through chorus"),
         ("create" | "drop" | "alter", "tablespace") => StmtOp::NotReplicable("tablespaces"),
         ("alter", "system") => StmtOp::NotReplicable("ALTER SYSTEM"),
@@ -134,12 +147,23 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
     Some(op)
 }
 
+const CONCURRENTLY_UNREADABLE: &str =
+    "CREATE INDEX CONCURRENTLY written so that chorus cannot remove CONCURRENTLY for the followers";
+
 /// `CREATE [UNIQUE] INDEX CONCURRENTLY` / `DROP INDEX CONCURRENTLY`: what
 /// the followers run instead, in a logged transaction (see
 /// `StmtOp::Concurrently`). The DROP becomes `DROP INDEX IF EXISTS`: a
 /// CONCURRENTLY build that failed leaves an invalid index on the leader
 /// only, and dropping it must not fail on a follower.
 fn concurrently(text: &str, drop: bool) -> Option<StmtOp> {
+    without_concurrently(text, drop).map(|_| StmtOp::Concurrently { drop })
+}
+
+/// The statement the followers run for `CREATE [UNIQUE] INDEX CONCURRENTLY`
+/// / `DROP INDEX CONCURRENTLY` (`drop`) written as `text` (the client's own
+/// text: classification sees it without its literals, and a partial index's
+/// predicate needs them).
+pub fn without_concurrently(text: &str, drop: bool) -> Option<String> {
     let words = head_words(text, 6);
     let at = words.iter().find(|(w, _)| w.eq_ignore_ascii_case("concurrently"))?.1.clone();
     let after = &text[at.end..];
@@ -149,8 +173,7 @@ fn concurrently(text: &str, drop: bool) -> Option<StmtOp> {
         next.len() == 2 && next[0].0.eq_ignore_ascii_case("if") && next[1].0.eq_ignore_ascii_case("exists")
     };
     let middle = if drop && !has_if_exists { " IF EXISTS " } else { " " };
-    let plain = format!("{}{middle}{rest}", text[..at.start].trim_end());
-    Some(StmtOp::Concurrently(plain))
+    Some(format!("{}{middle}{rest}", text[..at.start].trim_end()))
 }
 
 /// The first `n` words of `text` with their byte ranges (comments skipped;
@@ -204,6 +227,25 @@ mod tests {
     use super::super::classify;
     use super::*;
 
+    #[test]
+    fn concurrently_removed_for_the_followers() {
+        let cases = [
+            ("CREATE INDEX CONCURRENTLY i ON t (a) WHERE s = 'on'", false, "CREATE INDEX i ON t (a) WHERE s = 'on'"),
+            (
+                "create unique index concurrently if not exists i on t (lower(a))",
+                false,
+                "create unique index if not exists i on t (lower(a))",
+            ),
+            ("CREATE INDEX CONCURRENTLY ON t (a)", false, "CREATE INDEX ON t (a)"),
+            ("CREATE /* c */ INDEX CONCURRENTLY i ON t (a)", false, "CREATE /* c */ INDEX i ON t (a)"),
+            ("DROP INDEX CONCURRENTLY i", true, "DROP INDEX IF EXISTS i"),
+            ("drop index concurrently if exists s.i", true, "drop index if exists s.i"),
+        ];
+        for (text, drop, want) in cases {
+            assert_eq!(without_concurrently(text, drop).as_deref(), Some(want), "{text}");
+        }
+    }
+
     fn temp(name: &str) -> StmtOp {
         StmtOp::CreateTemp { name: name.into(), until_commit: false }
     }
@@ -256,14 +298,11 @@ mod tests {
             ("VACUUM t", vec![Maintenance]),
             ("ANALYZE t", vec![Maintenance]),
             ("CHECKPOINT", vec![Maintenance]),
-            ("CREATE INDEX CONCURRENTLY i ON t (a)", vec![Concurrently("CREATE INDEX i ON t (a)".into())]),
-            (
-                "create unique index concurrently if not exists i on t (lower(a))",
-                vec![Concurrently("create unique index if not exists i on t (lower(a))".into())],
-            ),
-            ("CREATE INDEX CONCURRENTLY ON t (a)", vec![Concurrently("CREATE INDEX ON t (a)".into())]),
-            ("DROP INDEX CONCURRENTLY i", vec![Concurrently("DROP INDEX IF EXISTS i".into())]),
-            ("drop index concurrently if exists s.i", vec![Concurrently("drop index if exists s.i".into())]),
+            ("CREATE INDEX CONCURRENTLY i ON t (a)", vec![Concurrently { drop: false }]),
+            ("create unique index concurrently if not exists i on t (lower(a))", vec![Concurrently { drop: false }]),
+            ("CREATE /* c */ INDEX CONCURRENTLY i ON t (a)", vec![Concurrently { drop: false }]),
+            ("DROP INDEX CONCURRENTLY i", vec![Concurrently { drop: true }]),
+            ("DROP /* c */ INDEX CONCURRENTLY i", vec![Concurrently { drop: true }]),
             ("CREATE INDEX i ON t (a)", vec![Write]),
             ("CREATE TEMP TABLE Tmp (a int)", vec![temp("tmp")]),
             ("CREATE TEMPORARY TABLE tmp AS SELECT * FROM t", vec![temp("tmp")]),

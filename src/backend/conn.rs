@@ -318,6 +318,15 @@ impl ServerConn {
     /// Run messages ending in Sync or a simple Query and swallow the replies.
     /// Returns the first server error, if any. The connection must be idle.
     pub async fn exchange_oob(&mut self, messages: &[Message]) -> Result<(), BackendError> {
+        self.exchange_rows_oob(messages, |_| {}).await
+    }
+
+    /// [`Self::exchange_oob`], handing each DataRow's body to `on_row`.
+    pub async fn exchange_rows_oob(
+        &mut self,
+        messages: &[Message],
+        mut on_row: impl FnMut(&[u8]),
+    ) -> Result<(), BackendError> {
         for m in messages {
             self.queue(&m.frame);
         }
@@ -326,6 +335,7 @@ impl ServerConn {
         loop {
             let m = self.read().await?;
             match m.tag {
+                b'D' => on_row(m.body()),
                 b'E' if first_error.is_none() => first_error = Some(ServerError::parse(m.body())),
                 b'S' => self.note_parameter(&m),
                 b'Z' => {
@@ -350,43 +360,22 @@ impl ServerConn {
     /// A simple query out of band (the connection must be idle): its rows,
     /// every column as text (`None`: NULL), or the first server error.
     pub async fn query_text_oob(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
-        self.queue(&build::query(sql).frame);
-        self.flush().await?;
         let mut rows = Vec::new();
-        let mut first_error = None;
-        loop {
-            let m = self.read().await?;
-            match m.tag {
-                b'D' => {
-                    let mut f = Fields::new(m.body());
-                    let n = f.i16().unwrap_or(0);
-                    let mut row = Vec::with_capacity(n.max(0) as usize);
-                    for _ in 0..n {
-                        let len = f.i32().unwrap_or(-1);
-                        row.push(match usize::try_from(len) {
-                            Ok(len) => f.bytes(len).map(|b| String::from_utf8_lossy(b).into_owned()),
-                            Err(_) => None,
-                        });
-                    }
-                    rows.push(row);
-                }
-                b'E' if first_error.is_none() => first_error = Some(ServerError::parse(m.body())),
-                b'S' => self.note_parameter(&m),
-                b'Z' => {
-                    self.status = m.body().first().copied().unwrap_or(b'I');
-                    break;
-                }
-                b'G' | b'W' => {
-                    self.broken = true;
-                    return Err(BackendError::Unexpected { node: self.node_name.to_string(), tag: m.tag as char });
-                }
-                _ => {}
+        self.exchange_rows_oob(&[build::query(sql)], |body| {
+            let mut f = Fields::new(body);
+            let n = f.i16().unwrap_or(0);
+            let mut row = Vec::with_capacity(n.max(0) as usize);
+            for _ in 0..n {
+                let len = f.i32().unwrap_or(-1);
+                row.push(match usize::try_from(len) {
+                    Ok(len) => f.bytes(len).map(|b| String::from_utf8_lossy(b).into_owned()),
+                    Err(_) => None,
+                });
             }
-        }
-        match first_error {
-            Some(e) => Err(BackendError::Server(e)),
-            None => Ok(rows),
-        }
+            rows.push(row);
+        })
+        .await?;
+        Ok(rows)
     }
 
     /// Simple query out of band, replies swallowed.

@@ -37,30 +37,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         prep: Prep,
     ) -> Result<Option<(i64, i64, String)>, BackendError> {
         let conn = self.conns[node].as_mut().expect("connected");
-        for m in messages {
-            conn.queue(&m.frame);
-        }
-        conn.flush().await?;
         let mut row = None;
-        let mut error = None;
-        loop {
-            let m = conn.read().await?;
-            match m.tag {
-                b'D' => row = txnlog::parse_lsn_row(m.body()),
-                b'E' if error.is_none() => error = Some(ServerError::parse(m.body())),
-                b'S' => conn.note_parameter(&m),
-                b'Z' => {
-                    conn.status = m.body().first().copied().unwrap_or(b'I');
-                    break;
-                }
-                _ => {}
-            }
-        }
-        conn.learn_own(&prep, error.is_none());
-        match error {
-            Some(e) => Err(BackendError::Server(e)),
-            None => Ok(row),
-        }
+        let r = conn.exchange_rows_oob(&messages, |body| row = txnlog::parse_lsn_row(body)).await;
+        conn.learn_own(&prep, r.is_ok());
+        r.map(|()| row)
     }
 
     /// A step builder for chorus's own statements on `node`'s connection.

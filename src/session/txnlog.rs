@@ -242,18 +242,12 @@ impl WriteTxn {
 
     /// Messages that open a transaction (without an LSN: a deferred one).
     pub fn begin_messages(prep: &mut Prep) -> Vec<Message> {
-        let mut out = Vec::with_capacity(5);
-        prep.run(&mut out, Own::Begin);
-        out.push(sync());
-        out
+        one_step(prep, Own::Begin)
     }
 
     /// Messages that capture the sequences' state (after a `ROLLBACK TO`).
     pub fn capture_messages(prep: &mut Prep) -> Vec<Message> {
-        let mut out = Vec::with_capacity(5);
-        prep.run(&mut out, Own::CaptureSequences);
-        out.push(sync());
-        out
+        one_step(prep, Own::CaptureSequences)
     }
 
     /// Log the captured sequence state (setval calls) as the next entry.
@@ -356,19 +350,21 @@ impl WriteTxn {
     /// Messages of the flush step: a transaction whose synchronous commit
     /// flushes the WAL (up to and including the commit before it).
     pub fn flush_messages(prep: &mut Prep) -> Vec<Message> {
-        let mut out = Vec::with_capacity(3);
-        prep.run(&mut out, Own::FlushWal);
-        out.push(sync());
-        out
+        one_step(prep, Own::FlushWal)
     }
 
     /// Messages that roll back the transaction chorus opened.
     pub fn rollback_messages(prep: &mut Prep) -> Vec<Message> {
-        let mut out = Vec::new();
-        prep.run(&mut out, Own::Rollback);
-        out.push(sync());
-        out
+        one_step(prep, Own::Rollback)
     }
+}
+
+/// One of chorus's own statements as a step of its own (ended by Sync).
+fn one_step(prep: &mut Prep, own: Own) -> Vec<Message> {
+    let mut out = Vec::with_capacity(5);
+    prep.run(&mut out, own);
+    out.push(sync());
+    out
 }
 
 /// A captured write's rows in groups of bounded size (none when it wrote no row).

@@ -23,6 +23,15 @@ pub struct Config {
     pub tls: Option<Tls>,
     #[serde(default)]
     pub replication: Replication,
+    /// How fresh reads must be, unless a policy rule says otherwise.
+    #[serde(default)]
+    pub reads: crate::policy::PolicySpec,
+    /// Where the policy rules are.
+    #[serde(default)]
+    pub policies: Policies,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The servers chorus fronts: exactly one leader, any number of followers.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -43,6 +52,23 @@ impl Default for Listen {
     fn default() -> Self {
         Listen { postgres: Some(SocketAddr::from(([127, 0, 0, 1], 6432))) }
     }
+}
+
+/// The Prometheus endpoint (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` here (e.g. "127.0.0.1:9187"). None: no endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Policy rule files (see [`crate::policy`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// Directory of `*.toml` rule files, relative to the configuration
+    /// file. None: every read uses `[reads]`.
+    pub dir: Option<PathBuf>,
 }
 
 /// Resource limits that protect chorus and the servers behind it.
@@ -248,7 +274,13 @@ impl Config {
             )
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        if let Some(dir) = cfg.policies.dir.as_mut()
+            && dir.is_relative()
+        {
+            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            *dir = base.join(&*dir);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -326,6 +358,15 @@ impl Config {
                 problems.push(format!("replication.databases[{i}]: duplicate database {d:?}"));
             }
         }
+        match self.reads.resolve(&crate::consistency::ReadPolicy::default(), "reads.") {
+            Err(p) => problems.extend(p),
+            Ok(_) if self.policies.dir.is_some() => {
+                if let Err(e) = self.load_policies() {
+                    problems.extend(e.0.into_iter().map(|p| format!("policies: {p}")));
+                }
+            }
+            Ok(_) => {}
+        }
         if let Some(tls) = &self.tls {
             if !tls.cert.exists() {
                 problems.push(format!("tls.cert: file {} does not exist", tls.cert.display()));
@@ -335,6 +376,29 @@ impl Config {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The read policy every session starts with (validated).
+    pub fn default_read_policy(&self) -> crate::consistency::ReadPolicy {
+        self.reads.resolve(&crate::consistency::ReadPolicy::default(), "").expect("validated")
+    }
+
+    /// The policy rules in force: the files of `policies.dir` (read now) on
+    /// top of `[reads]`.
+    pub fn load_policies(&self) -> Result<crate::policy::PolicySet, crate::policy::PolicyError> {
+        let default = self
+            .reads
+            .resolve(&crate::consistency::ReadPolicy::default(), "reads.")
+            .map_err(crate::policy::PolicyError)?;
+        let Some(dir) = &self.policies.dir else { return Ok(crate::policy::PolicySet::just(default)) };
+        let followers: Vec<(String, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == Role::Follower)
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        crate::policy::load_dir(dir, &default, &followers)
     }
 
     pub fn leader(&self) -> &Node {

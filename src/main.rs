@@ -56,6 +56,18 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Print every node's role, health and replication lag per replicated
+    /// database, read from the nodes themselves (chorus need not be running;
+    /// `SHOW chorus.status` through chorus shows chorus's own view). Exit
+    /// status: 0 every node is up, 1 some node is down, 2 error.
+    Status {
+        /// The TOML configuration file (CHORUS__SECTION__KEY variables override it).
+        #[arg(long, short, env = "CHORUS_CONFIG")]
+        config: PathBuf,
+        /// Only this database (repeatable); default: every replicated database.
+        #[arg(long = "database", short = 'd', value_name = "NAME")]
+        databases: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Verify { config, databases, wait } => return verify(&config, databases, wait),
+        Command::Status { config, databases } => return status(&config, databases),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo { dir, followers } => runtime().and_then(|rt| {
             rt.block_on(async {
@@ -143,13 +156,51 @@ fn verify(config_path: &std::path::Path, databases: Vec<String>, wait: std::time
     }
 }
 
+/// `chorus status`: the table on stdout.
+fn status(config_path: &std::path::Path, databases: Vec<String>) -> ExitCode {
+    let result = Config::load(config_path).with_context(|| format!("{}", config_path.display())).and_then(|config| {
+        let timeout = config.limits.connect_timeout;
+        runtime()?.block_on(chorus::status::collect(&config, &databases, timeout)).map_err(anyhow::Error::msg)
+    });
+    match result {
+        Ok(rows) => {
+            print!("{}", chorus::status::table(&rows));
+            if rows.iter().all(|r| r.state == "up") { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&config_path).with_context(|| format!("{}", config_path.display()))?;
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr(), "chorus is listening");
+    tokio::spawn(reload_on_sighup(server.context()));
     server.run(shutdown_signal()).await?;
     tracing::info!("chorus stopped");
     Ok(())
+}
+
+/// SIGHUP: read the policy files again. A bad file changes nothing; every
+/// problem is logged and the policies in force stay.
+async fn reload_on_sighup(ctx: std::sync::Arc<chorus::context::Context>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install a SIGHUP handler; policies will not reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match ctx.reload_policies() {
+            Ok(rules) => tracing::info!(rules, "SIGHUP: policies reloaded"),
+            Err(e) => tracing::error!("SIGHUP: policies not reloaded, the previous ones stay in force; {e}"),
+        }
+    }
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -30,6 +30,8 @@ pub struct Server {
     ctx: Arc<Context>,
     listener: tokio::net::TcpListener,
     tls: Option<TlsAcceptor>,
+    /// The Prometheus endpoint's listener, when configured.
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Server {
@@ -42,13 +44,22 @@ impl Server {
         let addr = config.listen.postgres.ok_or_else(|| ServerError::Config("listen.postgres is not set".into()))?;
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
         let ctx = Arc::new(Context::new(config).map_err(ServerError::Config)?);
-        Ok(Server { ctx, listener, tls })
+        Ok(Server { ctx, listener, tls, metrics })
     }
 
     /// The state every session shares (topology, replication progress...).
     pub fn context(&self) -> Arc<Context> {
         self.ctx.clone()
+    }
+
+    /// The metrics endpoint's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The PostgreSQL listener's address.
@@ -58,8 +69,9 @@ impl Server {
 
     /// Serve until `shutdown` completes, then stop accepting, ask sessions to
     /// end at their next idle point, and wait briefly for them.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
+        let metrics = self.metrics.take().map(|l| tokio::spawn(crate::metrics::serve(ctx.clone(), l)));
         let health =
             crate::health::spawn(ctx.topology.clone(), ctx.config.health.clone(), ctx.config.limits.connect_timeout);
         ctx.replication.start();
@@ -103,6 +115,9 @@ impl Server {
         tasks.abort_all();
         for h in health {
             h.abort();
+        }
+        if let Some(m) = metrics {
+            m.abort();
         }
         ctx.replication.shutdown();
         Ok(())
@@ -213,7 +228,9 @@ async fn serve_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     tracing::debug!(%peer, user = %info.user, db = %info.database, "client authenticated");
     match Session::start(ctx, reader, writer, info, stop).await {
         Ok(session) => {
+            crate::metrics::session_started();
             session.run().await;
+            crate::metrics::session_ended();
         }
         Err((mut w, e)) => {
             if let crate::session::SessionError::Fatal(ce) = &e {

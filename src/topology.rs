@@ -98,6 +98,11 @@ impl Topology {
         &self.followers
     }
 
+    /// Where the next read's search through the followers starts (round robin).
+    pub fn rotation(&self) -> usize {
+        self.next_follower.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Next readable (healthy, not diverged) follower in round-robin order, if any.
     pub fn pick_follower(&self) -> Option<usize> {
         let n = self.followers.len();

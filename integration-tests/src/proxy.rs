@@ -21,6 +21,7 @@ pub const CHORUS_PASSWORD: &str = "chorus_test_pw";
 /// A running chorus. Dropping it shuts chorus down (waiting up to 10 s).
 pub struct Chorus {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     config: Config,
     ctx: Arc<Context>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -67,7 +68,7 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
                         return Ok(());
                     }
                 };
-                let _ = addr_tx.send(Ok((server.local_addr(), server.context())));
+                let _ = addr_tx.send(Ok((server.local_addr(), server.metrics_addr(), server.context())));
                 server
                     .run(async move {
                         let _ = stop_rx.await;
@@ -79,18 +80,36 @@ pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -
             let _ = finished_tx.send(result);
         })
         .expect("cannot spawn chorus's thread");
-    let (addr, ctx) = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+    let (addr, metrics_addr, ctx) = match addr_rx.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => panic!("chorus did not start: {e}"),
         Err(_) => panic!("chorus did not start within 30 s"),
     };
     config.listen.postgres = Some(addr);
-    Chorus { addr, config, ctx, stop: Some(stop), finished }
+    Chorus { addr, metrics_addr, config, ctx, stop: Some(stop), finished }
 }
 
 impl Chorus {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The Prometheus endpoint's address (set `metrics.listen` to serve one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// `GET /metrics`: the text Prometheus would scrape.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("start chorus with metrics.listen set");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: chorus\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP reply");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
     }
 
     pub fn port(&self) -> u16 {
@@ -121,6 +140,37 @@ impl Chorus {
     /// A tokio-postgres connection to `db` through chorus (panics on failure).
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
         crate::connect(&self.url(db)).await
+    }
+
+    /// Wait until every follower has applied everything `db`'s leader has
+    /// committed so far (as this chorus sees it), for up to 60 s: then every
+    /// follower qualifies for any session's reads.
+    pub async fn wait_caught_up(&self, db: &str) {
+        let all: Vec<usize> = (0..self.ctx.replication.state().followers().len()).collect();
+        self.wait_caught_up_on(db, &all).await
+    }
+
+    /// [`Self::wait_caught_up`] for some followers only (positions in the
+    /// configuration's follower order: 0 is the first follower).
+    pub async fn wait_caught_up_on(&self, db: &str, which: &[usize]) {
+        let leader = self.ctx.config.leader().clone();
+        let direct = crate::connect(&format!(
+            "postgres://{}:{}@{}:{}/{}",
+            url_encode(&leader.user),
+            url_encode(leader.password.as_deref().unwrap_or("")),
+            leader.host,
+            leader.port,
+            url_encode(db)
+        ))
+        .await;
+        let lsn: i64 = direct.query_one("SELECT lsn FROM _chorus.lsn", &[]).await.unwrap().get(0);
+        let state = self.ctx.replication.state();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let nodes: Vec<usize> = which.iter().map(|&i| state.followers()[i]).collect();
+        while !nodes.iter().all(|&f| state.applied(db, f).is_some_and(|a| a >= lsn)) {
+            assert!(std::time::Instant::now() < deadline, "the followers did not apply LSN {lsn} within 60 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stop chorus and report how its server loop ended.

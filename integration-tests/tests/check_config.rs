@@ -143,3 +143,38 @@ fn environment_overrides_are_checked_too() {
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{out:?}");
     assert_eq!(out.stdout.trim(), "configuration OK");
 }
+
+#[test]
+fn policy_files_are_checked_relative_to_the_config_file() {
+    let scratch = Scratch::new("policies");
+    std::fs::create_dir_all(scratch.0.join("rules")).unwrap();
+    scratch.file(
+        "rules/10-ok.toml",
+        "[[rule]]\nname = \"fresh\"\ntables = [\"billing.*\"]\nconsistency = [\"leader\"]\nprefer = [\"follower1\"]\n",
+    );
+    let config =
+        scratch.file("chorus.toml", &format!("{VALID}\n[policies]\ndir = \"rules\"\n[reads]\nwait = \"50ms\"\n"));
+    let o = run_chorus(&["check-config", &config], &[]);
+    assert!(o.success(), "{}", output(&o));
+
+    scratch
+        .file("rules/20-bad.toml", "[[rule]]\nname = \"fresh\"\nconsistency = [\"bounded\"]\nprefer = [\"leader\"]\n");
+    scratch.file("rules/30-worse.toml", "[[rule]]\nname = \"x\"\nstatement = \"[\"\n");
+    let o = run_chorus(&["check-config", &config], &[]);
+    assert!(!o.success(), "{}", output(&o));
+    let text = output(&o);
+    for needle in [
+        "20-bad.toml: rule[0]: another rule is already named \"fresh\"",
+        "20-bad.toml: rule[0] (\"fresh\"): consistency: \"bounded\" needs max_lag and/or max_lag_txns",
+        "20-bad.toml: rule[0] (\"fresh\"): prefer: no follower named \"leader\"",
+        "30-worse.toml: rule[0] (\"x\"): statement: invalid regular expression",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // The repository's example policies are valid against any nodes.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let config =
+        scratch.file("examples.toml", &format!("{VALID}\n[policies]\ndir = {:?}\n", examples.display().to_string()));
+    let o = run_chorus(&["check-config", &config], &[]);
+    assert!(o.success(), "{}", output(&o));
+}

@@ -287,7 +287,10 @@ async fn a_leader_killed_during_a_write_ends_that_request_with_an_error() {
     let observer = db.connect_leader().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let sql = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t SELECT 1 FROM pg_sleep%'";
+        // Active: the statement runs (an idle connection shows its last
+        // query too, e.g. once only the client's prepare is done).
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE state = 'active' AND query LIKE 'INSERT INTO t SELECT 1 FROM pg_sleep%'";
         let n: i64 = observer.query_one(sql, &[]).await.unwrap().get(0);
         if n > 0 {
             break;

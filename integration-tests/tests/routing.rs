@@ -148,6 +148,9 @@ async fn user_functions_route_by_volatility() {
         let row = client.query_one("SELECT app.vol_port()", &[]).await.unwrap();
         assert_eq!(row.get::<_, String>(0), leader, "schema-qualified VOLATILE function");
     }
+    // The VOLATILE calls were logged (they may write): until both followers
+    // have applied them, the session's reads avoid the one behind.
+    chorus.wait_caught_up(db.name()).await;
     // Each session's reads rotate over the followers, one step per routed
     // request: keep the loops free of other requests so both are visited.
     let mut stable_ports = BTreeSet::new();

@@ -21,6 +21,9 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const UNDEFINED_OBJECT: &str = "42704";
 }
 
 /// An error chorus reports to a client in its own name.

@@ -289,6 +289,40 @@ pub mod build {
             b.put_u8(0);
         })
     }
+    /// RowDescription of text columns (type text, text format).
+    pub fn row_description_text(columns: &[&str]) -> Message {
+        with_body(b'T', |b| {
+            b.put_i16(columns.len() as i16);
+            for c in columns {
+                b.put_slice(c.as_bytes());
+                b.put_u8(0);
+                b.put_u32(0); // table OID
+                b.put_i16(0); // column number
+                b.put_u32(25); // text
+                b.put_i16(-1);
+                b.put_i32(-1);
+                b.put_i16(0);
+            }
+        })
+    }
+    pub fn data_row(values: &[Option<&[u8]>]) -> Message {
+        with_body(b'D', |b| {
+            b.put_i16(values.len() as i16);
+            for v in values {
+                match v {
+                    Some(v) => {
+                        b.put_i32(v.len() as i32);
+                        b.put_slice(v);
+                    }
+                    None => b.put_i32(-1),
+                }
+            }
+        })
+    }
+    /// ParameterDescription with no parameters.
+    pub fn no_parameters() -> Message {
+        Message::new(b't', &[0, 0])
+    }
     pub fn ready_for_query(status: u8) -> Message {
         Message::new(b'Z', &[status])
     }

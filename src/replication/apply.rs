@@ -198,6 +198,8 @@ impl Applier {
     async fn apply_group(&self, f: &mut Follower, group: &[LoggedTxn]) -> Result<Option<Progress>, StepError> {
         let last = group.last().map_or(f.applied, |t| t.lsn);
         if let Ok(plan) = txn::plan(group) {
+            // Reads on this follower may see these from now on (read consistency).
+            self.state.set_applying(&self.db, self.node, last);
             match txn::execute(&mut f.conn, &plan).await? {
                 Outcome::Committed => {
                     f.applied = last;
@@ -235,6 +237,7 @@ impl Applier {
                 return Ok(Some(Progress::Stop));
             }
         };
+        self.state.set_applying(&self.db, self.node, t.lsn);
         let outcome = txn::execute(&mut f.conn, &plan).await?;
         let (unit, error) = match outcome {
             Outcome::Committed => {
@@ -275,6 +278,7 @@ impl Applier {
     }
 
     fn diverged(&self, t: &LoggedTxn, seq: i32, statement: &str, error: &str) {
+        crate::metrics::error("divergence");
         let d = Divergence {
             node: self.follower.name.clone(),
             database: self.db.clone(),

@@ -6,10 +6,18 @@
 //! tests and status output read divergences.
 
 use super::Lsn;
+use crate::consistency::FollowerView;
+use crate::topology::Topology;
 use dashmap::DashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// Leader LSNs remembered with the moment they were first known, for the
+/// followers' lag in time.
+const COMMIT_TIMES: usize = 4096;
 
 /// Why a follower stopped applying a database: the statement that failed
 /// there (and only there) and what the server said.
@@ -35,21 +43,37 @@ impl std::fmt::Display for Divergence {
 
 /// Progress of one database.
 pub struct DbProgress {
+    /// Node indexes of the followers (slot order).
+    nodes: Vec<usize>,
     /// The leader's last committed LSN, as last read (None: not read yet).
+    /// Only LSNs whose WAL is flushed: appliers fetch up to it.
     leader: watch::Sender<Option<Lsn>>,
+    /// The highest LSN this chorus saw committed on the leader (its own
+    /// sessions' commits, which the feed may not have read yet).
+    committed: AtomicI64,
+    /// Recent leader LSNs and when each was first known, oldest first.
+    commit_times: parking_lot::Mutex<VecDeque<(Lsn, Instant)>>,
     /// Per follower (in [`ReplicationState::followers`] order): the applied LSN
     /// as last read or written by its applier (None: not known yet).
     applied: Vec<watch::Sender<Option<Lsn>>>,
+    /// Per follower: the last LSN of the transaction its applier is
+    /// committing (or last committed): an upper bound of what a read there sees.
+    applying: Vec<AtomicI64>,
     /// Bumped on every change of `applied`: one thing for waiters to watch.
     changed: watch::Sender<u64>,
     divergences: parking_lot::Mutex<Vec<Divergence>>,
 }
 
 impl DbProgress {
-    fn new(followers: usize) -> DbProgress {
+    fn new(nodes: Vec<usize>) -> DbProgress {
+        let n = nodes.len();
         DbProgress {
+            nodes,
             leader: watch::channel(None).0,
-            applied: (0..followers).map(|_| watch::channel(None).0).collect(),
+            committed: AtomicI64::new(0),
+            commit_times: parking_lot::Mutex::new(VecDeque::with_capacity(COMMIT_TIMES)),
+            applied: (0..n).map(|_| watch::channel(None).0).collect(),
+            applying: (0..n).map(|_| AtomicI64::new(0)).collect(),
             changed: watch::channel(0).0,
             divergences: parking_lot::Mutex::new(Vec::new()),
         }
@@ -57,6 +81,79 @@ impl DbProgress {
 
     fn count_at_least(&self, lsn: Lsn) -> usize {
         self.applied.iter().filter(|a| a.borrow().is_some_and(|v| v >= lsn)).count()
+    }
+
+    /// Wakes on every change of a follower's applied LSN.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The highest LSN known committed on the leader.
+    pub fn leader_committed(&self) -> Lsn {
+        self.leader.borrow().unwrap_or(0).max(self.committed.load(Ordering::Relaxed))
+    }
+
+    /// One of this chorus's sessions committed `lsn` on the leader.
+    pub fn note_committed(&self, lsn: Lsn) {
+        if self.committed.fetch_max(lsn, Ordering::Relaxed) < lsn {
+            self.record_commit_time(lsn);
+        }
+    }
+
+    /// An upper bound of the state a read on `node` saw, if it ended now:
+    /// what the follower's applier may have committed, or, for the leader
+    /// (any node that is not a follower here), its last known commit.
+    pub fn upper_bound(&self, node: usize) -> Lsn {
+        match self.nodes.iter().position(|&n| n == node) {
+            Some(slot) => {
+                let applied = self.applied[slot].borrow().unwrap_or(0);
+                applied.max(self.applying[slot].load(Ordering::Relaxed))
+            }
+            None => self.leader_committed(),
+        }
+    }
+
+    /// Every follower as routing sees it. `with_lag`: also work out the lag
+    /// in time (a look-up in the recent commits).
+    pub fn views(&self, topology: &Topology, with_lag: bool) -> Vec<FollowerView> {
+        let leader = self.leader_committed();
+        let now = Instant::now();
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(slot, &node)| {
+                let applied = *self.applied[slot].borrow();
+                let a = applied.unwrap_or(0);
+                let lag = if with_lag && a < leader { self.age_of_first_after(a, now) } else { Duration::ZERO };
+                FollowerView {
+                    node,
+                    readable: topology.node(node).is_readable(),
+                    applied,
+                    lag_txns: leader.saturating_sub(a).max(0) as u64,
+                    lag,
+                }
+            })
+            .collect()
+    }
+
+    /// How long ago the first LSN after `applied` was known committed.
+    fn age_of_first_after(&self, applied: Lsn, now: Instant) -> Duration {
+        let times = self.commit_times.lock();
+        let i = times.partition_point(|&(l, _)| l <= applied);
+        // Older than the remembered window: at least as old as its oldest.
+        let at = times.get(i).or(times.front()).map_or(now, |&(_, t)| t);
+        now.saturating_duration_since(at)
+    }
+
+    fn record_commit_time(&self, lsn: Lsn) {
+        let mut times = self.commit_times.lock();
+        if times.back().is_some_and(|&(l, _)| l >= lsn) {
+            return;
+        }
+        if times.len() == COMMIT_TIMES {
+            times.pop_front();
+        }
+        times.push_back((lsn, Instant::now()));
     }
 }
 
@@ -72,6 +169,13 @@ impl ReplicationState {
         ReplicationState { followers, dbs: DashMap::new() }
     }
 
+    /// The databases progress is known for.
+    pub fn databases(&self) -> Vec<String> {
+        let mut dbs: Vec<String> = self.dbs.iter().map(|e| e.key().clone()).collect();
+        dbs.sort();
+        dbs
+    }
+
     /// The followers' node indexes this state tracks.
     pub fn followers(&self) -> &[usize] {
         &self.followers
@@ -81,7 +185,12 @@ impl ReplicationState {
         if let Some(p) = self.dbs.get(db) {
             return p.clone();
         }
-        self.dbs.entry(db.to_string()).or_insert_with(|| Arc::new(DbProgress::new(self.followers.len()))).clone()
+        self.dbs.entry(db.to_string()).or_insert_with(|| Arc::new(DbProgress::new(self.followers.clone()))).clone()
+    }
+
+    /// The progress of one database, to keep and read without look-ups.
+    pub fn progress(&self, db: &str) -> Arc<DbProgress> {
+        self.db(db)
     }
 
     fn slot(&self, node: usize) -> usize {
@@ -103,6 +212,11 @@ impl ReplicationState {
         }
     }
 
+    /// A follower's applier is about to commit everything up to `lsn`.
+    pub fn set_applying(&self, db: &str, node: usize, lsn: Lsn) {
+        self.db(db).applying[self.slot(node)].fetch_max(lsn, Ordering::Relaxed);
+    }
+
     /// A follower's applied LSN, as last known.
     pub fn applied(&self, db: &str, node: usize) -> Option<Lsn> {
         *self.db(db).applied[self.slot(node)].borrow()
@@ -122,7 +236,9 @@ impl ReplicationState {
 
     /// Record the leader's last committed LSN.
     pub fn set_leader_lsn(&self, db: &str, lsn: Lsn) {
-        self.db(db).leader.send_if_modified(|v| {
+        let p = self.db(db);
+        p.record_commit_time(lsn);
+        p.leader.send_if_modified(|v| {
             let changed = *v != Some(lsn);
             *v = Some(lsn);
             changed

@@ -58,7 +58,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             Want::AnyFollower => {
                 let tries = topo.nodes().len();
                 for _ in 0..tries {
-                    let Some(f) = topo.pick_follower() else { break };
+                    let f = match self.consistent_follower().await {
+                        Ok(f) => f,
+                        Err(miss) => return self.read_fallback(miss).await,
+                    };
                     if self.connect_node(f).await.is_ok() {
                         return Ok(f);
                     }
@@ -122,6 +125,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 let name = self.ctx.topology.node(node).name.clone();
                 tracing::warn!(node = %name, error = %other, "server connection failed");
+                crate::metrics::error("connection");
                 ClientError::new(sqlstate::CONNECTION_FAILURE, format!("lost the connection to server {name}"))
                     .with_hint("Retry the statement; chorus reconnects automatically.")
             }
@@ -180,6 +184,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) fn server_lost(&mut self, node: usize, e: BackendError) -> SessionError {
         let name = self.ctx.topology.node(node).name.clone();
         tracing::warn!(node = %name, error = %e, "lost a server connection with requests in flight");
+        crate::metrics::error("connection");
         if let Some(mut c) = self.conns[node].take() {
             c.broken = true;
             self.ctx.topology.node(node).pool.checkin(c);

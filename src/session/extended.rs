@@ -92,6 +92,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.chunked.is_some() {
             return self.end_chunked(m).await;
         }
+        if let Some(all) = self.batch_is_local() {
+            if self.busy() {
+                self.stalled = Some(m);
+            } else if all {
+                self.answer_local_batch(true);
+            } else {
+                self.refuse_mixed_local_batch(m).await?;
+            }
+            return Ok(());
+        }
         self.sync_batch(m, SyncKind::Client).await
     }
 
@@ -153,6 +163,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if self.busy() {
                 let node = self.active.expect("busy implies active");
                 return self.send_now(node, &m).await;
+            }
+            return Ok(());
+        }
+        if self.chunked.is_none()
+            && let Some(all) = self.batch_is_local()
+        {
+            if self.busy() {
+                self.stalled = Some(m);
+            } else if all {
+                self.answer_local_batch(false);
+            } else {
+                self.refuse_mixed_local_batch(m).await?;
             }
             return Ok(());
         }
@@ -246,6 +268,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             .collect()
     }
 
+    /// The statements the pending batch parses or binds, with their text.
+    fn batch_statements(&self) -> Vec<(Arc<crate::sql::Classification>, String)> {
+        self.batch
+            .iter()
+            .filter_map(|m| match m.tag {
+                b'P' => parse_head(m).map(|(_, sql)| (self.ctx.classify.get(sql), sql.to_string())),
+                b'B' => {
+                    bind_head(m).and_then(|(_, s)| self.statements.get(s)).map(|s| (s.class.clone(), s.sql.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Captured statements of a placed batch go with their RETURNING column
     /// (and Executes of them without a row limit); the session remembers
     /// which of its prepared statements are captured.
@@ -285,6 +321,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let leader =
             writes || !self.replicated || needs.leader || self.deferred_begin || self.batch_bytes >= EARLY_ROUTE_BYTES;
         let want = decide(leader, self.view());
+        let pipelined = self.pipelined_follower_read(want);
+        if want == crate::router::Want::AnyFollower || pipelined.is_some() {
+            let statements = if self.has_policy_rules() { self.batch_statements() } else { Vec::new() };
+            let refs: Vec<(&crate::sql::Classification, &str)> =
+                statements.iter().map(|(c, t)| (&**c, t.as_str())).collect();
+            self.choose_read_policy(&refs);
+        }
+        if let Some(n) = pipelined
+            && !self.policy_allows(n)
+        {
+            // Routed afresh once the follower's replies are in.
+            self.stalled = Some(m.clone());
+            return Ok(None);
+        }
         Ok(self.route(want, m).await?.map(|node| (node, needs)))
     }
 

@@ -12,10 +12,12 @@ mod abort;
 mod capture;
 mod conns;
 mod extended;
+mod local;
 mod logplan;
 mod openbatch;
 mod own;
 mod query;
+mod reads;
 mod relay;
 mod replicate;
 pub mod sequences;
@@ -201,6 +203,22 @@ pub struct Session<R, W> {
     /// The session's database is replicated (`[replication] databases`): writes
     /// are logged. Otherwise everything runs on the leader, unlogged.
     replicated: bool,
+    /// Where the session stands in its database's log (read consistency).
+    position: crate::consistency::Position,
+    /// The policy of the read being routed (reads.rs).
+    read: Arc<crate::policy::Chosen>,
+    /// The policies in force when last looked at, and their version.
+    policies: Arc<crate::policy::PolicySet>,
+    policies_version: u64,
+    user: Arc<str>,
+    /// As sent at startup (for policy rules).
+    application_name: Arc<str>,
+    /// A read waited in vain for a follower: reads skip the wait until then.
+    read_waits_paused_until: Option<tokio::time::Instant>,
+    /// Replication progress of the session's database.
+    progress: Arc<crate::replication::state::DbProgress>,
+    /// Extended-protocol statements that are chorus commands (local.rs).
+    local: local::LocalStatements,
     /// A client message that must wait until the busy connection is idle.
     stalled: Option<Message>,
     cancel: CancelSlot,
@@ -260,6 +278,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             pending_ack: None,
             temps: Default::default(),
             replicated: ctx.config.replication.covers(&info.database),
+            position: Default::default(),
+            read: ctx.policies().default.clone(),
+            policies: ctx.policies(),
+            policies_version: ctx.policies_version.load(std::sync::atomic::Ordering::Acquire),
+            user: info.user.as_str().into(),
+            application_name: info
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+                .map_or("", |(_, v)| v.as_str())
+                .into(),
+            read_waits_paused_until: None,
+            progress: ctx.replication.state().progress(&info.database),
+            local: Default::default(),
             stalled: None,
             cancel,
             cancel_pid: pid,
@@ -515,6 +547,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// request was a complete one, ReadyForQuery.
     fn reply_error(&mut self, e: &ClientError, ready: bool) {
         tracing::debug!(error = %e, "request refused");
+        crate::metrics::error("refused");
         self.cout.put_slice(&e.to_message().frame);
         if self.deferred_begin {
             // The transaction never reached a server; it is aborted now.

@@ -6,6 +6,7 @@
 
 use super::writeplan::TakeLsn;
 use super::{Inflight, Session, SessionError};
+use crate::metrics::Route;
 use crate::protocol::{ClientError, Fields, Message, build, sqlstate};
 use crate::router::{SessionView, Want, decide};
 use crate::sql::{Classification, LeaderReason, Shape};
@@ -66,6 +67,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 "invalid Query message: the query text is not a valid UTF-8 string",
             )));
         };
+        if let Some(cmd) = crate::sql::chorus_setting::parse(sql) {
+            if self.busy() {
+                self.stalled = Some(m);
+            } else {
+                self.answer_local_query(cmd);
+            }
+            return Ok(());
+        }
         let class = self.ctx.classify.get(sql);
 
         if self.local_abort {
@@ -119,6 +128,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             !self.replicated || log.plan.logs || self.needs_leader(&class).await
         };
         let want = decide(needs_leader, self.view());
+        let pipelined = self.pipelined_follower_read(want);
+        if want == Want::AnyFollower || pipelined.is_some() {
+            self.choose_read_policy(&[(&class, sql)]);
+        }
+        if let Some(n) = pipelined
+            && !self.policy_allows(n)
+        {
+            // Routed afresh once the follower's replies are in.
+            self.stalled = Some(m);
+            return Ok(());
+        }
         self.begin_with_lsn = matches!(log.plan.take_lsn, Some(TakeLsn::Before { begin: true }));
         let routed = self.route(want, &m).await;
         self.begin_with_lsn = false;
@@ -191,6 +211,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(None);
             }
             // Pipelining onto the busy connection: it is already set up.
+            self.ctx.metrics.request(target, Route::Transaction);
             return Ok(Some(target));
         }
         let node = match self.acquire(want).await {
@@ -200,6 +221,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(None);
             }
         };
+        let leader = self.ctx.topology.leader();
+        let r = match want {
+            Want::AnyFollower if node == leader => Route::Fallback,
+            Want::AnyFollower => Route::Follower,
+            Want::Leader => Route::Leader,
+            Want::Node(_) => Route::Transaction,
+        };
+        self.ctx.metrics.request(node, r);
         if let Err(e) = self.sync_conn(node).await {
             self.refuse(e, m);
             return Ok(None);

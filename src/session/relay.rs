@@ -37,6 +37,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(());
             }
             b'E' => {
+                crate::metrics::error("server");
                 if let Some(f) = self.inflight.front_mut() {
                     f.failed = true;
                 }
@@ -97,6 +98,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             tracing::warn!("ReadyForQuery with no request in flight");
             return true;
         };
+        if self.replicated {
+            // Whatever the request read, it read no newer state than this.
+            self.position.saw(self.progress.upper_bound(node));
+        }
         if !done.failed {
             self.settings.stage(&done.settings);
             if done.ddl {

@@ -593,6 +593,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if let Some(epoch) = t.capture_epoch {
                 self.ctx.sequences.synced(&self.database, epoch);
             }
+            if let Some(lsn) = t.lsn {
+                self.position.wrote(lsn);
+                self.progress.note_committed(lsn);
+            }
             if self.ctx.config.replication.ack != AckMode::Async {
                 self.pending_ack = t.lsn;
             }

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod capture;
+pub mod chorus_setting;
 pub mod classify;
 mod collect;
 mod fallback;

@@ -1,0 +1,262 @@
+//! The nodes, their roles, health and replication lag, as one table: what
+//! `SHOW chorus.status` answers (chorus's own view: health checks,
+//! divergences, applied positions as the appliers publish them) and what
+//! `chorus status` prints (read from the nodes themselves, so it works
+//! whether or not chorus is running).
+
+use crate::config::{Config, Node, Role};
+use crate::context::Context;
+use crate::replication::Lsn;
+use std::time::Duration;
+
+/// One node in one database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub node: String,
+    pub role: &'static str,
+    /// `up`, `down`, `diverged`, `unknown` (not reached yet), or why it is down.
+    pub state: String,
+    pub database: String,
+    /// The leader's last committed LSN; a follower's applied LSN.
+    pub position: Option<Lsn>,
+    /// Transactions the follower has not applied yet.
+    pub lag_txns: Option<i64>,
+    /// Age of the oldest transaction the follower has not applied.
+    pub lag: Option<Duration>,
+}
+
+pub const COLUMNS: [&str; 7] = ["node", "role", "state", "database", "position", "lag_transactions", "lag_ms"];
+
+impl Row {
+    /// The row's cells as text (NULL as None), in [`COLUMNS`] order.
+    pub fn cells(&self) -> [Option<String>; 7] {
+        [
+            Some(self.node.clone()),
+            Some(self.role.to_string()),
+            Some(self.state.clone()),
+            Some(self.database.clone()),
+            self.position.map(|p| p.to_string()),
+            self.lag_txns.map(|l| l.to_string()),
+            self.lag.map(|l| format!("{:.1}", l.as_secs_f64() * 1000.0)),
+        ]
+    }
+}
+
+/// An aligned text table of `rows`, with a header.
+pub fn table(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = std::iter::once(COLUMNS.iter().map(|c| c.to_string()).collect())
+        .chain(rows.iter().map(|r| r.cells().into_iter().map(|c| c.unwrap_or_else(|| "-".into())).collect()))
+        .collect();
+    let widths: Vec<usize> = (0..COLUMNS.len()).map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (n, r) in cells.iter().enumerate() {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if n == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// chorus's own view of `db`: the leader, then each follower.
+pub fn from_state(ctx: &Context, db: &str) -> Vec<Row> {
+    let topo = &ctx.topology;
+    let progress = ctx.replication.state().progress(db);
+    let leader = topo.node(topo.leader());
+    let mut rows = vec![Row {
+        node: leader.name.to_string(),
+        role: "leader",
+        state: if leader.is_healthy() { "up" } else { "down" }.into(),
+        database: db.to_string(),
+        position: Some(progress.leader_committed()),
+        lag_txns: None,
+        lag: None,
+    }];
+    for v in progress.views(topo, true) {
+        let n = topo.node(v.node);
+        let state = if n.is_diverged() {
+            "diverged"
+        } else if !n.is_healthy() {
+            "down"
+        } else if v.applied.is_none() {
+            "unknown"
+        } else {
+            "up"
+        };
+        rows.push(Row {
+            node: n.name.to_string(),
+            role: "follower",
+            state: state.into(),
+            database: db.to_string(),
+            position: v.applied,
+            lag_txns: v.applied.map(|_| v.lag_txns as i64),
+            lag: v.applied.map(|_| v.lag),
+        });
+    }
+    rows
+}
+
+async fn connect(node: &Node, db: &str, timeout: Duration) -> Result<tokio_postgres::Client, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&node.host)
+        .port(node.port)
+        .user(&node.user)
+        .dbname(db)
+        .application_name("chorus-status")
+        .connect_timeout(timeout);
+    if let Some(p) = &node.password {
+        cfg.password(p);
+    }
+    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// One number from `sql`, or None when it returns no row or chorus's schema
+/// is missing.
+async fn number(c: &tokio_postgres::Client, sql: &str, arg: Option<i64>) -> Result<Option<i64>, String> {
+    let r = match arg {
+        Some(a) => c.query_opt(sql, &[&a]).await,
+        None => c.query_opt(sql, &[]).await,
+    };
+    match r {
+        Ok(row) => Ok(row.and_then(|r| r.get::<_, Option<i64>>(0))),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every node's view of the replicated databases (`databases`, or every
+/// database on the leader that holds chorus's schema), read from the nodes.
+pub async fn collect(config: &Config, databases: &[String], timeout: Duration) -> Result<Vec<Row>, String> {
+    let leader = config.leader();
+    let dbs: Vec<String> = if databases.is_empty() {
+        let admin = connect(leader, &leader.admin_database, timeout)
+            .await
+            .map_err(|e| format!("leader {}: {e}", leader.name))?;
+        let rows = admin
+            .query(
+                "SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("leader {}: listing databases: {e}", leader.name))?;
+        let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        all.into_iter().filter(|d| config.replication.covers(d)).collect()
+    } else {
+        databases.to_vec()
+    };
+    let mut out = Vec::new();
+    for db in &dbs {
+        let lc = match connect(leader, db, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(down(leader, "leader", db, e));
+                continue;
+            }
+        };
+        let Some(lsn) = number(&lc, "SELECT lsn FROM _chorus.lsn", None).await? else {
+            continue; // not replicated (yet): chorus never wrote its schema here
+        };
+        out.push(Row {
+            node: leader.name.clone(),
+            role: "leader",
+            state: "up".into(),
+            database: db.clone(),
+            position: Some(lsn),
+            lag_txns: None,
+            lag: None,
+        });
+        for f in config.nodes.iter().filter(|n| n.role == Role::Follower) {
+            let fc = match connect(f, db, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(down(f, "follower", db, e));
+                    continue;
+                }
+            };
+            let applied = number(&fc, "SELECT lsn FROM _chorus.applied", None).await?;
+            let lag = match applied {
+                Some(a) if a < lsn => {
+                    let micros = number(
+                        &lc,
+                        "SELECT (extract(epoch FROM pg_catalog.clock_timestamp() - committed_at) * 1e6)::int8 \
+                         FROM _chorus.log WHERE lsn = $1 ORDER BY seq LIMIT 1",
+                        Some(a + 1),
+                    )
+                    .await?;
+                    micros.map(|m| Duration::from_micros(m.max(0) as u64))
+                }
+                Some(_) => Some(Duration::ZERO),
+                None => None,
+            };
+            out.push(Row {
+                node: f.name.clone(),
+                role: "follower",
+                state: if applied.is_some() { "up" } else { "not set up" }.into(),
+                database: db.clone(),
+                position: applied,
+                lag_txns: applied.map(|a| (lsn - a).max(0)),
+                lag,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn down(node: &Node, role: &'static str, db: &str, error: String) -> Row {
+    Row {
+        node: node.name.clone(),
+        role,
+        state: format!("down: {error}"),
+        database: db.to_string(),
+        position: None,
+        lag_txns: None,
+        lag: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_aligned_with_dashes_for_unknowns() {
+        let rows = [
+            Row {
+                node: "leader".into(),
+                role: "leader",
+                state: "up".into(),
+                database: "shop".into(),
+                position: Some(1042),
+                lag_txns: None,
+                lag: None,
+            },
+            Row {
+                node: "f1".into(),
+                role: "follower",
+                state: "up".into(),
+                database: "shop".into(),
+                position: Some(1040),
+                lag_txns: Some(2),
+                lag: Some(Duration::from_micros(3250)),
+            },
+        ];
+        assert_eq!(
+            table(&rows),
+            "node    role      state  database  position  lag_transactions  lag_ms\n\
+             ------  --------  -----  --------  --------  ----------------  ------\n\
+             leader  leader    up     shop      1042      -                 -\n\
+             f1      follower  up     shop      1040      2                 3.2\n"
+        );
+    }
+}

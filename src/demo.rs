@@ -116,14 +116,18 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
 
     // Bind first (port 0: any free port), then write the config with the real address.
     let any_port = "127.0.0.1:0".parse().expect("valid address");
-    let config = Config::from_toml_str(&cluster.chorus_config_toml(any_port, DEMO_USER, DEMO_PASSWORD))?;
+    let mut config = Config::from_toml_str(&cluster.chorus_config_toml(any_port, DEMO_USER, DEMO_PASSWORD))?;
+    config.metrics.listen = Some(any_port);
     // The database (and chorus's bookkeeping in it) on every follower before
     // demo.env announces their URLs.
     crate::replication::ensure_database(&config, DEMO_DATABASE).await?;
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("the demo serves metrics");
     let config_path = dir.join("chorus.toml");
-    write_atomically(&config_path, &cluster.chorus_config_toml(addr, DEMO_USER, DEMO_PASSWORD))?;
+    let text =
+        format!("{}\n[metrics]\nlisten = \"{metrics}\"\n", cluster.chorus_config_toml(addr, DEMO_USER, DEMO_PASSWORD));
+    write_atomically(&config_path, &text)?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(server.run(async move {
@@ -142,7 +146,7 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
     };
     let env_path = dir.join("demo.env");
     write_atomically(&env_path, &env.to_shell())?;
-    print_banner(&env, &env_path, cluster);
+    print_banner(&env, &env_path, cluster, metrics);
 
     let outcome = tokio::select! {
         _ = shutdown => None,
@@ -162,7 +166,7 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
     }
 }
 
-fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster) {
+fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster, metrics: std::net::SocketAddr) {
     println!();
     println!("chorus is ready: 1 leader + {} follower(s) behind it.", cluster.followers().len());
     println!();
@@ -173,6 +177,8 @@ fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster) {
     }
     println!();
     println!("  config: {}", env.chorus_config.display());
+    println!("  metrics: http://{metrics}/metrics");
+    println!("  nodes and lag: psql \"{}\" -c 'SHOW chorus.status'", env.chorus_pg_url);
     println!("  server logs: {}/*/postgres.log", cluster.dir().display());
     println!("  from a script: source {} && psql \"$CHORUS_PG_URL\"", env_path.display());
     println!();

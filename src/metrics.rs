@@ -23,6 +23,7 @@
 //! | `chorus_follower_lag_seconds` | gauge | `node`, `database` |
 //! | `chorus_follower_diverged` | gauge | `node` |
 
+use crate::consistency::Miss;
 use crate::context::Context;
 use crate::topology::Topology;
 use metrics::{Counter, counter, gauge, histogram};
@@ -58,9 +59,10 @@ impl Route {
     }
 }
 
-/// Counter handles per node, registered once.
+/// Counter handles registered once: per node and route, per fallback reason.
 pub struct Metrics {
     requests: Vec<[Counter; 4]>,
+    fallbacks: [Counter; 3],
 }
 
 impl Metrics {
@@ -72,18 +74,21 @@ impl Metrics {
                 ROUTES.map(|r| counter!("chorus_requests_total", "node" => n.name.to_string(), "route" => r.label()))
             })
             .collect();
-        Metrics { requests }
+        let fallbacks = MISSES.map(|m| counter!("chorus_read_fallbacks_total", "reason" => m.as_str()));
+        Metrics { requests, fallbacks }
     }
 
     pub fn request(&self, node: usize, route: Route) {
         self.requests[node][route as usize].increment(1);
     }
+
+    /// A read went to the leader because no follower qualified.
+    pub fn read_fallback(&self, why: Miss) {
+        self.fallbacks[MISSES.iter().position(|m| *m == why).unwrap_or(0)].increment(1);
+    }
 }
 
-/// A read went to the leader because no follower qualified.
-pub fn read_fallback(reason: &'static str) {
-    counter!("chorus_read_fallbacks_total", "reason" => reason).increment(1);
-}
+const MISSES: [Miss; 3] = [Miss::Unreadable, Miss::Behind, Miss::TooStale];
 
 /// A read waited for a follower to catch up.
 pub fn read_wait(waited: Duration, caught_up: bool) {

@@ -147,7 +147,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             .with_hint("Retry later, or use a policy that falls back to the leader."));
         }
         tracing::trace!(reason = miss.as_str(), "read falls back to the leader");
-        crate::metrics::read_fallback(miss.as_str());
+        self.ctx.metrics.read_fallback(miss);
         self.connect_node(l).await.map(|_| l)
     }
 }

@@ -593,3 +593,80 @@ async fn sighup_reloads_the_policies_of_a_running_chorus() {
     let _ = child.wait();
     assert_converged(&db).await;
 }
+
+mod raw_frames {
+    use integration_tests::raw::message;
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        message(b'P', &[cstr(name), cstr(sql), vec![0, 0]].concat())
+    }
+    pub fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+        message(b'B', &[cstr(portal), cstr(stmt), vec![0, 0, 0, 0, 0, 0]].concat())
+    }
+    pub fn describe_portal(name: &str) -> Vec<u8> {
+        message(b'D', &[vec![b'P'], cstr(name)].concat())
+    }
+    pub fn execute(portal: &str) -> Vec<u8> {
+        message(b'E', &[cstr(portal), vec![0, 0, 0, 0]].concat())
+    }
+    pub fn close_statement(name: &str) -> Vec<u8> {
+        message(b'C', &[vec![b'S'], cstr(name)].concat())
+    }
+    pub fn sync() -> Vec<u8> {
+        message(b'S', &[])
+    }
+}
+
+/// Named chorus statements across batches, closed along with a server
+/// statement (as pgjdbc sends Closes), and a batch that mixes the two kinds.
+#[tokio::test(flavor = "multi_thread")]
+async fn chorus_statements_live_by_name_and_close_with_server_statements() {
+    use integration_tests::raw::{RawConn, data_rows};
+    use raw_frames::*;
+    let db = fresh_database().await;
+    let chorus = start_chorus_with(cluster(), |c| {
+        c.users.push(chorus::config::User {
+            name: "raw_trust".into(),
+            password: None,
+            auth: chorus::config::AuthMethod::Trust,
+        })
+    });
+    let (mut c, _) = RawConn::login_trust(chorus.addr(), "raw_trust", db.name()).await;
+    let tags = |msgs: &[integration_tests::raw::BackendMsg]| msgs.iter().map(|m| m.tag as char).collect::<String>();
+
+    c.send(&[parse("s1", "SHOW chorus.position"), bind("", "s1"), describe_portal(""), execute(""), sync()].concat())
+        .await
+        .unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
+    assert_eq!(data_rows(&msgs), ["0"]);
+    c.send(&[bind("", "s1"), execute(""), sync()].concat()).await.unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "2DCZ", "by name, in a later batch: {msgs:?}");
+
+    // Closed together with a server statement: both answered, in order.
+    c.send(&[close_statement("s1"), parse("", "SELECT 41 + 1"), bind("", ""), execute(""), sync()].concat())
+        .await
+        .unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "312DCZ", "{msgs:?}");
+    assert_eq!(data_rows(&msgs), ["42"]);
+    c.send(&[bind("", "s1"), execute(""), sync()].concat()).await.unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(msgs[0].tag, b'E', "s1 was closed: {msgs:?}");
+    assert_eq!(msgs[0].error().code, "26000");
+
+    // A chorus statement pipelined with a server statement in one batch.
+    c.send(&[parse("", "SHOW chorus.position"), bind("", ""), execute(""), parse("x", "SELECT 1"), sync()].concat())
+        .await
+        .unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(msgs[0].tag, b'E', "{msgs:?}");
+    assert_eq!(msgs[0].error().code, "0A000");
+    let msgs = c.simple_ok("SELECT 'still usable'").await;
+    assert_eq!(data_rows(&msgs), ["still usable"]);
+}

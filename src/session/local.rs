@@ -132,9 +132,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) fn batch_is_local(&mut self) -> Option<bool> {
         let mut parsed: Vec<&str> = Vec::new();
         let mut bound: Vec<&str> = Vec::new();
-        let (mut local, mut other) = (0usize, 0usize);
+        let (mut local, mut other, mut closes) = (0usize, 0usize, 0usize);
         let l = &self.local;
         for m in &self.batch {
+            if m.tag == b'C' {
+                // A Close is harmless on a server (closing what does not exist
+                // there succeeds): one of chorus's statements may go along
+                // with server statements (pgjdbc sends Closes with the next batch).
+                let of_local = target_head(m).is_some_and(|(kind, name)| match kind {
+                    b'S' => l.statements.contains_key(name) || parsed.contains(&name),
+                    _ => l.portals.contains_key(name) || bound.contains(&name),
+                });
+                closes += usize::from(of_local);
+                continue;
+            }
             let mine = match m.tag {
                 b'P' => parse_head(m).is_some_and(|(name, sql)| {
                     let mine = chorus_setting::parse(sql).is_some();
@@ -150,7 +161,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                     mine
                 }),
-                b'D' | b'C' => target_head(m).is_some_and(|(kind, name)| match kind {
+                b'D' => target_head(m).is_some_and(|(kind, name)| match kind {
                     b'S' => l.statements.contains_key(name) || parsed.contains(&name),
                     _ => l.portals.contains_key(name) || bound.contains(&name),
                 }),
@@ -163,17 +174,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 other += 1;
             }
         }
-        if local == 0 {
-            if !self.local.statements.is_empty() {
-                // A statement name reused for a server statement is no longer chorus's.
+        if local == 0 && (other > 0 || closes == 0) {
+            if !self.local.statements.is_empty() || !self.local.portals.is_empty() {
+                // A name reused for a server statement, or closed, is no longer chorus's.
                 for m in &self.batch {
-                    let name = match m.tag {
-                        b'P' => parse_head(m).map(|(n, _)| n),
-                        b'C' => target_head(m).filter(|(k, _)| *k == b'S').map(|(_, n)| n),
-                        _ => None,
-                    };
-                    if let Some(n) = name {
-                        self.local.statements.remove(n);
+                    match m.tag {
+                        b'P' => {
+                            if let Some((n, _)) = parse_head(m) {
+                                self.local.statements.remove(n);
+                            }
+                        }
+                        b'B' => {
+                            if let Some((p, _)) = bind_head(m) {
+                                self.local.portals.remove(p);
+                            }
+                        }
+                        b'C' => match target_head(m) {
+                            Some((b'S', n)) => {
+                                self.local.statements.remove(n);
+                            }
+                            Some((_, n)) => {
+                                self.local.portals.remove(n);
+                            }
+                            None => {}
+                        },
+                        _ => {}
                     }
                 }
             }

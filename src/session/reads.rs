@@ -134,7 +134,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub(super) async fn read_fallback(&mut self, miss: Miss) -> Result<usize, ClientError> {
         let l = self.ctx.topology.leader();
         if self.read.policy.on_timeout == Fallback::Error && !self.read.policy.leader_only {
-            crate::metrics::error("refused");
             return Err(ClientError::new(
                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(

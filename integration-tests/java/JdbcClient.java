@@ -70,10 +70,36 @@ public class JdbcClient {
                 s.execute("CREATE INDEX CONCURRENTLY ju_at ON ju (at)");
             }
         }
+        // Read-your-writes through chorus: the writing connection sees its
+        // row at once, and so does another one that carries its position.
+        try (Connection w = DriverManager.getConnection(url); Statement s = w.createStatement()) {
+            s.executeUpdate("INSERT INTO ju (name) VALUES ('ryw')");
+            try (ResultSet r = s.executeQuery("SELECT count(*) FROM ju WHERE name = 'ryw'")) {
+                check(r.next() && r.getLong(1) == 1, "the writer reads its row back through chorus");
+            }
+            String pos;
+            try (ResultSet r = s.executeQuery("SHOW chorus.position")) {
+                check(r.next(), "a position");
+                pos = r.getString(1);
+            }
+            check(Long.parseLong(pos) > 0, "position " + pos);
+            try (Connection o = DriverManager.getConnection(url); Statement t = o.createStatement()) {
+                t.execute("SET chorus.position = '" + Long.parseLong(pos) + "'");
+                try (ResultSet r = t.executeQuery("SELECT count(*) FROM ju WHERE name = 'ryw'")) {
+                    check(r.next() && r.getLong(1) == 1, "a connection with the position reads the row");
+                }
+                try (PreparedStatement p = o.prepareStatement("SELECT count(*) FROM ju WHERE name = ?")) {
+                    p.setString(1, "ryw");
+                    try (ResultSet r = p.executeQuery()) {
+                        check(r.next() && r.getLong(1) == 1, "the same through a prepared statement");
+                    }
+                }
+            }
+        }
         try (Connection l = DriverManager.getConnection(leaderUrl); Statement s = l.createStatement();
                 ResultSet r = s.executeQuery("SELECT count(*), count(*) FILTER (WHERE name = 'late') FROM ju")) {
             check(r.next(), "a count");
-            check(r.getLong(1) == 315 && r.getLong(2) == 0, "rows on the leader: " + r.getLong(1));
+            check(r.getLong(1) == 316 && r.getLong(2) == 0, "rows on the leader: " + r.getLong(1));
         }
         System.out.println("ok");
     }

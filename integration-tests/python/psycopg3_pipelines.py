@@ -68,9 +68,23 @@ with psycopg.connect(url) as c:
     cur.execute("INSERT INTO pu (name) SELECT name FROM stage")
     c.commit()
 
+# Read-your-writes through chorus: the writing connection sees its rows at
+# once, and so does another connection that carries its position.
+with psycopg.connect(url, autocommit=True) as c:
+    with c.pipeline():
+        for i in range(3):
+            c.execute("INSERT INTO pu (name) VALUES (%s)", (f"w{i}",))
+    assert c.execute("SELECT count(*) FROM pu WHERE name LIKE 'w%%'").fetchone()[0] == 3
+    pos = int(c.execute("SHOW chorus.position").fetchone()[0])
+    assert pos > 0, pos
+    with psycopg.connect(url, autocommit=True) as d:
+        d.execute(f"SET chorus.position = '{pos}'")
+        assert d.execute("SELECT count(*) FROM pu WHERE name LIKE %s", ("w%",)).fetchone()[0] == 3
+        assert int(d.execute("SHOW chorus.position").fetchone()[0]) >= pos
+
 with psycopg.connect(leader_url, autocommit=True) as c:
     names = {r[0] for r in c.execute("SELECT name FROM pu")}
     want = {f"a{i}" for i in range(40)} | {f"r{i}" for i in range(5)} | {f"p{i}!" for i in range(10)}
-    want |= {f"s{i}" for i in range(5)} | {f"x{i}" for i in range(3)}
+    want |= {f"s{i}" for i in range(5)} | {f"x{i}" for i in range(3)} | {f"w{i}" for i in range(3)}
     assert names == want, sorted(names ^ want)
 print("ok")

@@ -669,4 +669,14 @@ async fn chorus_statements_live_by_name_and_close_with_server_statements() {
     assert_eq!(msgs[0].error().code, "0A000");
     let msgs = c.simple_ok("SELECT 'still usable'").await;
     assert_eq!(data_rows(&msgs), ["still usable"]);
+
+    // The unnamed statement is chorus's, then a server's again (pgjdbc's
+    // executeQuery of SHOW, then of a SELECT).
+    c.send(&[parse("", "SHOW chorus.position"), bind("", ""), execute(""), sync()].concat()).await.unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12DCZ", "{msgs:?}");
+    c.send(&[parse("", "SELECT 7"), bind("", ""), describe_portal(""), execute(""), sync()].concat()).await.unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
+    assert_eq!(data_rows(&msgs), ["7"]);
 }

@@ -130,42 +130,47 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// it with [`Self::answer_local_batch`]); `Some(false)`: part of it (refused);
     /// `None`: none of it.
     pub(super) fn batch_is_local(&mut self) -> Option<bool> {
-        let mut parsed: Vec<&str> = Vec::new();
-        let mut bound: Vec<&str> = Vec::new();
+        // Statements and portals (re)defined by this batch, in order, shadow
+        // what the session had: true when chorus's.
+        let mut stmts: Vec<(&str, bool)> = Vec::new();
+        let mut portals: Vec<(&str, bool)> = Vec::new();
         let (mut local, mut other, mut closes) = (0usize, 0usize, 0usize);
         let l = &self.local;
+        let stmt_is_local = |stmts: &[(&str, bool)], name: &str| {
+            stmts.iter().rev().find(|(n, _)| *n == name).map_or_else(|| l.statements.contains_key(name), |(_, m)| *m)
+        };
+        let portal_is_local = |portals: &[(&str, bool)], name: &str| {
+            portals.iter().rev().find(|(n, _)| *n == name).map_or_else(|| l.portals.contains_key(name), |(_, m)| *m)
+        };
         for m in &self.batch {
-            if m.tag == b'C' {
-                // A Close is harmless on a server (closing what does not exist
-                // there succeeds): one of chorus's statements may go along
-                // with server statements (pgjdbc sends Closes with the next batch).
-                let of_local = target_head(m).is_some_and(|(kind, name)| match kind {
-                    b'S' => l.statements.contains_key(name) || parsed.contains(&name),
-                    _ => l.portals.contains_key(name) || bound.contains(&name),
-                });
-                closes += usize::from(of_local);
-                continue;
-            }
             let mine = match m.tag {
                 b'P' => parse_head(m).is_some_and(|(name, sql)| {
                     let mine = chorus_setting::parse(sql).is_some();
-                    if mine {
-                        parsed.push(name);
-                    }
+                    stmts.push((name, mine));
                     mine
                 }),
                 b'B' => bind_head(m).is_some_and(|(portal, stmt)| {
-                    let mine = l.statements.contains_key(stmt) || parsed.contains(&stmt);
-                    if mine {
-                        bound.push(portal);
-                    }
+                    let mine = stmt_is_local(&stmts, stmt);
+                    portals.push((portal, mine));
                     mine
                 }),
                 b'D' => target_head(m).is_some_and(|(kind, name)| match kind {
-                    b'S' => l.statements.contains_key(name) || parsed.contains(&name),
-                    _ => l.portals.contains_key(name) || bound.contains(&name),
+                    b'S' => stmt_is_local(&stmts, name),
+                    _ => portal_is_local(&portals, name),
                 }),
-                b'E' => execute_head(m).is_some_and(|p| l.portals.contains_key(p) || bound.contains(&p)),
+                b'E' => execute_head(m).is_some_and(|p| portal_is_local(&portals, p)),
+                b'C' => {
+                    // A Close is harmless on a server (closing what does not
+                    // exist there succeeds): one of chorus's statements may go
+                    // along with server statements (pgjdbc sends Closes with
+                    // its next batch).
+                    let of_local = target_head(m).is_some_and(|(kind, name)| match kind {
+                        b'S' => stmt_is_local(&stmts, name),
+                        _ => portal_is_local(&portals, name),
+                    });
+                    closes += usize::from(of_local);
+                    continue;
+                }
                 _ => false,
             };
             if mine {

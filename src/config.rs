@@ -378,11 +378,6 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
-    /// The read policy every session starts with (validated).
-    pub fn default_read_policy(&self) -> crate::consistency::ReadPolicy {
-        self.reads.resolve(&crate::consistency::ReadPolicy::default(), "").expect("validated")
-    }
-
     /// The policy rules in force: the files of `policies.dir` (read now) on
     /// top of `[reads]`.
     pub fn load_policies(&self) -> Result<crate::policy::PolicySet, crate::policy::PolicyError> {

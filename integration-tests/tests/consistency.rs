@@ -679,4 +679,15 @@ async fn chorus_statements_live_by_name_and_close_with_server_statements() {
     let msgs = c.until_ready().await;
     assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
     assert_eq!(data_rows(&msgs), ["7"]);
+
+    // Closed, then used, in one batch: the server's error, the session goes on.
+    c.send(&[parse("s2", "SHOW chorus.position"), close_statement("s2"), bind("", "s2"), execute(""), sync()].concat())
+        .await
+        .unwrap();
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "13EZ", "{msgs:?}");
+    assert_eq!(msgs[2].error().code, "26000");
+    let msgs = c.simple_ok("SELECT 'after'").await;
+    assert_eq!(data_rows(&msgs), ["after"]);
+    assert_no_chorus_panics();
 }

@@ -247,24 +247,39 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         Ok(())
     }
 
+    /// Answer one message of a batch [`Self::batch_is_local`] found to be
+    /// chorus's. A name closed earlier in the same batch is gone, as on a
+    /// server: the errors are the server's (26000, 34000).
     fn local_message(&mut self, m: &Message) -> Result<(), ClientError> {
+        let malformed = || ClientError::new(sqlstate::PROTOCOL_VIOLATION, "malformed extended-protocol message");
+        let no_statement = |name: &str| {
+            ClientError::new(
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+        };
+        let no_portal = |name: &str| ClientError::new("34000", format!("portal \"{name}\" does not exist"));
         match m.tag {
             b'P' => {
-                let (name, sql) = parse_head(m).expect("checked");
-                let cmd = chorus_setting::parse(sql).expect("checked").map_err(command_error)?;
+                let (name, sql) = parse_head(m).ok_or_else(malformed)?;
+                let cmd = chorus_setting::parse(sql).ok_or_else(malformed)?.map_err(command_error)?;
                 self.local.statements.insert(name.to_string(), cmd);
                 self.cout.put_slice(&Message::new(b'1', &[]).frame);
             }
             b'B' => {
-                let (portal, stmt) = bind_head(m).expect("checked");
-                let cmd = self.local.statements.get(stmt).cloned().expect("checked");
+                let (portal, stmt) = bind_head(m).ok_or_else(malformed)?;
+                let cmd = self.local.statements.get(stmt).cloned().ok_or_else(|| no_statement(stmt))?;
                 self.local.portals.insert(portal.to_string(), cmd);
                 self.cout.put_slice(&Message::new(b'2', &[]).frame);
             }
             b'D' => {
-                let (kind, name) = target_head(m).expect("checked");
-                let cmd = if kind == b'S' { self.local.statements.get(name) } else { self.local.portals.get(name) };
-                let cols = cmd.map_or(&[][..], columns);
+                let (kind, name) = target_head(m).ok_or_else(malformed)?;
+                let cmd = if kind == b'S' {
+                    self.local.statements.get(name).ok_or_else(|| no_statement(name))?
+                } else {
+                    self.local.portals.get(name).ok_or_else(|| no_portal(name))?
+                };
+                let cols = columns(cmd);
                 if kind == b'S' {
                     self.cout.put_slice(&build::no_parameters().frame);
                 }
@@ -272,14 +287,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.cout.put_slice(&d.frame);
             }
             b'E' => {
-                let portal = execute_head(m).expect("checked");
-                let cmd = self.local.portals.get(portal).cloned().expect("checked");
+                let portal = execute_head(m).ok_or_else(malformed)?;
+                let cmd = self.local.portals.get(portal).cloned().ok_or_else(|| no_portal(portal))?;
                 let reply = self.run_command(&cmd)?;
                 reply.write_rows(&mut self.cout);
                 self.cout.put_slice(&build::command_complete(reply.tag).frame);
             }
             b'C' => {
-                let (kind, name) = target_head(m).expect("checked");
+                let (kind, name) = target_head(m).ok_or_else(malformed)?;
                 if kind == b'S' {
                     self.local.statements.remove(name);
                 } else {

@@ -29,10 +29,15 @@ pub struct Chorus {
 }
 
 /// The configuration [`start_chorus`] uses: every node of `cluster`, listening on
-/// a free loopback port, user [`CHORUS_USER`].
+/// a free loopback port, user [`CHORUS_USER`]. A read waits up to 10 s (not
+/// 100 ms) for a follower that has applied what its session needs: on a
+/// busy test machine a follower may take longer than the default, and a test
+/// that checks where a read ran must not depend on how loaded the machine is.
 pub fn chorus_config(cluster: &PgCluster) -> Config {
     let toml = cluster.chorus_config_toml("127.0.0.1:0".parse().expect("valid address"), CHORUS_USER, CHORUS_PASSWORD);
-    Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"))
+    let mut config = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"));
+    config.reads.wait = Some(Duration::from_secs(10));
+    config
 }
 
 /// chorus in front of every node of `cluster`, with the default configuration.

@@ -268,9 +268,11 @@ async fn the_unnamed_statement_routes_per_query() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), db.leader_port());
-        // A read right after uses the unnamed statement again, on a follower.
+        // A read right after uses the unnamed statement again, on a follower
+        // that has applied the write (the harness's chorus waits for one).
         let row = client.query_typed_one("SELECT count(*), current_setting('port') FROM log", &[]).await.unwrap();
         assert!(db.is_follower_port(&row.get::<_, String>(1)));
+        assert_eq!(row.get::<_, i64>(0), i64::from(v), "the read sees the session's write");
     }
     assert_eq!(db.value_on_leader("SELECT sum(v) FROM log").await.as_deref(), Some("6"));
     assert_converged(&db).await;

@@ -14,6 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// qualifying skip the wait for this long.
 const READ_WAIT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A waiting read looks at the followers' health at least this often.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(25);
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Are there rules to match (after picking up a reload)? Without any,
     /// every read runs under the default and nothing about it need be collected.
@@ -110,9 +113,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if miss == Miss::Unreadable {
                 break;
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            // Woken by an applier's progress, and every RECHECK anyway: a
+            // follower may go down (or come back) while the read waits.
+            let until = deadline.min(tokio::time::Instant::now() + RECHECK);
+            match tokio::time::timeout_at(until, changes.changed()).await {
                 Ok(Ok(())) => last = pick(self),
                 Ok(Err(_)) => break,
+                Err(_) if until < deadline => last = pick(self),
                 Err(_) => {
                     // The followers lag more than the policy waits: until one
                     // catches up, further reads go to the leader at once

@@ -140,8 +140,10 @@ impl DbProgress {
     fn age_of_first_after(&self, applied: Lsn, now: Instant) -> Duration {
         let times = self.commit_times.lock();
         let i = times.partition_point(|&(l, _)| l <= applied);
-        // Older than the remembered window: at least as old as its oldest.
-        let at = times.get(i).or(times.front()).map_or(now, |&(_, t)| t);
+        // The first remembered LSN after `applied` (when that is the oldest
+        // remembered, the one really missing may be older still: at least
+        // that old). None remembered: only just learned of.
+        let at = times.get(i).map_or(now, |&(_, t)| t);
         now.saturating_duration_since(at)
     }
 
@@ -328,6 +330,41 @@ mod tests {
         state.set_applied("db", 1, 3);
         assert_eq!(state.applied("db", 1), Some(7));
         assert_eq!(state.applied("other", 1), None);
+    }
+
+    #[test]
+    fn lag_in_time_is_the_age_of_the_first_commit_a_follower_lacks() {
+        let state = ReplicationState::new(vec![1]);
+        let p = state.progress("db");
+        state.set_leader_lsn("db", 3);
+        std::thread::sleep(Duration::from_millis(30));
+        state.set_leader_lsn("db", 5);
+        p.note_committed(6);
+        let now = Instant::now();
+        let (from_0, from_3) = (p.age_of_first_after(0, now), p.age_of_first_after(3, now));
+        assert!(
+            from_0 >= from_3 + Duration::from_millis(30),
+            "LSN 3 is missing longer than LSN 5: {from_0:?} {from_3:?}"
+        );
+        assert_eq!(p.age_of_first_after(6, now), Duration::ZERO, "nothing missing");
+        assert_eq!(p.leader_committed(), 6);
+        state.set_applied("db", 1, 5);
+        let v = p.views(
+            &crate::topology::Topology::new(
+                &crate::config::Config::from_toml_str(
+                    "[[nodes]]\nname = \"l\"\nrole = \"leader\"\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
+             [[nodes]]\nname = \"f\"\nrole = \"follower\"\nhost = \"h\"\nport = 2\nuser = \"u\"\n\
+             [[users]]\nname = \"app\"\nauth = \"trust\"\n",
+                )
+                .unwrap(),
+            ),
+            true,
+        );
+        assert_eq!((v[0].applied, v[0].lag_txns), (Some(5), 1));
+        // A read there saw at most what the applier was committing.
+        state.set_applying("db", 1, 7);
+        assert_eq!(p.upper_bound(1), 7);
+        assert_eq!(p.upper_bound(0), 6, "the leader: its last known commit");
     }
 
     #[test]

@@ -100,25 +100,10 @@ pub fn from_state(ctx: &Context, db: &str) -> Vec<Row> {
     rows
 }
 
+/// A client for `db` on `node` (the connecting shared with replication:
+/// the whole handshake is bounded by `timeout`).
 async fn connect(node: &Node, db: &str, timeout: Duration) -> Result<tokio_postgres::Client, String> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&node.host)
-        .port(node.port)
-        .user(&node.user)
-        .dbname(db)
-        .application_name("chorus-status")
-        .connect_timeout(timeout);
-    if let Some(p) = &node.password {
-        cfg.password(p);
-    }
-    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
-        .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
-        .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    crate::replication::connect(node, db, "chorus-status", timeout).await.map_err(|e| e.to_string())
 }
 
 /// One number from `sql`, or None when it returns no row or chorus's schema

@@ -246,16 +246,7 @@ pub mod build {
         for f in formats {
             b.put_i16(*f);
         }
-        b.put_i16(values.len() as i16);
-        for v in values {
-            match v {
-                Some(v) => {
-                    b.put_i32(v.len() as i32);
-                    b.put_slice(v);
-                }
-                None => b.put_i32(-1),
-            }
-        }
+        put_values(&mut b, values);
         b.put_i16(result_formats.len() as i16);
         for f in result_formats {
             b.put_i16(*f);
@@ -306,18 +297,21 @@ pub mod build {
         })
     }
     pub fn data_row(values: &[Option<&[u8]>]) -> Message {
-        with_body(b'D', |b| {
-            b.put_i16(values.len() as i16);
-            for v in values {
-                match v {
-                    Some(v) => {
-                        b.put_i32(v.len() as i32);
-                        b.put_slice(v);
-                    }
-                    None => b.put_i32(-1),
+        with_body(b'D', |b| put_values(b, values))
+    }
+    /// A count, then each value as its length and bytes (-1: NULL), as in
+    /// Bind and DataRow.
+    fn put_values(b: &mut BytesMut, values: &[Option<&[u8]>]) {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
                 }
+                None => b.put_i32(-1),
             }
-        })
+        }
     }
     /// ParameterDescription with no parameters.
     pub fn no_parameters() -> Message {

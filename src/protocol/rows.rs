@@ -62,18 +62,7 @@ mod tests {
     use super::*;
 
     fn data_row(values: &[Option<&[u8]>]) -> Message {
-        let mut b = BytesMut::new();
-        b.put_i16(values.len() as i16);
-        for v in values {
-            match v {
-                Some(v) => {
-                    b.put_i32(v.len() as i32);
-                    b.put_slice(v);
-                }
-                None => b.put_i32(-1),
-            }
-        }
-        Message::new(b'D', &b)
+        crate::protocol::build::data_row(values)
     }
 
     fn row_description(names: &[&str]) -> Message {

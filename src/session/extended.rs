@@ -92,15 +92,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.chunked.is_some() {
             return self.end_chunked(m).await;
         }
-        if let Some(all) = self.batch_is_local() {
-            if self.busy() {
-                self.stalled = Some(m);
-            } else if all {
-                self.answer_local_batch(true);
-            } else {
-                self.refuse_mixed_local_batch(m).await?;
-            }
-            return Ok(());
+        if self.batch_is_local().is_some() {
+            return self.on_local_batch(m).await;
         }
         self.sync_batch(m, SyncKind::Client).await
     }
@@ -166,17 +159,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             return Ok(());
         }
-        if self.chunked.is_none()
-            && let Some(all) = self.batch_is_local()
-        {
-            if self.busy() {
-                self.stalled = Some(m);
-            } else if all {
-                self.answer_local_batch(false);
-            } else {
-                self.refuse_mixed_local_batch(m).await?;
-            }
-            return Ok(());
+        if self.chunked.is_none() && self.batch_is_local().is_some() {
+            return self.on_local_batch(m).await;
         }
         self.open_batch_now(Some(m)).await
     }

@@ -214,7 +214,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Answer the pending batch, all of it chorus commands; `ready`: it
     /// ended with Sync (else Flush: no ReadyForQuery).
-    pub(super) fn answer_local_batch(&mut self, ready: bool) {
+    fn answer_local_batch(&mut self, ready: bool) {
         let batch = std::mem::take(&mut self.batch);
         let mut failed = false;
         for m in &batch {
@@ -235,8 +235,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
     }
 
+    /// The pending batch, ended by `m` (Sync or Flush), addresses chorus
+    /// ([`Self::batch_is_local`]): answer it once the connection is idle, or
+    /// refuse it if it mixes chorus's statements with a server's.
+    pub(super) async fn on_local_batch(&mut self, m: Message) -> Result<(), SessionError> {
+        if self.busy() {
+            self.stalled = Some(m);
+            return Ok(());
+        }
+        match self.batch_is_local() {
+            Some(true) => {
+                self.answer_local_batch(m.tag == b'S');
+                Ok(())
+            }
+            _ => self.refuse_mixed_local_batch(m).await,
+        }
+    }
+
     /// A batch that mixes chorus commands with statements for a server.
-    pub(super) async fn refuse_mixed_local_batch(&mut self, m: Message) -> Result<(), SessionError> {
+    async fn refuse_mixed_local_batch(&mut self, m: Message) -> Result<(), SessionError> {
         self.batch.clear();
         let e = ClientError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,

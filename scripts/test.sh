@@ -32,7 +32,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip) # the Python client tests (psycopg, from PyPI)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)   # the JDBC client tests
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
-# (MariaDB server and client will join this list with the MySQL frontend.)
+# MariaDB for the MySQL frontend's tests (they start servers of their own; the
+# machine's MariaDB service is irrelevant). Debian keeps mariadbd in /usr/sbin.
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
+command -v sysbench >/dev/null 2>&1 || missing+=(sysbench) # the MySQL load-tool tests
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -40,17 +40,52 @@ pub struct Config {
     pub users: Vec<User>,
 }
 
-/// Where chorus accepts client connections.
+/// Where chorus accepts client connections. A listener is opened only when
+/// nodes of its dialect are configured.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Listen {
     /// PostgreSQL wire-protocol listener.
     pub postgres: Option<SocketAddr>,
+    /// MySQL wire-protocol listener.
+    pub mysql: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { postgres: Some(SocketAddr::from(([127, 0, 0, 1], 6432))) }
+        Listen {
+            postgres: Some(SocketAddr::from(([127, 0, 0, 1], 6432))),
+            mysql: Some(SocketAddr::from(([127, 0, 0, 1], 6033))),
+        }
+    }
+}
+
+/// Which wire protocol and SQL dialect a node speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    #[default]
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 2] = [Dialect::Postgres, Dialect::Mysql];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::Mysql => "mysql",
+        }
+    }
+
+    /// The database every server of the dialect has.
+    pub fn admin_database(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::Mysql => "mysql",
+        }
     }
 }
 
@@ -207,6 +242,9 @@ pub enum Role {
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
+    /// `postgres` (default) or `mysql` (MySQL and MariaDB).
+    #[serde(default)]
+    pub dialect: Dialect,
     pub role: Role,
     pub host: String,
     /// 1-65535. Read as any integer, so that a value out of range is reported
@@ -217,18 +255,15 @@ pub struct Node {
     pub user: String,
     #[serde(default)]
     pub password: Option<String>,
-    /// Database used for health checks and catalog look-ups.
-    #[serde(default = "default_admin_db")]
+    /// Database used for health checks and catalog look-ups (default: the
+    /// dialect's own, `postgres` or `mysql`).
+    #[serde(default)]
     pub admin_database: String,
 }
 
 fn port_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     let n = i64::deserialize(d)?;
     Ok(u16::try_from(n).unwrap_or(0))
-}
-
-fn default_admin_db() -> String {
-    "postgres".to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -249,6 +284,29 @@ pub struct User {
     pub password: Option<String>,
     #[serde(default = "default_auth")]
     pub auth: AuthMethod,
+    /// For MySQL clients: the plugin the user must log in with, as a MySQL
+    /// account's plugin (a client that starts with another is asked to
+    /// switch). None: either of mysql_native_password and caching_sha2_password.
+    #[serde(default)]
+    pub mysql_auth: Option<MysqlAuth>,
+}
+
+/// A MySQL authentication plugin chorus speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MysqlAuth {
+    #[serde(rename = "mysql_native_password")]
+    NativePassword,
+    #[serde(rename = "caching_sha2_password")]
+    CachingSha2Password,
+}
+
+impl MysqlAuth {
+    pub fn plugin(self) -> &'static str {
+        match self {
+            MysqlAuth::NativePassword => "mysql_native_password",
+            MysqlAuth::CachingSha2Password => "caching_sha2_password",
+        }
+    }
 }
 
 fn default_auth() -> AuthMethod {
@@ -275,6 +333,7 @@ impl Config {
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.fill_defaults();
         if let Some(dir) = cfg.policies.dir.as_mut()
             && dir.is_relative()
         {
@@ -291,19 +350,48 @@ impl Config {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.fill_defaults();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Defaults that depend on other values.
+    fn fill_defaults(&mut self) {
+        for n in &mut self.nodes {
+            if n.admin_database.is_empty() {
+                n.admin_database = n.dialect.admin_database().to_string();
+            }
+        }
+    }
+
+    /// The dialects that have nodes, each served on its own listener.
+    pub fn dialects(&self) -> Vec<Dialect> {
+        Dialect::ALL.into_iter().filter(|d| self.nodes.iter().any(|n| n.dialect == *d)).collect()
+    }
+
+    /// This configuration restricted to one dialect's nodes: each dialect is
+    /// a cluster of its own (one leader, its followers), served by its own
+    /// listener; users, limits and policies are shared.
+    pub fn for_dialect(&self, dialect: Dialect) -> Config {
+        let mut c = self.clone();
+        c.nodes.retain(|n| n.dialect == dialect);
+        c
     }
 
     /// Report every problem at once, each with its key path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let leaders = self.nodes.iter().filter(|n| n.role == Role::Leader).count();
         if self.nodes.is_empty() {
             problems.push("nodes: at least one node (the leader) is required".to_string());
-        } else if leaders != 1 {
-            problems.push(format!("nodes: exactly one node must have role = \"leader\", found {leaders}"));
+        }
+        let several = self.dialects().len() > 1;
+        for d in self.dialects() {
+            let leaders = self.nodes.iter().filter(|n| n.dialect == d && n.role == Role::Leader).count();
+            if leaders != 1 {
+                let of = if several { format!(" of dialect {:?}", d.name()) } else { String::new() };
+                problems.push(format!("nodes: exactly one node{of} must have role = \"leader\", found {leaders}"));
+            }
         }
         for (i, n) in self.nodes.iter().enumerate() {
             if n.name.is_empty() {
@@ -336,8 +424,19 @@ impl Config {
                 problems.push(format!("users[{i}].password: required for auth = \"scram-sha-256\""));
             }
         }
-        if self.listen.postgres.is_none() {
+        let dialects = self.dialects();
+        if dialects.contains(&Dialect::Postgres) && self.listen.postgres.is_none() {
             problems.push("listen.postgres: a listen address is required".to_string());
+        }
+        if dialects.contains(&Dialect::Mysql) && self.listen.mysql.is_none() {
+            problems.push("listen.mysql: a listen address is required for nodes with dialect = \"mysql\"".to_string());
+        }
+        // (Port 0 is "any free port": two of those never collide.)
+        if dialects.len() > 1
+            && self.listen.postgres.is_some_and(|a| a.port() != 0)
+            && self.listen.postgres == self.listen.mysql
+        {
+            problems.push("listen.mysql: must differ from listen.postgres".to_string());
         }
         if self.limits.max_client_connections == 0 {
             problems.push("limits.max_client_connections: must be at least 1".to_string());
@@ -396,6 +495,8 @@ impl Config {
         crate::policy::load_dir(dir, &default, &followers)
     }
 
+    /// The leader (of a configuration restricted to one dialect: see
+    /// [`Config::for_dialect`]).
     pub fn leader(&self) -> &Node {
         self.nodes.iter().find(|n| n.role == Role::Leader).expect("validated: one leader")
     }
@@ -467,6 +568,35 @@ mod tests {
         let bad_mode = format!("{MINIMAL}[replication]\nack = \"eventually\"\n");
         assert!(matches!(Config::from_toml_str(&bad_mode), Err(ConfigError::Load(_))));
         let unknown = format!("{MINIMAL}[replication]\nlag = 1\n");
+        assert!(matches!(Config::from_toml_str(&unknown), Err(ConfigError::Load(_))));
+    }
+
+    #[test]
+    fn each_dialect_is_a_cluster_of_its_own() {
+        let toml = format!(
+            "{MINIMAL}[listen]\nmysql = \"127.0.0.1:6033\"\n\
+             [[nodes]]\nname = \"m\"\ndialect = \"mysql\"\nrole = \"leader\"\nhost = \"h\"\nport = 3306\nuser = \"root\"\n\
+             [[nodes]]\nname = \"m2\"\ndialect = \"mysql\"\nrole = \"follower\"\nhost = \"h\"\nport = 3307\nuser = \"root\"\n"
+        );
+        let cfg = Config::from_toml_str(&toml).unwrap();
+        assert_eq!(cfg.dialects(), [Dialect::Postgres, Dialect::Mysql]);
+        let my = cfg.for_dialect(Dialect::Mysql);
+        assert_eq!(my.leader().name, "m");
+        assert_eq!(my.nodes.len(), 2);
+        assert!(my.nodes.iter().all(|n| n.admin_database == "mysql"));
+        assert_eq!(cfg.for_dialect(Dialect::Postgres).leader().admin_database, "postgres");
+
+        // Two MySQL leaders, the same address for both listeners.
+        let bad = toml.replace("role = \"follower\"", "role = \"leader\"").replace("6033", "6432");
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml_str(&bad) else { panic!("accepted") };
+        assert_eq!(
+            problems,
+            [
+                "nodes: exactly one node of dialect \"mysql\" must have role = \"leader\", found 2",
+                "listen.mysql: must differ from listen.postgres",
+            ]
+        );
+        let unknown = toml.replace("dialect = \"mysql\"\nrole = \"leader\"", "dialect = \"oracle\"\nrole = \"leader\"");
         assert!(matches!(Config::from_toml_str(&unknown), Err(ConfigError::Load(_))));
     }
 }

@@ -71,3 +71,76 @@ impl Context {
         Ok(n)
     }
 }
+
+/// What every MySQL session shares: its cluster's configuration (MySQL
+/// nodes only), the users, what the leader told chorus about itself.
+pub struct MysqlContext {
+    pub config: Config,
+    pub users: AuthUsers,
+    pub sha2_cache: crate::frontend::mysql::auth::Sha2Cache,
+    pub next_session_id: AtomicU64,
+    /// Live sessions by chorus's connection id (for KILL).
+    pub sessions: dashmap::DashMap<u64, Arc<crate::session::mysql::SessionEntry>>,
+    /// The leader's version, capabilities and collation from its last greeting:
+    /// chorus greets clients with them, so they see the server they expect.
+    leader_hello: parking_lot::RwLock<Option<crate::backend::mysql::ServerHello>>,
+}
+
+/// Greeting defaults before the leader was ever reached.
+const MYSQL_FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-chorus";
+
+impl MysqlContext {
+    pub fn new(config: Config) -> Result<MysqlContext, String> {
+        let users = AuthUsers::from_config(&config.users)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
+        Ok(MysqlContext {
+            config,
+            users,
+            sha2_cache: Default::default(),
+            next_session_id: AtomicU64::new(1),
+            sessions: Default::default(),
+            leader_hello: parking_lot::RwLock::new(None),
+        })
+    }
+
+    /// (server version, capabilities, collation) to greet a client with.
+    pub fn greeting_facts(&self) -> (String, u32, u8) {
+        use crate::protocol::mysql::consts::{DEFAULT_COLLATION, cap};
+        match &*self.leader_hello.read() {
+            Some(h) => (h.version.clone(), h.capabilities & cap::PROXY, h.collation),
+            None => (MYSQL_FALLBACK_VERSION.to_string(), cap::PROXY, DEFAULT_COLLATION),
+        }
+    }
+
+    /// A new connection to the leader for a session.
+    pub async fn connect_leader(
+        &self,
+        opts: &crate::backend::mysql::LoginOptions<'_>,
+    ) -> Result<crate::backend::mysql::MyServerConn, crate::backend::mysql::MyBackendError> {
+        let leader = self.config.nodes.iter().position(|n| n.role == crate::config::Role::Leader).expect("validated");
+        let conn = crate::backend::mysql::MyServerConn::connect(leader, &self.config.nodes[leader], opts).await?;
+        if self.leader_hello.read().as_ref().is_none_or(|h| h.version != conn.hello.version) {
+            *self.leader_hello.write() = Some(conn.hello.clone());
+        }
+        Ok(conn)
+    }
+
+    /// Learn the leader's greeting (best effort: without it chorus greets
+    /// with defaults until the first session reaches the leader).
+    pub async fn probe_leader(&self) {
+        use crate::protocol::mysql::consts::{DEFAULT_COLLATION, cap};
+        let opts = crate::backend::mysql::LoginOptions {
+            database: None,
+            capabilities: cap::PROXY,
+            collation: DEFAULT_COLLATION,
+            timeout: self.config.limits.connect_timeout,
+        };
+        if let Err(e) = self.connect_leader(&opts).await {
+            tracing::warn!(error = %e, "cannot reach the MySQL leader yet");
+        }
+    }
+
+    pub fn unreachable(&self, e: &crate::backend::mysql::MyBackendError) -> crate::protocol::mysql::MyError {
+        crate::session::mysql::unreachable_error(e)
+    }
+}

@@ -1,8 +1,10 @@
 //! `chorus demo`: a leader, N followers and chorus in front of them, on this
 //! machine, in one command; `DIR/demo.env` tells scripts how to reach them.
+//! PostgreSQL by default; MariaDB with `--mysql` (alone, or with `--postgres`
+//! too: then one chorus serves both, each on its own port).
 
 use crate::config::{Config, ConfigError};
-use crate::localcluster::{ClusterError, ClusterOptions, PgCluster, url_encode};
+use crate::localcluster::{ClusterError, ClusterOptions, MariaCluster, MariaOptions, PgCluster, url_encode};
 use crate::server::{Server, ServerError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,10 @@ pub const DEFAULT_DIR: &str = "/var/tmp/chorus-demo";
 pub struct DemoOptions {
     pub dir: PathBuf,
     pub followers: usize,
+    /// Start PostgreSQL servers.
+    pub postgres: bool,
+    /// Start MariaDB servers.
+    pub mysql: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,28 +46,51 @@ pub enum DemoError {
     AlreadyRunning { dir: PathBuf, pid: i32 },
 }
 
+/// How to reach one dialect's servers: through chorus, and each directly.
+#[derive(Debug, Clone)]
+pub struct DemoUrls {
+    pub chorus: String,
+    pub leader: String,
+    pub followers: Vec<String>,
+}
+
 /// What `demo.env` says, in the same order.
 #[derive(Debug, Clone)]
 pub struct DemoEnv {
-    pub chorus_pg_url: String,
-    pub leader_pg_url: String,
-    pub follower_pg_urls: Vec<String>,
+    pub pg: Option<DemoUrls>,
+    pub mysql: Option<DemoUrls>,
     pub chorus_config: PathBuf,
 }
 
 impl DemoEnv {
     /// Shell syntax, one `KEY=value` per line; URLs are percent-encoded so need no
-    /// quoting, the follower list is double-quoted, the path quoted if it must be.
+    /// quoting, the follower lists are double-quoted, the path quoted if it must be.
     pub fn to_shell(&self) -> String {
-        format!(
-            "CHORUS_PG_URL={}\nLEADER_PG_URL={}\nFOLLOWER_PG_URLS=\"{}\"\nCHORUS_CONFIG={}\n",
-            self.chorus_pg_url,
-            self.leader_pg_url,
-            self.follower_pg_urls.join(" "),
-            shell_word(&self.chorus_config.display().to_string())
-        )
+        let mut out = String::new();
+        for (urls, tag) in [(&self.pg, "PG"), (&self.mysql, "MYSQL")] {
+            if let Some(u) = urls {
+                out.push_str(&format!(
+                    "CHORUS_{tag}_URL={}\nLEADER_{tag}_URL={}\nFOLLOWER_{tag}_URLS=\"{}\"\n",
+                    u.chorus,
+                    u.leader,
+                    u.followers.join(" ")
+                ));
+            }
+        }
+        out.push_str(&format!("CHORUS_CONFIG={}\n", shell_word(&self.chorus_config.display().to_string())));
+        out
     }
 }
+
+/// The demo's servers, whichever were asked for.
+struct Clusters {
+    pg: Option<PgCluster>,
+    mysql: Option<MariaCluster>,
+}
+
+/// MariaDB's nodes are named with this prefix when both dialects run, so
+/// every node name in the configuration is unique.
+const MYSQL_PREFIX: &str = "mariadb-";
 
 /// `s` as one shell word: bare when it is made of safe characters, else single-quoted.
 fn shell_word(s: &str) -> String {
@@ -79,54 +108,123 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()> + Send) -
     // servers that are gone: it reappears only once everything is ready again.
     let _ = std::fs::remove_file(dir.join("demo.env"));
 
-    tracing::info!(dir = %dir.display(), followers = opts.followers, "starting PostgreSQL servers");
-    let cluster_dir = dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
+    // Each cluster in a directory of its own (their nodes have the same names).
     let followers = opts.followers;
-    let cluster = tokio::task::spawn_blocking(move || {
-        PgCluster::start_with(&cluster_dir, ClusterOptions { followers, ..ClusterOptions::default() })
-    })
-    .await
-    .expect("cluster start panicked")?;
-    for n in cluster.nodes() {
-        tracing::info!(node = n.name(), port = n.port(), log = %n.log_file().display(), "server ready");
+    let pg = match opts.postgres || !opts.mysql {
+        true => {
+            let cluster_dir = dir.join("postgres");
+            tracing::info!(dir = %cluster_dir.display(), followers, "starting PostgreSQL servers");
+            let cluster = tokio::task::spawn_blocking(move || {
+                PgCluster::start_with(&cluster_dir, ClusterOptions { followers, ..ClusterOptions::default() })
+            });
+            Some(cluster)
+        }
+        false => None,
+    };
+    let mysql = match opts.mysql {
+        true => {
+            let cluster_dir = dir.join("mariadb");
+            tracing::info!(dir = %cluster_dir.display(), followers, "starting MariaDB servers");
+            Some(tokio::task::spawn_blocking(move || {
+                MariaCluster::start_with(&cluster_dir, MariaOptions { followers, ..MariaOptions::default() })
+            }))
+        }
+        false => None,
+    };
+    let pg = match pg {
+        Some(h) => Some(h.await.expect("cluster start panicked")),
+        None => None,
+    };
+    let mysql = match mysql {
+        Some(h) => Some(h.await.expect("cluster start panicked")),
+        None => None,
+    };
+    let clusters = Clusters { pg: pg.transpose()?, mysql: mysql.transpose()? };
+    for (name, port, log) in
+        clusters.pg.iter().flat_map(|c| c.nodes().iter().map(|n| (n.name(), n.port(), n.log_file())))
+    {
+        tracing::info!(node = name, port, log = %log.display(), "PostgreSQL server ready");
+    }
+    for (name, port, log) in
+        clusters.mysql.iter().flat_map(|c| c.nodes().iter().map(|n| (n.name(), n.port(), n.log_file())))
+    {
+        tracing::info!(node = name, port, log = %log.display(), "MariaDB server ready");
     }
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| io("cannot write demo.pid", e))?;
 
-    let result = serve(&dir, &cluster, shutdown).await;
+    let result = serve(&dir, &clusters, shutdown).await;
 
     let _ = std::fs::remove_file(dir.join("demo.env"));
     let _ = std::fs::remove_file(&pid_file);
-    tracing::info!("stopping PostgreSQL servers");
-    tokio::task::spawn_blocking(move || drop(cluster)).await.expect("cluster stop panicked");
+    tracing::info!("stopping the servers");
+    tokio::task::spawn_blocking(move || drop(clusters)).await.expect("cluster stop panicked");
     result
 }
 
-async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = ()> + Send) -> Result<(), DemoError> {
-    cluster.create_role(DEMO_USER, DEMO_PASSWORD, true).await?;
-    // Only on the leader: followers start with the standard databases and get
-    // everything else through chorus.
-    let leader = cluster.leader();
-    let sql = format!("CREATE DATABASE {}", crate::sql::quote::quote_ident(DEMO_DATABASE));
-    leader
-        .connect("postgres")
-        .await?
-        .batch_execute(&sql)
-        .await
-        .map_err(|source| ClusterError::Sql { node: leader.name().to_string(), source })?;
+/// Users and the demo database on the servers, before chorus starts.
+async fn prepare(clusters: &Clusters) -> Result<(), DemoError> {
+    if let Some(cluster) = &clusters.pg {
+        cluster.create_role(DEMO_USER, DEMO_PASSWORD, true).await?;
+        // Only on the leader: followers start with the standard databases and get
+        // everything else through chorus.
+        let leader = cluster.leader();
+        let sql = format!("CREATE DATABASE {}", crate::sql::quote::quote_ident(DEMO_DATABASE));
+        leader
+            .connect("postgres")
+            .await?
+            .batch_execute(&sql)
+            .await
+            .map_err(|source| ClusterError::Sql { node: leader.name().to_string(), source })?;
+    }
+    if let Some(cluster) = &clusters.mysql {
+        cluster.create_user(DEMO_USER, DEMO_PASSWORD, "mysql_native_password").await?;
+        // On every node: chorus does not replicate MySQL writes yet.
+        cluster.create_database(DEMO_DATABASE).await?;
+    }
+    Ok(())
+}
 
-    // Bind first (port 0: any free port), then write the config with the real address.
-    let any_port = "127.0.0.1:0".parse().expect("valid address");
-    let mut config = Config::from_toml_str(&cluster.chorus_config_toml(any_port, DEMO_USER, DEMO_PASSWORD))?;
+/// chorus's configuration for the demo's servers, listening on `pg` and `mysql`.
+fn config_text(clusters: &Clusters, pg: std::net::SocketAddr, mysql: std::net::SocketAddr) -> String {
+    let mut out =
+        "# chorus configuration for `chorus demo` (generated; see README.md for every key)\n\n[listen]\n".to_string();
+    if clusters.pg.is_some() {
+        out.push_str(&format!("postgres = \"{pg}\"\n"));
+    }
+    if clusters.mysql.is_some() {
+        out.push_str(&format!("mysql = \"{mysql}\"\n"));
+    }
+    if let Some(c) = &clusters.pg {
+        out.push_str(&c.nodes_toml(""));
+    }
+    if let Some(c) = &clusters.mysql {
+        out.push_str(&c.nodes_toml(if clusters.pg.is_some() { MYSQL_PREFIX } else { "" }));
+    }
+    out.push_str(&format!("\n[[users]]\nname = \"{DEMO_USER}\"\npassword = \"{DEMO_PASSWORD}\"\n"));
+    out
+}
+
+async fn serve(dir: &Path, clusters: &Clusters, shutdown: impl Future<Output = ()> + Send) -> Result<(), DemoError> {
+    prepare(clusters).await?;
+    // Bind first (port 0: any free port), then write the config with the real addresses.
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let mut config = Config::from_toml_str(&config_text(clusters, any_port, any_port))?;
     config.metrics.listen = Some(any_port);
-    // The database (and chorus's bookkeeping in it) on every follower before
-    // demo.env announces their URLs.
-    crate::replication::ensure_database(&config, DEMO_DATABASE).await?;
+    if clusters.pg.is_some() {
+        // The database (and chorus's bookkeeping in it) on every follower before
+        // demo.env announces their URLs.
+        crate::replication::ensure_database(&config.for_dialect(crate::config::Dialect::Postgres), DEMO_DATABASE)
+            .await?;
+    }
     let server = Server::bind(config).await?;
-    let addr = server.local_addr();
-    let metrics = server.metrics_addr().expect("the demo serves metrics");
+    let (pg_addr, mysql_addr) = (server.local_addr(), server.mysql_addr());
+    let metrics = server.metrics_addr();
     let config_path = dir.join("chorus.toml");
-    let text =
-        format!("{}\n[metrics]\nlisten = \"{metrics}\"\n", cluster.chorus_config_toml(addr, DEMO_USER, DEMO_PASSWORD));
+    let mut text = config_text(clusters, pg_addr.unwrap_or(any_port), mysql_addr.unwrap_or(any_port));
+    if let Some(m) = metrics.filter(|_| clusters.pg.is_some()) {
+        text.push_str(&format!("\n[metrics]\nlisten = \"{m}\"\n"));
+    }
     write_atomically(&config_path, &text)?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -134,19 +232,23 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
         let _ = stop_rx.await;
     }));
 
+    let credentials = format!("{}:{}", url_encode(DEMO_USER), url_encode(DEMO_PASSWORD));
     let env = DemoEnv {
-        chorus_pg_url: format!(
-            "postgres://{}:{}@{addr}/{DEMO_DATABASE}",
-            url_encode(DEMO_USER),
-            url_encode(DEMO_PASSWORD)
-        ),
-        leader_pg_url: cluster.leader().url_for_db(DEMO_DATABASE),
-        follower_pg_urls: cluster.followers().iter().map(|n| n.url_for_db(DEMO_DATABASE)).collect(),
+        pg: clusters.pg.as_ref().zip(pg_addr).map(|(c, addr)| DemoUrls {
+            chorus: format!("postgres://{credentials}@{addr}/{DEMO_DATABASE}"),
+            leader: c.leader().url_for_db(DEMO_DATABASE),
+            followers: c.followers().iter().map(|n| n.url_for_db(DEMO_DATABASE)).collect(),
+        }),
+        mysql: clusters.mysql.as_ref().zip(mysql_addr).map(|(c, addr)| DemoUrls {
+            chorus: format!("mysql://{credentials}@{addr}/{DEMO_DATABASE}"),
+            leader: c.leader().url_for_db(DEMO_DATABASE),
+            followers: c.followers().iter().map(|n| n.url_for_db(DEMO_DATABASE)).collect(),
+        }),
         chorus_config: config_path.clone(),
     };
     let env_path = dir.join("demo.env");
     write_atomically(&env_path, &env.to_shell())?;
-    print_banner(&env, &env_path, cluster, metrics);
+    print_banner(&env, &env_path, clusters, metrics);
 
     let outcome = tokio::select! {
         _ = shutdown => None,
@@ -166,23 +268,46 @@ async fn serve(dir: &Path, cluster: &PgCluster, shutdown: impl Future<Output = (
     }
 }
 
-fn print_banner(env: &DemoEnv, env_path: &Path, cluster: &PgCluster, metrics: std::net::SocketAddr) {
+fn print_banner(env: &DemoEnv, env_path: &Path, clusters: &Clusters, metrics: Option<std::net::SocketAddr>) {
     println!();
-    println!("chorus is ready: 1 leader + {} follower(s) behind it.", cluster.followers().len());
-    println!();
-    println!("  through chorus:  psql \"{}\"", env.chorus_pg_url);
-    println!("  leader directly: psql \"{}\"", env.leader_pg_url);
-    for (n, url) in cluster.followers().iter().zip(&env.follower_pg_urls) {
-        println!("  {:<16} psql \"{url}\"", format!("{}:", n.name()));
+    if let (Some(urls), Some(c)) = (&env.pg, &clusters.pg) {
+        println!("chorus is ready for PostgreSQL: 1 leader + {} follower(s) behind it.", c.followers().len());
+        println!();
+        println!("  through chorus:  psql \"{}\"", urls.chorus);
+        println!("  leader directly: psql \"{}\"", urls.leader);
+        for (n, url) in c.followers().iter().zip(&urls.followers) {
+            println!("  {:<16} psql \"{url}\"", format!("{}:", n.name()));
+        }
+        println!("  nodes and lag:   psql \"{}\" -c 'SHOW chorus.status'", urls.chorus);
+        println!("  server logs: {}/*/postgres.log", c.dir().display());
+        println!();
     }
-    println!();
+    if let (Some(urls), Some(c)) = (&env.mysql, &clusters.mysql) {
+        println!("chorus is ready for MySQL clients: 1 MariaDB leader + {} follower(s).", c.followers().len());
+        println!("  (MySQL writes are not replicated yet: every statement runs on the leader.)");
+        println!();
+        println!("  through chorus:  mariadb {}", cli_args(&urls.chorus));
+        println!("  leader directly: mariadb {}", cli_args(&urls.leader));
+        println!("  server logs: {}/*/*.log", c.dir().display());
+        println!();
+    }
     println!("  config: {}", env.chorus_config.display());
-    println!("  metrics: http://{metrics}/metrics");
-    println!("  nodes and lag: psql \"{}\" -c 'SHOW chorus.status'", env.chorus_pg_url);
-    println!("  server logs: {}/*/postgres.log", cluster.dir().display());
-    println!("  from a script: source {} && psql \"$CHORUS_PG_URL\"", env_path.display());
+    if let Some(m) = metrics.filter(|_| env.pg.is_some()) {
+        println!("  metrics: http://{m}/metrics");
+    }
+    println!("  from a script: source {}", env_path.display());
     println!();
     println!("Press Ctrl-C to stop chorus and the servers.");
+}
+
+/// `mysql://user:pw@host:port/db` as mariadb command-line arguments.
+fn cli_args(url: &str) -> String {
+    let rest = url.trim_start_matches("mysql://");
+    let (creds, rest) = rest.split_once('@').unwrap_or(("", rest));
+    let (user, pw) = creds.split_once(':').unwrap_or((creds, ""));
+    let (hostport, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "3306"));
+    format!("-h {host} -P {port} -u {user} -p{pw} {db}")
 }
 
 /// Refuse to wipe the servers of a demo that is still running.
@@ -221,13 +346,16 @@ mod tests {
 
     #[test]
     fn demo_env_is_shell_syntax_in_the_documented_order() {
-        let env = DemoEnv {
-            chorus_pg_url: "postgres://chorus:chorus@127.0.0.1:7000/chorus_demo".into(),
-            leader_pg_url: "postgres://postgres:pw@127.0.0.1:7001/chorus_demo".into(),
-            follower_pg_urls: vec![
-                "postgres://postgres:pw@127.0.0.1:7002/chorus_demo".into(),
-                "postgres://postgres:pw@127.0.0.1:7003/chorus_demo".into(),
-            ],
+        let mut env = DemoEnv {
+            pg: Some(DemoUrls {
+                chorus: "postgres://chorus:chorus@127.0.0.1:7000/chorus_demo".into(),
+                leader: "postgres://postgres:pw@127.0.0.1:7001/chorus_demo".into(),
+                followers: vec![
+                    "postgres://postgres:pw@127.0.0.1:7002/chorus_demo".into(),
+                    "postgres://postgres:pw@127.0.0.1:7003/chorus_demo".into(),
+                ],
+            }),
+            mysql: None,
             chorus_config: PathBuf::from("/var/tmp/chorus-demo/chorus.toml"),
         };
         assert_eq!(
@@ -236,6 +364,23 @@ mod tests {
              LEADER_PG_URL=postgres://postgres:pw@127.0.0.1:7001/chorus_demo\n\
              FOLLOWER_PG_URLS=\"postgres://postgres:pw@127.0.0.1:7002/chorus_demo postgres://postgres:pw@127.0.0.1:7003/chorus_demo\"\n\
              CHORUS_CONFIG=/var/tmp/chorus-demo/chorus.toml\n"
+        );
+        env.mysql = Some(DemoUrls {
+            chorus: "mysql://chorus:chorus@127.0.0.1:7010/chorus_demo".into(),
+            leader: "mysql://root:pw@127.0.0.1:7011/chorus_demo".into(),
+            followers: vec!["mysql://root:pw@127.0.0.1:7012/chorus_demo".into()],
+        });
+        env.pg = None;
+        assert_eq!(
+            env.to_shell(),
+            "CHORUS_MYSQL_URL=mysql://chorus:chorus@127.0.0.1:7010/chorus_demo\n\
+             LEADER_MYSQL_URL=mysql://root:pw@127.0.0.1:7011/chorus_demo\n\
+             FOLLOWER_MYSQL_URLS=\"mysql://root:pw@127.0.0.1:7012/chorus_demo\"\n\
+             CHORUS_CONFIG=/var/tmp/chorus-demo/chorus.toml\n"
+        );
+        assert_eq!(
+            cli_args("mysql://root:pw@127.0.0.1:7011/chorus_demo"),
+            "-h 127.0.0.1 -P 7011 -u root -ppw chorus_demo"
         );
     }
 

@@ -9,12 +9,16 @@
 //! Servers never outlive their owner: [`PgCluster`]'s `Drop` stops them, and a
 //! [`guardian`] process stops them when the owner dies without running
 //! destructors (a test binary's static cluster, SIGKILL, Ctrl-C).
+//!
+//! [`MariaCluster`] is the same for MariaDB (the MySQL dialect), in [`mariadb`].
 
 pub mod binaries;
 pub mod guardian;
+pub mod mariadb;
 pub mod node;
 
 pub use binaries::{CommandOutput, INSTALL_HINT, PgBinaries, run_with_timeout};
+pub use mariadb::{MariaCluster, MariaNode, MariaOptions};
 pub use node::PgNode;
 
 use crate::config::Role;
@@ -53,6 +57,8 @@ include_if_exists = 'chorus-node.conf'
 pub enum ClusterError {
     #[error("{0}; {INSTALL_HINT}")]
     MissingBinaries(String),
+    #[error("{0}; {hint}", hint = mariadb::INSTALL_HINT)]
+    MissingMariaDb(String),
     #[error(
         "the {user:?} OS user (which runs the servers) cannot write {0}: every parent directory must be \
          traversable by it; use a directory under /var/tmp, or `chmod o+x` the parents",
@@ -69,6 +75,8 @@ pub enum ClusterError {
     Server { node: String, problem: String, log: PathBuf, log_tail: String },
     #[error("server {node}: {source}")]
     Sql { node: String, source: tokio_postgres::Error },
+    #[error("server {node}: {source}")]
+    MySql { node: String, source: mysql_async::Error },
 }
 
 /// How to build a cluster. `Default` is a leader with 2 followers, superuser
@@ -192,6 +200,25 @@ impl PgCluster {
         results.into_iter().collect()
     }
 
+    /// The `[[nodes]]` sections for these nodes, names prefixed with
+    /// `prefix` (to tell them from another cluster's in one configuration).
+    pub fn nodes_toml(&self, prefix: &str) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                node_toml(
+                    &format!("{prefix}{}", n.name()),
+                    None,
+                    n.role(),
+                    n.host(),
+                    n.port(),
+                    n.superuser(),
+                    n.password(),
+                )
+            })
+            .collect()
+    }
+
     /// A chorus configuration (TOML) fronting these nodes: chorus listens on
     /// `listen`, accepts `user`/`password` (SCRAM-SHA-256), and connects to every
     /// node as the cluster's superuser.
@@ -201,20 +228,7 @@ impl PgCluster {
             self.dir.display(),
             toml_str(&listen.to_string())
         );
-        for n in &self.nodes {
-            let role = match n.role() {
-                Role::Leader => "leader",
-                Role::Follower => "follower",
-            };
-            out.push_str(&format!(
-                "\n[[nodes]]\nname = {}\nrole = \"{role}\"\nhost = {}\nport = {}\nuser = {}\npassword = {}\n",
-                toml_str(n.name()),
-                toml_str(n.host()),
-                n.port(),
-                toml_str(n.superuser()),
-                toml_str(n.password()),
-            ));
-        }
+        out.push_str(&self.nodes_toml(""));
         out.push_str(&format!(
             "\n[[users]]\nname = {}\npassword = {}\n# auth: the default, SCRAM-SHA-256\n",
             toml_str(user),
@@ -411,7 +425,31 @@ pub fn url_encode(s: &str) -> String {
 pub use crate::sql::quote::{quote_ident, quote_literal};
 
 /// A TOML basic string.
-fn toml_str(s: &str) -> String {
+/// One `[[nodes]]` section; `dialect` None leaves the default (postgres).
+pub(crate) fn node_toml(
+    name: &str,
+    dialect: Option<&str>,
+    role: Role,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> String {
+    let role = match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+    };
+    let dialect = dialect.map(|d| format!("dialect = {}\n", toml_str(d))).unwrap_or_default();
+    format!(
+        "\n[[nodes]]\nname = {}\n{dialect}role = \"{role}\"\nhost = {}\nport = {port}\nuser = {}\npassword = {}\n",
+        toml_str(name),
+        toml_str(host),
+        toml_str(user),
+        toml_str(password),
+    )
+}
+
+pub(crate) fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -40,6 +40,13 @@ enum Command {
         /// How many followers to start besides the leader.
         #[arg(long, default_value_t = 2)]
         followers: usize,
+        /// Start MariaDB servers (MySQL protocol) instead of PostgreSQL ones;
+        /// with --postgres too, both, behind one chorus.
+        #[arg(long)]
+        mysql: bool,
+        /// Start PostgreSQL servers (the default when --mysql is not given).
+        #[arg(long)]
+        postgres: bool,
     },
     /// Compare every table of every database on every node with the leader's
     /// (columns and an order-independent content checksum); print one line per
@@ -78,10 +85,9 @@ fn main() -> ExitCode {
         Command::Verify { config, databases, wait } => return verify(&config, databases, wait),
         Command::Status { config, databases } => return status(&config, databases),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
-        Command::Demo { dir, followers } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                demo::run(DemoOptions { dir, followers }, shutdown_signal()).await.context("chorus demo failed")
-            })
+        Command::Demo { dir, followers, mysql, postgres } => runtime().and_then(|rt| {
+            let opts = DemoOptions { dir, followers, postgres: postgres || !mysql, mysql };
+            rt.block_on(async { demo::run(opts, shutdown_signal()).await.context("chorus demo failed") })
         }),
     };
     match result {
@@ -177,8 +183,9 @@ fn status(config_path: &std::path::Path, databases: Vec<String>) -> ExitCode {
 async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&config_path).with_context(|| format!("{}", config_path.display()))?;
     let server = Server::bind(config).await?;
-    tracing::info!(addr = %server.local_addr(), "chorus is listening");
-    tokio::spawn(reload_on_sighup(server.context()));
+    if let Some(ctx) = server.context() {
+        tokio::spawn(reload_on_sighup(ctx));
+    }
     server.run(shutdown_signal()).await?;
     tracing::info!("chorus stopped");
     Ok(())

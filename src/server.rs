@@ -1,8 +1,13 @@
 //! Listeners and the accept loop: connection limits, TLS, startup timeouts,
 //! graceful shutdown. Each accepted connection becomes one task.
+//!
+//! Each dialect with nodes in the configuration is a cluster of its own with
+//! its own listener: PostgreSQL clients here, MySQL clients in [`mysql`].
 
-use crate::config::Config;
-use crate::context::Context;
+mod mysql;
+
+use crate::config::{Config, Dialect};
+use crate::context::{Context, MysqlContext};
 use crate::frontend::auth::authenticate;
 use crate::frontend::startup::{ClientStream, Startup, negotiate};
 use crate::protocol::{ClientError, MessageReader, build, sqlstate};
@@ -11,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -27,11 +32,19 @@ pub enum ServerError {
 
 /// A bound (listening) chorus, ready to serve.
 pub struct Server {
-    ctx: Arc<Context>,
-    listener: tokio::net::TcpListener,
+    /// The PostgreSQL cluster and its listener, when PostgreSQL nodes are configured.
+    pg: Option<(Arc<Context>, TcpListener)>,
+    /// The MySQL cluster and its listener, when MySQL nodes are configured.
+    mysql: Option<(Arc<MysqlContext>, TcpListener)>,
     tls: Option<TlsAcceptor>,
     /// The Prometheus endpoint's listener, when configured.
-    metrics: Option<tokio::net::TcpListener>,
+    metrics: Option<TcpListener>,
+    max_client_connections: usize,
+}
+
+async fn bind_addr(addr: Option<SocketAddr>, key: &str) -> Result<TcpListener, ServerError> {
+    let addr = addr.ok_or_else(|| ServerError::Config(format!("{key} is not set")))?;
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
 impl Server {
@@ -41,20 +54,35 @@ impl Server {
             Some(t) => Some(load_tls(&t.cert, &t.key)?),
             None => None,
         };
-        let addr = config.listen.postgres.ok_or_else(|| ServerError::Config("listen.postgres is not set".into()))?;
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let dialects = config.dialects();
+        let pg = match dialects.contains(&Dialect::Postgres) {
+            true => {
+                let listener = bind_addr(config.listen.postgres, "listen.postgres").await?;
+                let ctx = Context::new(config.for_dialect(Dialect::Postgres)).map_err(ServerError::Config)?;
+                Some((Arc::new(ctx), listener))
+            }
+            false => None,
+        };
+        let mysql = match dialects.contains(&Dialect::Mysql) {
+            true => {
+                let listener = bind_addr(config.listen.mysql, "listen.mysql").await?;
+                let ctx = MysqlContext::new(config.for_dialect(Dialect::Mysql)).map_err(ServerError::Config)?;
+                ctx.probe_leader().await;
+                Some((Arc::new(ctx), listener))
+            }
+            false => None,
+        };
         let metrics = match config.metrics.listen {
             Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
             None => None,
         };
-        let ctx = Arc::new(Context::new(config).map_err(ServerError::Config)?);
-        Ok(Server { ctx, listener, tls, metrics })
+        Ok(Server { pg, mysql, tls, metrics, max_client_connections: config.limits.max_client_connections })
     }
 
-    /// The state every session shares (topology, replication progress...).
-    pub fn context(&self) -> Arc<Context> {
-        self.ctx.clone()
+    /// The state every PostgreSQL session shares (topology, replication
+    /// progress...), when PostgreSQL nodes are configured.
+    pub fn context(&self) -> Option<Arc<Context>> {
+        self.pg.as_ref().map(|(c, _)| c.clone())
     }
 
     /// The metrics endpoint's address, when configured.
@@ -62,47 +90,70 @@ impl Server {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The PostgreSQL listener's address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+    /// The PostgreSQL listener's address, when PostgreSQL nodes are configured.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.pg.as_ref().map(|(_, l)| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The MySQL listener's address, when MySQL nodes are configured.
+    pub fn mysql_addr(&self) -> Option<SocketAddr> {
+        self.mysql.as_ref().map(|(_, l)| l.local_addr().expect("bound listener has an address"))
     }
 
     /// Serve until `shutdown` completes, then stop accepting, ask sessions to
     /// end at their next idle point, and wait briefly for them.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let ctx = self.ctx.clone();
-        let metrics = self.metrics.take().map(|l| tokio::spawn(crate::metrics::serve(ctx.clone(), l)));
-        let health =
-            crate::health::spawn(ctx.topology.clone(), ctx.config.health.clone(), ctx.config.limits.connect_timeout);
-        ctx.replication.start();
-        let limit = Arc::new(Semaphore::new(ctx.config.limits.max_client_connections));
+        let pg_ctx = self.pg.as_ref().map(|(c, _)| c.clone());
+        let mut background = Vec::new();
+        if let (Some(l), Some(ctx)) = (self.metrics.take(), &pg_ctx) {
+            background.push(tokio::spawn(crate::metrics::serve(ctx.clone(), l)));
+        }
+        if let Some(ctx) = &pg_ctx {
+            background.extend(crate::health::spawn(
+                ctx.topology.clone(),
+                ctx.config.health.clone(),
+                ctx.config.limits.connect_timeout,
+            ));
+            ctx.replication.start();
+        }
+        // One limit for the clients of both listeners.
+        let limit = Arc::new(Semaphore::new(self.max_client_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        tracing::info!(addr = %self.local_addr(), "chorus is accepting PostgreSQL connections");
+        if let Some(addr) = self.local_addr() {
+            tracing::info!(%addr, "chorus is accepting PostgreSQL connections");
+        }
+        if let Some(addr) = self.mysql_addr() {
+            tracing::info!(%addr, "chorus is accepting MySQL connections");
+        }
+        let pg = self.pg.take();
+        let mysql = self.mysql.take();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let ctx = ctx.clone();
+                accepted = accept(pg.as_ref().map(|(_, l)| l)) => {
+                    let Some((stream, peer)) = accepted else { continue };
+                    let ctx = pg_ctx.clone().expect("a PostgreSQL listener has its context");
                     let tls = self.tls.clone();
                     let limit = limit.clone();
                     let stop = stop_rx.clone();
                     tasks.spawn(async move { handle_connection(ctx, stream, peer, tls, limit, stop).await });
                 }
+                accepted = accept(mysql.as_ref().map(|(_, l)| l)) => {
+                    let Some((stream, peer)) = accepted else { continue };
+                    let ctx = mysql.as_ref().expect("accepted on it").0.clone();
+                    let tls = self.tls.clone();
+                    let limit = limit.clone();
+                    let stop = stop_rx.clone();
+                    tasks.spawn(async move { mysql::handle_connection(ctx, stream, peer, tls, limit, stop).await });
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         tracing::info!("shutting down");
-        drop(self.listener);
+        drop(pg);
+        drop(mysql);
         let _ = stop_tx.send(true);
         let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
         tokio::pin!(deadline);
@@ -113,14 +164,27 @@ impl Server {
             }
         }
         tasks.abort_all();
-        for h in health {
+        for h in background {
             h.abort();
         }
-        if let Some(m) = metrics {
-            m.abort();
+        if let Some(ctx) = pg_ctx {
+            ctx.replication.shutdown();
         }
-        ctx.replication.shutdown();
         Ok(())
+    }
+}
+
+/// The next connection on `listener`; never, without one. A failed accept
+/// (out of descriptors...) pauses briefly and yields None.
+async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr)> {
+    let Some(l) = listener else { return std::future::pending().await };
+    match l.accept().await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            None
+        }
     }
 }
 

@@ -28,19 +28,29 @@
 mod cli;
 mod clients;
 mod logging;
+mod mariadb;
+mod mysql_proxy;
 mod panics;
 mod probe;
 mod proxy;
 pub mod raw;
+mod tls;
 mod workload;
 
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
+pub use chorus::localcluster::{MariaCluster, MariaNode, MariaOptions};
 pub use cli::{chorus_binary, run_chorus};
 pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, try_connect};
 pub use logging::init_logging_from_env;
+pub use mariadb::{
+    MariaDb, fresh_maria_database, fresh_maria_database_on, maria_cluster, mariadb_cli, mariadb_sql,
+    private_maria_cluster,
+};
+pub use mysql_proxy::{MyChorus, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with};
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};
+pub use tls::SelfSigned;
 pub use workload::{WorkloadOptions, WorkloadStats, run_workload};
 
 use std::path::PathBuf;

@@ -24,8 +24,7 @@ pub struct Chorus {
     metrics_addr: Option<SocketAddr>,
     config: Config,
     ctx: Arc<Context>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    finished: mpsc::Receiver<Result<(), String>>,
+    running: Running,
 }
 
 /// The configuration [`start_chorus`] uses: every node of `cluster`, listening on
@@ -48,50 +47,100 @@ pub fn start_chorus(cluster: &PgCluster) -> Chorus {
 /// chorus in front of `cluster`, after `tweak` adjusted the configuration
 /// (e.g. `|c| c.health.interval = Duration::from_millis(100)`).
 pub fn start_chorus_with(cluster: &PgCluster, tweak: impl FnOnce(&mut Config)) -> Chorus {
-    crate::watch_chorus_panics();
-    crate::init_logging_from_env();
     let mut config = chorus_config(cluster);
     tweak(&mut config);
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (finished_tx, finished) = mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_config = config.clone();
-    std::thread::Builder::new()
-        .name("chorus".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("chorus-worker")
-                .enable_all()
-                .build()
-                .expect("cannot build chorus's runtime");
-            let result = rt.block_on(async move {
-                let server = match Server::bind(server_config).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e.to_string()));
-                        return Ok(());
-                    }
-                };
-                let _ = addr_tx.send(Ok((server.local_addr(), server.metrics_addr(), server.context())));
-                server
-                    .run(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-            });
-            rt.shutdown_timeout(Duration::from_secs(2));
-            let _ = finished_tx.send(result);
-        })
-        .expect("cannot spawn chorus's thread");
-    let (addr, metrics_addr, ctx) = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => panic!("chorus did not start: {e}"),
-        Err(_) => panic!("chorus did not start within 30 s"),
-    };
+    let (running, bound) = Running::start(config.clone());
+    let addr = bound.postgres.expect("a PostgreSQL listener");
     config.listen.postgres = Some(addr);
-    Chorus { addr, metrics_addr, config, ctx, stop: Some(stop), finished }
+    let ctx = bound.context.expect("a PostgreSQL cluster");
+    Chorus { addr, metrics_addr: bound.metrics, config, ctx, running }
+}
+
+/// What a started chorus bound.
+pub(crate) struct Bound {
+    pub postgres: Option<SocketAddr>,
+    pub mysql: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub context: Option<Arc<Context>>,
+}
+
+/// A chorus server running on a thread and runtime of its own.
+pub(crate) struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    finished: mpsc::Receiver<Result<(), String>>,
+}
+
+impl Running {
+    /// Bind and serve `config`; panics when chorus does not start.
+    pub fn start(config: Config) -> (Running, Bound) {
+        crate::watch_chorus_panics();
+        crate::init_logging_from_env();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (finished_tx, finished) = mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("chorus".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("chorus-worker")
+                    .enable_all()
+                    .build()
+                    .expect("cannot build chorus's runtime");
+                let result = rt.block_on(async move {
+                    let server = match Server::bind(config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e.to_string()));
+                            return Ok(());
+                        }
+                    };
+                    let _ = addr_tx.send(Ok(Bound {
+                        postgres: server.local_addr(),
+                        mysql: server.mysql_addr(),
+                        metrics: server.metrics_addr(),
+                        context: server.context(),
+                    }));
+                    server
+                        .run(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+                rt.shutdown_timeout(Duration::from_secs(2));
+                let _ = finished_tx.send(result);
+            })
+            .expect("cannot spawn chorus's thread");
+        let bound = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => panic!("chorus did not start: {e}"),
+            Err(_) => panic!("chorus did not start within 30 s"),
+        };
+        (Running { stop: Some(stop), finished }, bound)
+    }
+
+    /// Stop chorus and report how its server loop ended (once; later calls
+    /// report success).
+    pub fn stop_and_wait(&mut self) -> Result<(), String> {
+        let Some(stop) = self.stop.take() else { return Ok(()) };
+        let _ = stop.send(());
+        match self.finished.recv_timeout(Duration::from_secs(10)) {
+            Ok(result) => result,
+            Err(_) => Err("chorus did not shut down within 10 s".to_string()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let result = self.stop_and_wait();
+        if let Err(e) = result
+            && !std::thread::panicking()
+        {
+            panic!("chorus: {e}");
+        }
+    }
 }
 
 impl Chorus {
@@ -180,26 +229,6 @@ impl Chorus {
 
     /// Stop chorus and report how its server loop ended.
     pub fn shutdown(mut self) -> Result<(), String> {
-        self.stop_and_wait()
-    }
-
-    fn stop_and_wait(&mut self) -> Result<(), String> {
-        let Some(stop) = self.stop.take() else { return Ok(()) };
-        let _ = stop.send(());
-        match self.finished.recv_timeout(Duration::from_secs(10)) {
-            Ok(result) => result,
-            Err(_) => Err("chorus did not shut down within 10 s".to_string()),
-        }
-    }
-}
-
-impl Drop for Chorus {
-    fn drop(&mut self) {
-        let result = self.stop_and_wait();
-        if let Err(e) = result
-            && !std::thread::panicking()
-        {
-            panic!("chorus: {e}");
-        }
+        self.running.stop_and_wait()
     }
 }

@@ -4,14 +4,14 @@
 //! TLS with a self-signed certificate (psql `sslmode=require` / `verify-full`),
 //! and the plain-text behaviour without `[tls]`.
 
-use chorus::config::{AuthMethod, Config, Tls, User};
+use chorus::config::{AuthMethod, Config, User};
 use integration_tests::raw::{RawConn, ssl_request};
 use integration_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> User {
-    User { name: name.into(), password: password.map(str::to_string), auth }
+    User { name: name.into(), password: password.map(str::to_string), auth, mysql_auth: None }
 }
 
 async fn select_one(client: &tokio_postgres::Client) -> i32 {
@@ -111,45 +111,6 @@ async fn trust_users_need_no_password() {
         psql(&format!("postgres://{CHORUS_USER}@{}/{}", chorus.addr(), db.name()), &["-w", "-c", "SELECT 1"], None);
     assert!(!out.success() && out.stderr.contains("no password supplied"), "{out:?}");
     assert_no_chorus_panics();
-}
-
-/// A self-signed certificate for 127.0.0.1 / localhost, made with the openssl
-/// program (installed with PostgreSQL's packages: postgresql-common needs ssl-cert,
-/// which needs openssl).
-struct SelfSigned {
-    dir: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl SelfSigned {
-    fn create(label: &str) -> SelfSigned {
-        let dir = tests_root().join(format!("tls-{label}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .args(["-days", "2", "-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl (apt-get install openssl): {e}"));
-        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-        SelfSigned { dir, cert, key }
-    }
-
-    fn tls(&self) -> Tls {
-        Tls { cert: self.cert.clone(), key: self.key.clone() }
-    }
-}
-
-impl Drop for SelfSigned {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// psql's `\conninfo` for `url` (extra libpq parameters appended), or its stderr.

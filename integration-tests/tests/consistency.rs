@@ -584,7 +584,7 @@ async fn sighup_reloads_the_policies_of_a_running_chorus() {
     std::fs::write(dir.join("policies/10.toml"), rule("cold")).unwrap();
     hup(child.id());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(on_leader("cold").await && !on_leader("hot").await) {
+    while !on_leader("cold").await || on_leader("hot").await {
         assert!(std::time::Instant::now() < deadline, "the new policies never applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -633,6 +633,7 @@ async fn chorus_statements_live_by_name_and_close_with_server_statements() {
             name: "raw_trust".into(),
             password: None,
             auth: chorus::config::AuthMethod::Trust,
+            mysql_auth: None,
         })
     });
     let (mut c, _) = RawConn::login_trust(chorus.addr(), "raw_trust", db.name()).await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const TRUST_USER: &str = "raw_trust";
 
 fn add_trust_user(c: &mut Config) {
-    c.users.push(User { name: TRUST_USER.into(), password: None, auth: AuthMethod::Trust });
+    c.users.push(User { name: TRUST_USER.into(), password: None, auth: AuthMethod::Trust, mysql_auth: None });
 }
 
 /// A bystander session that must keep working while other clients misbehave.

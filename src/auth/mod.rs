@@ -5,6 +5,7 @@
 //! Users are turned into [`AuthUser`]s once at startup, so the slow password
 //! derivation never happens per connection.
 
+pub mod mysql;
 pub mod scram;
 mod verifier;
 
@@ -17,6 +18,11 @@ use std::collections::HashMap;
 pub struct AuthUser {
     pub name: String,
     pub credential: Credential,
+    /// The password's MySQL hashes, when the configuration gives the
+    /// password itself (a stored SCRAM verifier cannot be turned into them).
+    pub mysql: Option<mysql::MysqlSecret>,
+    /// The MySQL plugin this user must use, if any.
+    pub mysql_plugin: Option<crate::config::MysqlAuth>,
 }
 
 /// The precomputed secret behind an [`AuthMethod`].
@@ -45,6 +51,14 @@ impl AuthUser {
     /// Prepare a configured user: a plain password is turned into a SCRAM verifier
     /// here (random salt, 4096 iterations); a stored verifier is checked and kept.
     pub fn from_config(user: &User) -> Result<AuthUser, AuthConfigError> {
+        let mysql = match user.auth {
+            AuthMethod::Trust => None,
+            AuthMethod::ScramSha256 => user
+                .password
+                .as_deref()
+                .filter(|p| !p.is_empty() && !p.starts_with("SCRAM-SHA-256$"))
+                .map(mysql::MysqlSecret::from_password),
+        };
         let credential = match user.auth {
             AuthMethod::Trust => Credential::Trust,
             AuthMethod::ScramSha256 => {
@@ -55,7 +69,7 @@ impl AuthUser {
                 Credential::Scram(verifier)
             }
         };
-        Ok(AuthUser { name: user.name.clone(), credential })
+        Ok(AuthUser { name: user.name.clone(), credential, mysql, mysql_plugin: user.mysql_auth })
     }
 
     pub fn method(&self) -> AuthMethod {
@@ -106,7 +120,7 @@ mod tests {
     use super::*;
 
     fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> User {
-        User { name: name.into(), password: password.map(Into::into), auth }
+        User { name: name.into(), password: password.map(Into::into), auth, mysql_auth: None }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Server-side connections and their pools.
 
 pub mod conn;
+pub mod mysql;
 pub mod pool;
 
 pub use conn::{BackendError, CancelKey, ServerConn};

@@ -171,6 +171,7 @@ mod tests {
             name: name.into(),
             password: password.map(Into::into),
             auth,
+            mysql_auth: None,
         };
         Arc::new(
             AuthUsers::from_config(&[

@@ -14,6 +14,7 @@ mod conns;
 mod extended;
 mod local;
 mod logplan;
+pub mod mysql;
 mod openbatch;
 mod own;
 mod query;

@@ -1,0 +1,89 @@
+//! chorus in front of a MariaDB cluster, in-process (see [`crate::proxy`]).
+
+use crate::proxy::{CHORUS_PASSWORD, CHORUS_USER, Running};
+use chorus::config::Config;
+use chorus::localcluster::{CommandOutput, MariaCluster, url_encode};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A running chorus with a MySQL listener. Dropping it shuts chorus down.
+pub struct MyChorus {
+    addr: SocketAddr,
+    config: Config,
+    running: Running,
+}
+
+/// The configuration [`start_mysql_chorus`] uses: every node of `cluster`, a
+/// free loopback port, user [`CHORUS_USER`].
+pub fn mysql_chorus_config(cluster: &MariaCluster) -> Config {
+    let toml = cluster.chorus_config_toml("127.0.0.1:0".parse().expect("valid address"), CHORUS_USER, CHORUS_PASSWORD);
+    Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"))
+}
+
+pub fn start_mysql_chorus(cluster: &MariaCluster) -> MyChorus {
+    start_mysql_chorus_with(cluster, |_| {})
+}
+
+/// chorus in front of `cluster` after `tweak` adjusted the configuration.
+pub fn start_mysql_chorus_with(cluster: &MariaCluster, tweak: impl FnOnce(&mut Config)) -> MyChorus {
+    let mut config = mysql_chorus_config(cluster);
+    tweak(&mut config);
+    let (running, bound) = Running::start(config.clone());
+    let addr = bound.mysql.expect("a MySQL listener");
+    config.listen.mysql = Some(addr);
+    MyChorus { addr, config, running }
+}
+
+impl MyChorus {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `mysql://` URL of `db` through chorus, as [`CHORUS_USER`].
+    pub fn url(&self, db: &str) -> String {
+        self.url_as(CHORUS_USER, CHORUS_PASSWORD, db)
+    }
+
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!("mysql://{}:{}@{}/{}", url_encode(user), url_encode(password), self.addr, url_encode(db))
+    }
+
+    /// mysql_async options for `db` through chorus.
+    pub fn opts(&self, db: &str) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port())
+            .user(Some(CHORUS_USER))
+            .pass(Some(CHORUS_PASSWORD))
+            .db_name(Some(db))
+            .prefer_socket(false)
+    }
+
+    /// A mysql_async connection to `db` through chorus (panics on failure).
+    pub async fn connect(&self, db: &str) -> mysql_async::Conn {
+        mysql_async::Conn::new(self.opts(db)).await.unwrap_or_else(|e| panic!("connect through chorus: {e}"))
+    }
+
+    /// The `mariadb` command-line client through chorus: `args` then `-e sql`.
+    pub fn cli(&self, db: &str, args: &[&str], sql: &str) -> CommandOutput {
+        let port = self.port().to_string();
+        let password = format!("-p{CHORUS_PASSWORD}");
+        let mut cmd = std::process::Command::new("mariadb");
+        cmd.args(["--no-defaults", "--protocol=TCP", "-h", "127.0.0.1", "-P", &port, "-u", CHORUS_USER, &password]);
+        cmd.args(["--batch", "--skip-column-names"]);
+        cmd.args(args).arg("-e").arg(sql).arg(db);
+        chorus::localcluster::run_with_timeout(&mut cmd, None, Duration::from_secs(60)).expect("run mariadb")
+    }
+
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.running.stop_and_wait()
+    }
+}

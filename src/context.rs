@@ -81,6 +81,12 @@ pub struct MysqlContext {
     pub next_session_id: AtomicU64,
     /// Live sessions by chorus's connection id (for KILL).
     pub sessions: dashmap::DashMap<u64, Arc<crate::session::mysql::SessionEntry>>,
+    /// The MySQL nodes, their health and the read rotation.
+    pub topology: Arc<Topology>,
+    /// Statement replication to the followers (None: no followers to feed).
+    pub replication: Option<Arc<crate::replication::mysql::MyReplication>>,
+    /// The read policies (`[reads]` and the policy files, read at start).
+    pub policies: Arc<PolicySet>,
     /// The leader's version, capabilities and collation from its last greeting:
     /// chorus greets clients with them, so they see the server they expect.
     leader_hello: parking_lot::RwLock<Option<crate::backend::mysql::ServerHello>>,
@@ -93,7 +99,14 @@ impl MysqlContext {
     pub fn new(config: Config) -> Result<MysqlContext, String> {
         let users = AuthUsers::from_config(&config.users)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
+        let topology = Arc::new(Topology::new(&config));
+        let replication =
+            Some(Arc::new(crate::replication::mysql::MyReplication::new(config.clone(), topology.clone())));
+        let policies = Arc::new(config.load_policies().map_err(|e| e.to_string())?);
         Ok(MysqlContext {
+            policies,
+            topology,
+            replication,
             config,
             users,
             sha2_cache: Default::default(),

@@ -1,6 +1,8 @@
 //! Periodic health checks: a node that stops answering leaves the read rotation
 //! and comes back when it answers again.
 
+pub mod mysql;
+
 use crate::backend::ServerConn;
 use crate::config::Health;
 use crate::topology::Topology;

@@ -48,9 +48,10 @@ enum Command {
         #[arg(long)]
         postgres: bool,
     },
-    /// Compare every table of every database on every node with the leader's
-    /// (columns and an order-independent content checksum); print one line per
-    /// difference and a summary. Exit status: 0 all match, 1 differences, 2 error.
+    /// Compare every table of every database on every node with its leader's
+    /// (columns and an order-independent content checksum), PostgreSQL and
+    /// MySQL nodes alike; print one line per difference and a summary. Exit
+    /// status: 0 all match, 1 differences, 2 error.
     Verify {
         /// The TOML configuration file (CHORUS__SECTION__KEY variables override it).
         #[arg(long, short, env = "CHORUS_CONFIG")]
@@ -138,22 +139,31 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// `chorus verify`: differences on stdout, one per line, then the summary;
-/// exit 0 when every node matches the leader, 1 when something differs, 2 when
-/// no verdict was reached (bad config, unreachable node, failed query, a follower
-/// that did not reach the leader's log position within `--wait`).
+/// `chorus verify`: differences on stdout, one per line, then the summary
+/// (with nodes of both dialects, one summary per dialect, `postgres: ...` and
+/// `mysql: ...`); exit 0 when every node matches its leader, 1 when something
+/// differs, 2 when no verdict was reached (bad config, unreachable node, failed
+/// query, a follower that did not reach the leader's log position within `--wait`).
 fn verify(config_path: &std::path::Path, databases: Vec<String>, wait: std::time::Duration) -> ExitCode {
     let result = Config::load(config_path).with_context(|| format!("{}", config_path.display())).and_then(|config| {
         let options = chorus::verify::VerifyOptions { databases };
-        runtime()?.block_on(chorus::verify::verify_waiting(&config, &options, wait)).map_err(anyhow::Error::from)
+        runtime()?.block_on(chorus::verify::verify_clusters(&config, &options, wait)).map_err(anyhow::Error::from)
     });
     match result {
-        Ok(report) => {
-            for d in &report.differences {
-                println!("{d}");
+        Ok(reports) => {
+            for (_, report) in &reports {
+                for d in &report.differences {
+                    println!("{d}");
+                }
             }
-            println!("{}", report.summary());
-            if report.converged() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if let [(_, report)] = &reports[..] {
+                println!("{}", report.summary());
+            } else {
+                for (dialect, report) in &reports {
+                    println!("{}: {}", dialect.name(), report.summary());
+                }
+            }
+            if reports.iter().all(|(_, r)| r.converged()) { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));

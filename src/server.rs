@@ -68,6 +68,9 @@ impl Server {
                 let listener = bind_addr(config.listen.mysql, "listen.mysql").await?;
                 let ctx = MysqlContext::new(config.for_dialect(Dialect::Mysql)).map_err(ServerError::Config)?;
                 ctx.probe_leader().await;
+                if let Some(r) = &ctx.replication {
+                    r.prepare().await.map_err(|e| ServerError::Config(format!("MySQL replication: {e}")))?;
+                }
                 Some((Arc::new(ctx), listener))
             }
             false => None,
@@ -116,6 +119,16 @@ impl Server {
             ));
             ctx.replication.start();
         }
+        if let Some((ctx, _)) = &self.mysql {
+            background.extend(crate::health::mysql::spawn(
+                ctx.topology.clone(),
+                ctx.config.health.clone(),
+                ctx.config.limits.connect_timeout,
+            ));
+            if let Some(r) = &ctx.replication {
+                r.start();
+            }
+        }
         // One limit for the clients of both listeners.
         let limit = Arc::new(Semaphore::new(self.max_client_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -128,6 +141,7 @@ impl Server {
         }
         let pg = self.pg.take();
         let mysql = self.mysql.take();
+        let mysql_ctx = mysql.as_ref().map(|(c, _)| c.clone());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -169,6 +183,9 @@ impl Server {
         }
         if let Some(ctx) = pg_ctx {
             ctx.replication.shutdown();
+        }
+        if let Some(r) = mysql_ctx.and_then(|c| c.replication.clone()) {
+            r.shutdown();
         }
         Ok(())
     }

@@ -46,7 +46,9 @@ pub use mariadb::{
     MariaDb, fresh_maria_database, fresh_maria_database_on, maria_cluster, mariadb_cli, mariadb_sql,
     private_maria_cluster,
 };
-pub use mysql_proxy::{MyChorus, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with};
+pub use mysql_proxy::{
+    MyChorus, assert_maria_converged, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with,
+};
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};

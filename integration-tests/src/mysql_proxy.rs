@@ -14,10 +14,14 @@ pub struct MyChorus {
 }
 
 /// The configuration [`start_mysql_chorus`] uses: every node of `cluster`, a
-/// free loopback port, user [`CHORUS_USER`].
+/// free loopback port, user [`CHORUS_USER`]. A read waits up to 10 s for a
+/// follower that has what its session needs (as for PostgreSQL: see
+/// [`crate::chorus_config`]).
 pub fn mysql_chorus_config(cluster: &MariaCluster) -> Config {
     let toml = cluster.chorus_config_toml("127.0.0.1:0".parse().expect("valid address"), CHORUS_USER, CHORUS_PASSWORD);
-    Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"))
+    let mut config = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("generated config rejected: {e}\n{toml}"));
+    config.reads.wait = Some(Duration::from_secs(10));
+    config
 }
 
 pub fn start_mysql_chorus(cluster: &MariaCluster) -> MyChorus {
@@ -85,5 +89,48 @@ impl MyChorus {
 
     pub fn shutdown(mut self) -> Result<(), String> {
         self.running.stop_and_wait()
+    }
+}
+
+/// Wait (up to 60 s) until every follower of `cluster` has applied the
+/// leader's last LSN, then check that every table of `db` holds the same
+/// rows on every node; panics with the first difference.
+pub async fn assert_maria_converged(cluster: &MariaCluster, db: &str) {
+    use mysql_async::prelude::*;
+    let mut leader = cluster.leader().connect(db).await.expect("connect to the leader");
+    let lsn: Option<i64> = leader.query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1").await.unwrap();
+    let lsn = lsn.unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for f in cluster.followers() {
+        let mut c = f.connect(db).await.expect("connect to a follower");
+        loop {
+            let applied: Option<i64> = c.query_first("SELECT lsn FROM _chorus.applied WHERE id = 1").await.unwrap();
+            if applied.unwrap_or(0) >= lsn {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} did not apply LSN {lsn} within 60 s", f.name());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let tables: Vec<String> = leader
+        .exec("SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1", (db,))
+        .await
+        .unwrap();
+    let snapshot = |mut c: mysql_async::Conn, tables: Vec<String>| async move {
+        let mut out = Vec::new();
+        for t in &tables {
+            let rows: Vec<mysql_async::Row> = c.query(format!("SELECT * FROM `{t}`")).await.unwrap();
+            let mut rows: Vec<String> = rows.into_iter().map(|r| format!("{:?}", r.unwrap())).collect();
+            rows.sort();
+            out.push((t.clone(), rows));
+        }
+        out
+    };
+    let want = snapshot(leader, tables.clone()).await;
+    for f in cluster.followers() {
+        let got = snapshot(f.connect(db).await.unwrap(), tables.clone()).await;
+        for ((t, w), (_, g)) in want.iter().zip(&got) {
+            assert_eq!(w, g, "table {db}.{t} differs on {}", f.name());
+        }
     }
 }

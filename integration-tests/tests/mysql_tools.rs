@@ -41,6 +41,7 @@ async fn sysbench_oltp_read_write_through_chorus() {
     let mut leader = db.connect_leader().await;
     let n: Option<i64> = leader.query_first("SELECT COUNT(*) FROM sbtest1").await.unwrap();
     assert_eq!(n, Some(500), "oltp_read_write deletes and re-inserts: the table keeps its size");
+    assert_maria_converged(maria_cluster(), db.name()).await;
     sysbench(&["oltp_read_write", "cleanup"]);
     assert_no_chorus_panics();
 }

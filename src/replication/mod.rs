@@ -30,6 +30,7 @@
 pub mod apply;
 pub mod feed;
 pub mod migrate;
+pub mod mysql;
 pub mod state;
 pub mod supervisor;
 pub mod txn;

@@ -184,7 +184,10 @@ async fn finish<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     let status = crate::protocol::mysql::consts::status::AUTOCOMMIT;
     write_payload(&mut writer, seq, &ok_payload(0, 0, status, 0)).await?;
+    let program =
+        response.attributes.iter().find(|(k, _)| k == "program_name").map(|(_, v)| v.clone()).unwrap_or_default();
     let login = MyLogin {
+        program,
         user: response.user,
         database: response.database,
         capabilities,

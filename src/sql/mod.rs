@@ -11,6 +11,7 @@ mod collect;
 mod fallback;
 mod functions;
 pub mod keyed;
+pub mod mysql;
 pub mod normalize;
 mod ops;
 pub mod quote;

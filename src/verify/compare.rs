@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// `schema.table`, ordered for stable output.
+/// `schema.table`, ordered for stable output. MySQL has no schemas inside a
+/// database (its "schema" is the database itself), so its tables have an
+/// empty `schema` and print as just `table` (`db.table` in a [`Difference`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName {
     pub schema: String,
@@ -15,11 +17,17 @@ impl TableName {
     pub fn new(schema: &str, table: &str) -> TableName {
         TableName { schema: schema.to_string(), table: table.to_string() }
     }
+
+    /// A table of a database without schemas (MySQL).
+    pub fn unqualified(table: &str) -> TableName {
+        TableName { schema: String::new(), table: table.to_string() }
+    }
 }
 
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
+        // PostgreSQL schema names are never empty, so this cannot hide one.
+        if self.schema.is_empty() { f.write_str(&self.table) } else { write!(f, "{}.{}", self.schema, self.table) }
     }
 }
 
@@ -405,6 +413,21 @@ mod tests {
             assert_eq!(lines(&report), expected, "case {name:?}");
             assert_eq!(report.converged(), expected.is_empty(), "case {name:?}");
         }
+    }
+
+    #[test]
+    fn unqualified_tables_print_as_database_dot_table() {
+        let t = summary(3, "00112233445566778899aabbccddeeff", INT);
+        let mut follower = NodeSnapshot { node: "f1".into(), databases: BTreeMap::new() };
+        follower.databases.insert("shop".into(), BTreeMap::from([(TableName::unqualified("extra"), t.clone())]));
+        let leader = NodeSnapshot {
+            node: "leader".into(),
+            databases: BTreeMap::from([("shop".into(), BTreeMap::from([(TableName::unqualified("t"), t)]))]),
+        };
+        assert_eq!(
+            lines(&compare(&[leader, follower])),
+            ["shop.extra: not on the leader but on f1", "shop.t: missing on f1"]
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use crate::config::Node;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
-/// How often followers' positions are read while waiting.
-const POLL: Duration = Duration::from_millis(100);
+/// How often followers' positions are read while waiting (MySQL's wait too).
+pub(super) const POLL: Duration = Duration::from_millis(100);
 
 /// A follower that had not applied the leader's position when the wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 pub mod consts;
 pub mod error;
 pub mod packet;
+pub mod params;
 pub mod response;
 pub mod wire;
 

@@ -71,8 +71,9 @@ pub struct Response {
     pub status: Option<u16>,
     /// The answer (or one of its results) was an error.
     pub error: bool,
-    /// Affected rows and last insert id of the last OK seen.
+    /// Affected rows, last insert id and warnings of the last OK/EOF seen.
     pub affected: u64,
+    pub warnings: u16,
     pub last_insert_id: u64,
     pub prepared: Option<Prepared>,
 }
@@ -93,6 +94,7 @@ impl Response {
             status: None,
             error: false,
             affected: 0,
+            warnings: 0,
             last_insert_id: 0,
             prepared: None,
         }
@@ -276,6 +278,7 @@ impl Response {
         self.affected = r.lenenc("affected rows")?.unwrap_or(0);
         self.last_insert_id = r.lenenc("last insert id")?.unwrap_or(0);
         self.status = Some(r.u16("status flags")?);
+        self.warnings = r.u16("warnings").unwrap_or(0);
         Ok(())
     }
 
@@ -286,7 +289,7 @@ impl Response {
         }
         // A bare 0xFE (pre-4.1 EOF) carries no status.
         if data.len() >= 5 {
-            r.u16("warnings")?;
+            self.warnings = r.u16("warnings")?;
             self.status = Some(r.u16("status flags")?);
         }
         Ok(())

@@ -18,6 +18,8 @@ pub struct SessionEntry {
     pub user: parking_lot::Mutex<String>,
     /// The thread id of the session's leader connection.
     pub leader_thread: AtomicU32,
+    /// KILL CONNECTION: the session ends before its next command.
+    pub killed: tokio::sync::Notify,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
@@ -27,9 +29,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let found = self.ctx.sessions.iter().find_map(|e| {
             let s = e.value();
             (*e.key() == id || u64::from(s.leader_thread.load(Ordering::Relaxed)) == id)
-                .then(|| (*e.key(), s.user.lock().clone(), s.leader_thread.load(Ordering::Relaxed)))
+                .then(|| (*e.key(), s.user.lock().clone(), s.leader_thread.load(Ordering::Relaxed), s.clone()))
         });
-        let Some((session, owner, thread)) = found else {
+        let Some((session, owner, thread, entry)) = found else {
             self.error(seq, &no_such_thread(id)).await?;
             return Ok(true);
         };
@@ -55,6 +57,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             Ok(mut conn) => conn.execute(&sql).await,
             Err(e) => Err(e),
         };
+        if target == KillTarget::Connection {
+            entry.killed.notify_one();
+        }
         match result {
             Ok(()) => self.write(seq, &ok_payload(0, 0, self.status, 0)).await?,
             Err(crate::backend::mysql::MyBackendError::Server { error, .. }) => self.error(seq, &error).await?,

@@ -6,11 +6,17 @@
 //! server frames its answers exactly as the client expects and chorus relays
 //! them packet by packet (see [`relay`]). Statement ids, `USE`, `SET` and
 //! session variables are then the server's own and need no translation.
-//! (Reads go to the leader too until MySQL replication keeps the followers
-//! in step.)
+//! Each statement is classified ([`crate::sql::mysql`]); data-changing ones
+//! are logged for the followers ([`replicate`]), unsafe ones refused
+//! ([`query`]). (Reads go to the leader too, for now.)
 
+mod internal;
 mod kill;
+mod prepared;
+mod query;
+mod reads;
 mod relay;
+mod replicate;
 
 pub use kill::SessionEntry;
 pub use relay::unreachable_error;
@@ -41,11 +47,16 @@ pub enum MySessionError {
     Backend(#[from] MyBackendError),
     #[error("chorus is shutting down")]
     Shutdown,
+    #[error("killed by KILL CONNECTION")]
+    Killed,
 }
 
 /// Who the session is, as the handshake settled it.
 #[derive(Debug, Clone)]
 pub struct MyLogin {
+    /// The client's `program_name` connection attribute (policies match it
+    /// as application_name).
+    pub program: String,
     pub user: String,
     pub database: Option<String>,
     pub capabilities: u32,
@@ -66,6 +77,15 @@ pub struct MySession<R, W> {
     /// Server status flags of the last answer (transaction open, autocommit).
     status: u16,
     stop: watch::Receiver<bool>,
+    /// Replication bookkeeping of the open transaction and the session.
+    log: replicate::LeaderLog,
+    /// The LSNs taken in the open transaction (committed with it).
+    uncommitted_lsn: i64,
+    prepared: std::collections::HashMap<u32, prepared::Prepared>,
+    /// What the client's last write left that chorus's steps after it wiped.
+    after_write: Option<replicate::AfterWrite>,
+    /// Reads on followers: connections, the session's position, its settings.
+    reads: reads::FollowerReads,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
@@ -88,6 +108,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             login,
             status: status::AUTOCOMMIT,
             stop,
+            log: Default::default(),
+            uncommitted_lsn: 0,
+            prepared: Default::default(),
+            after_write: None,
+            reads: Default::default(),
         }
     }
 
@@ -98,6 +123,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let entry = std::sync::Arc::new(SessionEntry {
             user: parking_lot::Mutex::new(self.login.user.clone()),
             leader_thread: self.leader.hello.thread_id.into(),
+            killed: tokio::sync::Notify::new(),
         });
         self.ctx.sessions.insert(self.id, entry.clone());
         let result = self.serve(&entry).await;
@@ -115,6 +141,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 _ = self.stop.changed(), if self.status & status::IN_TRANS == 0 => {
                     return Err(MySessionError::Shutdown);
                 }
+                _ = entry.killed.notified() => return Err(MySessionError::Killed),
             };
             let p = match p {
                 Ok(p) => p,
@@ -141,6 +168,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// One command; false when the client quit.
     async fn command(&mut self, p: Packet) -> Result<bool, MySessionError> {
         let reply_seq = p.seq.wrapping_add(1);
+        let after_write = self.after_write.take();
         let Some(&cmd) = p.payload.first() else {
             self.error(reply_seq, &MyError::new(code::NET_READ, "empty command packet")).await?;
             return Ok(true);
@@ -152,19 +180,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 self.write(reply_seq, &ok).await?;
             }
             com::CHANGE_USER => self.change_user(&p).await?,
-            com::STMT_SEND_LONG_DATA | com::STMT_CLOSE => {
-                // No answer comes for these.
+            com::STMT_SEND_LONG_DATA => self.long_data(&p).await?,
+            com::STMT_CLOSE => {
+                // No answer comes.
+                if let Ok(id) = crate::protocol::mysql::wire::Reader::new(&p.payload[1..]).u32("statement id") {
+                    self.prepared.remove(&id);
+                }
                 self.leader.send(0, &p.payload).await?;
             }
-            com::QUERY => {
-                let sql = String::from_utf8_lossy(&p.payload[1..]);
-                match kill::parse_kill(&sql) {
-                    Some(Ok((target, id))) => return self.kill(target, id, reply_seq).await,
-                    Some(Err(e)) => self.error(reply_seq, &e).await?,
-                    None => {
-                        self.relay(&p, Expect::ResultSets).await?;
-                    }
+            com::QUERY => return self.query(&p, after_write).await,
+            com::STMT_PREPARE => self.prepare(&p).await?,
+            com::STMT_EXECUTE => self.execute(&p).await?,
+            com::STMT_RESET => {
+                if let Ok(id) = crate::protocol::mysql::wire::Reader::new(&p.payload[1..]).u32("statement id")
+                    && let Some(s) = self.prepared.get_mut(&id)
+                {
+                    s.reset();
                 }
+                self.relay(&p, Expect::Single).await?;
+            }
+            com::RESET_CONNECTION => {
+                self.relay(&p, Expect::Single).await?;
+                self.reads.reset();
+                self.log.reset();
+                self.uncommitted_lsn = 0;
+                self.prepared.clear();
             }
             com::PROCESS_KILL => {
                 let id = p.payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -173,11 +213,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     None => self.error(reply_seq, &MyError::new(code::NET_READ, "malformed COM_PROCESS_KILL")).await?,
                 }
             }
-            com::STMT_EXECUTE | com::PROCESS_INFO => {
+            com::PROCESS_INFO => {
                 self.relay(&p, Expect::ResultSets).await?;
-            }
-            com::STMT_PREPARE => {
-                self.relay(&p, Expect::Prepare).await?;
             }
             com::FIELD_LIST => {
                 self.relay(&p, Expect::FieldList).await?;
@@ -187,16 +224,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             com::INIT_DB => {
                 if !self.relay(&p, Expect::Single).await?.error {
-                    self.login.database = Some(String::from_utf8_lossy(&p.payload[1..]).into_owned());
+                    let db = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                    self.reads.session_statement(format!("USE `{}`", db.replace('`', "``")));
+                    self.login.database = Some(db);
+                    self.log.context = None;
                 }
             }
-            com::CREATE_DB
-            | com::DROP_DB
-            | com::REFRESH
-            | com::STATISTICS
-            | com::STMT_RESET
-            | com::SET_OPTION
-            | com::RESET_CONNECTION => {
+            com::CREATE_DB | com::DROP_DB => {
+                // The old commands for CREATE / DROP DATABASE: replicated as those.
+                let name = String::from_utf8_lossy(&p.payload[1..]).replace('`', "``");
+                let verb = if cmd == com::CREATE_DB { "CREATE" } else { "DROP" };
+                self.logged_write(&p, format!("{verb} DATABASE `{name}`"), false, true).await?;
+            }
+            com::REFRESH | com::STATISTICS | com::SET_OPTION => {
                 self.relay(&p, Expect::Single).await?;
             }
             com::SHUTDOWN | com::DEBUG | com::BINLOG_DUMP | com::REGISTER_SLAVE => {
@@ -259,6 +299,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 return Err(e.into());
             }
         }
+        self.log.reset();
+        self.reads.reset();
+        self.uncommitted_lsn = 0;
+        self.prepared.clear();
         self.login.user = req.user;
         self.login.database = req.database;
         self.login.collation = collation;

@@ -97,6 +97,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 pub fn unreachable_error(e: &crate::backend::mysql::MyBackendError) -> MyError {
     MyError::new(
         code::BACKEND_UNREACHABLE,
-        format!("chorus cannot reach the leader: {e}; retry when it is back (the connection may have to be reopened)"),
+        format!("chorus cannot reach a server: {e}; retry when it is back (the connection may have to be reopened)"),
     )
 }

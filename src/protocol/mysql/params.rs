@@ -1,0 +1,265 @@
+//! The parameters of a COM_STMT_EXECUTE, as SQL literals: what a logged
+//! write needs to replay on another server with the text protocol.
+//!
+//! Strings become `_charset X'..'` (the client's character set, so they
+//! compare and convert as the parameter did; no escaping rules apply), bytes
+//! that are not text in that character set plain `X'..'`, numbers and
+//! temporal values their canonical text.
+
+use super::wire::{Malformed, Reader};
+use std::collections::HashMap;
+
+/// Column types (the protocol's MYSQL_TYPE_*).
+mod ty {
+    pub const DECIMAL: u8 = 0;
+    pub const TINY: u8 = 1;
+    pub const SHORT: u8 = 2;
+    pub const LONG: u8 = 3;
+    pub const FLOAT: u8 = 4;
+    pub const DOUBLE: u8 = 5;
+    pub const NULL: u8 = 6;
+    pub const TIMESTAMP: u8 = 7;
+    pub const LONGLONG: u8 = 8;
+    pub const INT24: u8 = 9;
+    pub const DATE: u8 = 10;
+    pub const TIME: u8 = 11;
+    pub const DATETIME: u8 = 12;
+    pub const YEAR: u8 = 13;
+    pub const NEWDECIMAL: u8 = 246;
+    pub const TINY_BLOB: u8 = 249;
+    pub const MEDIUM_BLOB: u8 = 250;
+    pub const LONG_BLOB: u8 = 251;
+    pub const BLOB: u8 = 252;
+}
+
+/// A parameter's type as the client bound it: (type, unsigned).
+pub type ParamType = (u8, bool);
+
+/// Read the parameter values of an execute packet. `types` holds the types
+/// bound by an earlier execute (clients send them once) and is updated when
+/// this one binds new ones; `long_data` holds what COM_STMT_SEND_LONG_DATA
+/// sent per parameter (those values are not in the packet).
+pub fn literals(
+    payload: &[u8],
+    params: u16,
+    types: &mut Option<Vec<ParamType>>,
+    long_data: &HashMap<u16, Vec<u8>>,
+    charset: &str,
+) -> Result<Vec<String>, Malformed> {
+    let n = params as usize;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(payload);
+    r.take(1 + 4 + 1 + 4, "execute header")?;
+    let nulls = r.take(n.div_ceil(8), "null bitmap")?.to_vec();
+    if r.u8("new params bound flag")? == 1 {
+        let mut bound = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = r.u8("parameter type")?;
+            let flags = r.u8("parameter flags")?;
+            bound.push((t, flags & 0x80 != 0));
+        }
+        *types = Some(bound);
+    }
+    let Some(bound) = types.as_ref() else { return Err(Malformed("parameter types were never sent")) };
+    let mut out = Vec::with_capacity(n);
+    for (i, &(t, unsigned)) in bound.iter().enumerate().take(n) {
+        if nulls[i / 8] & (1 << (i % 8)) != 0 {
+            out.push("NULL".to_string());
+            continue;
+        }
+        if let Some(data) = long_data.get(&(i as u16)) {
+            out.push(bytes_literal(data, t, charset));
+            continue;
+        }
+        out.push(value(&mut r, t, unsigned, charset)?);
+    }
+    Ok(out)
+}
+
+fn value(r: &mut Reader<'_>, t: u8, unsigned: bool, charset: &str) -> Result<String, Malformed> {
+    let int = |b: &[u8], unsigned: bool| -> String {
+        let mut v = [0u8; 8];
+        v[..b.len()].copy_from_slice(b);
+        if unsigned {
+            u64::from_le_bytes(v).to_string()
+        } else {
+            // Sign-extend from the value's width.
+            let bits = 64 - 8 * b.len() as u32;
+            ((i64::from_le_bytes(v) << bits) >> bits).to_string()
+        }
+    };
+    Ok(match t {
+        ty::TINY => int(r.take(1, "tinyint")?, unsigned),
+        ty::SHORT | ty::YEAR => int(r.take(2, "smallint")?, unsigned),
+        ty::LONG | ty::INT24 => int(r.take(4, "int")?, unsigned),
+        ty::LONGLONG => int(r.take(8, "bigint")?, unsigned),
+        ty::FLOAT => {
+            let b = r.take(4, "float")?;
+            float(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))?
+        }
+        ty::DOUBLE => {
+            let b = r.take(8, "double")?;
+            float(f64::from_le_bytes(b.try_into().expect("8 bytes")))?
+        }
+        ty::NULL => "NULL".to_string(),
+        ty::DATE | ty::DATETIME | ty::TIMESTAMP => {
+            let len = r.u8("temporal length")? as usize;
+            let b = r.take(len, "temporal value")?;
+            let (y, mo, d) = if len >= 4 { (u16::from_le_bytes([b[0], b[1]]), b[2], b[3]) } else { (0, 0, 0) };
+            let (h, mi, s) = if len >= 7 { (b[4], b[5], b[6]) } else { (0, 0, 0) };
+            let us = if len >= 11 { u32::from_le_bytes([b[7], b[8], b[9], b[10]]) } else { 0 };
+            if t == ty::DATE {
+                format!("'{y:04}-{mo:02}-{d:02}'")
+            } else {
+                format!("'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}'")
+            }
+        }
+        ty::TIME => {
+            let len = r.u8("time length")? as usize;
+            let b = r.take(len, "time value")?;
+            if len < 8 {
+                "'00:00:00'".to_string()
+            } else {
+                let neg = if b[0] == 1 { "-" } else { "" };
+                let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+                let hours = u64::from(days) * 24 + u64::from(b[5]);
+                let us = if len >= 12 { u32::from_le_bytes([b[8], b[9], b[10], b[11]]) } else { 0 };
+                format!("'{neg}{hours:02}:{:02}:{:02}.{us:06}'", b[6], b[7])
+            }
+        }
+        _ => {
+            // DECIMAL, strings, blobs, enum, set, bit, json, geometry: length-encoded bytes.
+            let data = r.lenenc_bytes("parameter value")?;
+            bytes_literal(data, t, charset)
+        }
+    })
+}
+
+fn float(v: f64) -> Result<String, Malformed> {
+    if !v.is_finite() {
+        return Err(Malformed("a floating-point parameter that is not a number"));
+    }
+    // Rust's shortest round-trip form, with an exponent MySQL reads as a double.
+    Ok(format!("{v:e}"))
+}
+
+fn hex(data: &[u8]) -> String {
+    let mut s = String::with_capacity(3 + 2 * data.len());
+    s.push_str("X'");
+    for b in data {
+        s.push_str(&format!("{b:02X}"));
+    }
+    s.push('\'');
+    s
+}
+
+fn bytes_literal(data: &[u8], t: u8, charset: &str) -> String {
+    let decimal = matches!(t, ty::DECIMAL | ty::NEWDECIMAL);
+    if decimal && !data.is_empty() && data.iter().all(|b| b.is_ascii_digit() || b"+-.eE".contains(b)) {
+        return String::from_utf8_lossy(data).into_owned();
+    }
+    let blob = matches!(t, ty::TINY_BLOB | ty::MEDIUM_BLOB | ty::LONG_BLOB | ty::BLOB);
+    let utf8 = charset.starts_with("utf8");
+    if data.is_empty() {
+        return "''".to_string();
+    }
+    if blob || charset == "binary" || (utf8 && std::str::from_utf8(data).is_err()) {
+        return hex(data);
+    }
+    let charset: String = charset.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    format!("_{charset} {}", hex(data))
+}
+
+/// `sql` with its `?` placeholders (at the byte offsets `at`) replaced by `values`.
+pub fn inline(sql: &str, at: &[usize], values: &[String]) -> Option<String> {
+    if at.len() != values.len() {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len() + values.iter().map(String::len).sum::<usize>());
+    let mut from = 0;
+    for (&pos, v) in at.iter().zip(values) {
+        out.push_str(&sql[from..pos]);
+        out.push_str(v);
+        from = pos + 1;
+    }
+    out.push_str(&sql[from..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn execute(types: &[(u8, u8)], nulls: u8, values: &[u8]) -> Vec<u8> {
+        let mut p = bytes::BytesMut::new();
+        p.put_u8(0x17);
+        p.put_u32_le(1);
+        p.put_u8(0);
+        p.put_u32_le(1);
+        p.put_u8(nulls);
+        p.put_u8(1);
+        for (t, f) in types {
+            p.put_u8(*t);
+            p.put_u8(*f);
+        }
+        p.put_slice(values);
+        p.to_vec()
+    }
+
+    #[test]
+    fn each_type_becomes_a_literal_that_means_the_same() {
+        let mut v = Vec::new();
+        v.put_i64_le(-5);
+        v.put_u8(0xFF); // tiny unsigned 255
+        v.put_f64_le(1.5);
+        v.put_u8(3);
+        v.put_slice(b"a'b");
+        v.put_u8(11);
+        v.put_u16_le(2026);
+        v.put_slice(&[12, 2, 10, 30, 5]);
+        v.put_u32_le(123);
+        v.put_u8(5);
+        v.put_slice(b"12.50");
+        let types = [
+            (ty::LONGLONG, 0),
+            (ty::TINY, 0x80),
+            (ty::DOUBLE, 0),
+            (253, 0),
+            (ty::DATETIME, 0),
+            (ty::NULL, 0),
+            (ty::NEWDECIMAL, 0),
+        ];
+        let payload = execute(&types, 0b0010_0000, &v);
+        let mut cached = None;
+        let out = literals(&payload, 7, &mut cached, &HashMap::new(), "utf8mb4").unwrap();
+        assert_eq!(out, ["-5", "255", "1.5e0", "_utf8mb4 X'612762'", "'2026-12-02 10:30:05.000123'", "NULL", "12.50"]);
+        assert_eq!(cached.as_ref().map(Vec::len), Some(7));
+
+        // The next execute sends no types: the cached ones apply.
+        let mut p = payload[..10].to_vec();
+        p.push(0b0011_1111); // all null but the last (the 7th)
+        p.push(0);
+        p.put_u8(2);
+        p.put_slice(b"-1");
+        let out = literals(&p, 7, &mut cached, &HashMap::new(), "latin1").unwrap();
+        assert_eq!(out.last().map(String::as_str), Some("-1"));
+    }
+
+    #[test]
+    fn long_data_invalid_text_and_placeholders() {
+        let payload = execute(&[(253, 0), (ty::BLOB, 0)], 0, &[2, 0xC3, 0x28]);
+        let mut long = HashMap::new();
+        long.insert(1u16, vec![0u8, 1, 2]);
+        let out = literals(&payload, 2, &mut None, &long, "utf8mb4").unwrap();
+        assert_eq!(out, ["X'C328'", "X'000102'"], "invalid UTF-8 stays bytes; long data is the value");
+        assert!(literals(&payload[..12], 2, &mut None, &long, "utf8mb4").is_err());
+        let sql = "UPDATE t SET a = ?, b = ? WHERE id = ?";
+        let at: Vec<usize> = sql.match_indices('?').map(|(i, _)| i).collect();
+        let vals = ["1".to_string(), "'x'".to_string(), "NULL".to_string()];
+        assert_eq!(inline(sql, &at, &vals).unwrap(), "UPDATE t SET a = 1, b = 'x' WHERE id = NULL");
+        assert_eq!(inline(sql, &at[..2], &vals), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! What a session does with a statement, by its class: COM_QUERY text,
+//! COM_STMT_PREPARE (refused statements are refused here, before the server
+//! sees them) and COM_STMT_EXECUTE (its parameters inlined for the log).
+
+use super::kill;
+use super::prepared::Prepared;
+use super::{MySession, MySessionError};
+use crate::protocol::mysql::wire::Reader;
+use crate::protocol::mysql::{Expect, MyError, Packet, code};
+use crate::sql::mysql::generate;
+use crate::sql::mysql::lex::{self, Token};
+use crate::sql::mysql::{MyClass, classify};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+fn refused(why: &str) -> MyError {
+    MyError::new(code::NOT_SUPPORTED, format!("chorus cannot replicate this statement: {why}"))
+}
+
+/// `sql` with each `ROW_COUNT()` replaced by `n` (what it returned before
+/// chorus's own statements after the client's write reset it); a select-list
+/// item keeps its column name. None when there is no ROW_COUNT().
+fn row_count_inlined(sql: &str, toks: &[Token<'_>], n: i64) -> Option<String> {
+    let base = sql.as_ptr() as usize;
+    let mut out = String::new();
+    let mut from = 0;
+    for (i, t) in toks.iter().enumerate() {
+        let Token::Word(w) = t else { continue };
+        if !w.eq_ignore_ascii_case("ROW_COUNT")
+            || toks.get(i + 1) != Some(&Token::Symbol('('))
+            || toks.get(i + 2) != Some(&Token::Symbol(')'))
+        {
+            continue;
+        }
+        let start = w.as_ptr() as usize - base;
+        let close = sql[start..].find(')')? + start;
+        let item_start = matches!(toks.get(i.wrapping_sub(1)), Some(Token::Symbol(',')))
+            || matches!(toks.get(i.wrapping_sub(1)), Some(Token::Word(k)) if k.eq_ignore_ascii_case("SELECT"));
+        let item_end = match toks.get(i + 3) {
+            None | Some(Token::End) | Some(Token::Symbol(',')) => true,
+            Some(Token::Word(k)) => k.eq_ignore_ascii_case("FROM"),
+            _ => false,
+        };
+        out.push_str(&sql[from..start]);
+        if item_start && item_end {
+            out.push_str(&format!("{n} AS `ROW_COUNT()`"));
+        } else {
+            out.push_str(&format!("({n})"));
+        }
+        from = close + 1;
+    }
+    if from == 0 {
+        return None;
+    }
+    out.push_str(&sql[from..]);
+    Some(out)
+}
+
+fn not_utf8() -> MyError {
+    MyError::new(
+        (1366, "HY000"),
+        "chorus replicates statement text in UTF-8 (or ASCII): send this statement in utf8mb4 \
+         (SET NAMES utf8mb4), or its non-ASCII values as parameters",
+    )
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
+    fn backslash_escapes(&self) -> bool {
+        self.log.context.as_ref().is_none_or(|c| c.backslash_escapes)
+    }
+
+    /// COM_QUERY. False when the session ended itself (KILL of its own connection).
+    pub(super) async fn query(
+        &mut self,
+        p: &Packet,
+        after_write: Option<super::replicate::AfterWrite>,
+    ) -> Result<bool, MySessionError> {
+        let reply = p.seq.wrapping_add(1);
+        let text = std::str::from_utf8(&p.payload[1..]);
+        if let (Some(after), Ok(sql)) = (after_write, text) {
+            let toks = lex::tokens(sql, self.backslash_escapes());
+            let words: Vec<String> = toks
+                .iter()
+                .filter(|t| **t != Token::End)
+                .map(|t| match t {
+                    Token::Word(w) => w.to_ascii_uppercase(),
+                    Token::Symbol(c) => c.to_string(),
+                    _ => "?".to_string(),
+                })
+                .collect();
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            if let (["SHOW", "WARNINGS"], Some(packets)) = (words.as_slice(), &after.warnings) {
+                for pk in packets {
+                    crate::protocol::mysql::packet::frame_raw(&mut self.out, pk.seq, &pk.payload);
+                }
+                self.flush().await?;
+                return Ok(true);
+            }
+            if words.first() == Some(&"SELECT")
+                && let Some(rewritten) = row_count_inlined(sql, &toks, after.row_count)
+            {
+                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
+                payload.extend_from_slice(rewritten.as_bytes());
+                let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                self.unpin_timestamp().await?;
+                self.relay(&cmd, Expect::ResultSets).await?;
+                return Ok(true);
+            }
+        }
+        if let Ok(sql) = text {
+            match kill::parse_kill(sql) {
+                Some(Ok((target, id))) => return self.kill(target, id, reply).await,
+                Some(Err(e)) => {
+                    self.error(reply, &e).await?;
+                    return Ok(true);
+                }
+                None => {}
+            }
+        }
+        let Ok(sql) = text else {
+            // Non-UTF-8 text: fine to read, not to log.
+            let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+            let toks = lex::tokens(&lossy, self.backslash_escapes());
+            let reads =
+                toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
+            if reads {
+                self.unpin_timestamp().await?;
+                self.relay(p, Expect::ResultSets).await?;
+            } else {
+                self.error(reply, &not_utf8()).await?;
+            }
+            return Ok(true);
+        };
+        let toks = lex::tokens(sql, self.backslash_escapes());
+        if toks.iter().any(|t| matches!(t, Token::Variable(v) if !v.starts_with("@@"))) {
+            // User variables live on the leader connection only.
+            self.reads.pin_to_leader();
+        }
+        let statements: Vec<&[Token<'_>]> = toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).collect();
+        if statements.len() > 1 {
+            let classes: Vec<MyClass> = statements.iter().map(|s| classify(s)).collect();
+            if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
+                self.unpin_timestamp().await?;
+                let answer = self.relay(p, Expect::ResultSets).await?;
+                if classes.contains(&MyClass::Session) || answer.error {
+                    self.log.session_changed(&toks);
+                    // Replaying part of it elsewhere is not worth the risk.
+                    self.reads.pin_to_leader();
+                }
+            } else {
+                let e = refused(
+                    "a query of several statements that changes data or transactions; send its statements one \
+                     at a time",
+                );
+                self.error(reply, &e).await?;
+            }
+            return Ok(true);
+        }
+        let class = statements.first().map_or(MyClass::Local, |s| classify(s));
+        if matches!(class, MyClass::Write { .. }) {
+            let generated = generate::substitute(sql, &toks, |f| {
+                if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
+            });
+            if let Some(text) = generated {
+                // The leader runs the same literals the followers will.
+                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
+                payload.extend_from_slice(text.as_bytes());
+                let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                let toks = lex::tokens(&text, self.backslash_escapes());
+                self.run_statement(&cmd, class, text.clone(), &toks).await?;
+                return Ok(true);
+            }
+        }
+        self.run_statement(p, class, sql.to_string(), &toks).await?;
+        Ok(true)
+    }
+
+    /// Run a statement of `class` (`cmd` as the client sent it, `sql` as it is logged).
+    async fn run_statement(
+        &mut self,
+        cmd: &Packet,
+        class: MyClass,
+        sql: String,
+        toks: &[Token<'_>],
+    ) -> Result<(), MySessionError> {
+        let reply = cmd.seq.wrapping_add(1);
+        match class {
+            MyClass::Read => self.read(cmd, toks).await?,
+            MyClass::Write { uses_last_insert_id } => self.logged_write(cmd, sql, uses_last_insert_id, false).await?,
+            MyClass::Ddl => self.logged_write(cmd, sql, false, true).await?,
+            MyClass::Commit => self.commit(cmd).await?,
+            MyClass::Rollback => {
+                self.relay(cmd, Expect::ResultSets).await?;
+                self.rolled_back();
+            }
+            MyClass::Savepoint(name) => {
+                if !self.relay(cmd, Expect::ResultSets).await?.error {
+                    self.log.savepoint(&name);
+                }
+            }
+            MyClass::RollbackTo(name) => {
+                if !self.relay(cmd, Expect::ResultSets).await?.error {
+                    self.log.rollback_to(&name);
+                }
+            }
+            MyClass::Release(name) => {
+                if !self.relay(cmd, Expect::ResultSets).await?.error {
+                    self.log.release(&name);
+                }
+            }
+            MyClass::Begin | MyClass::Local | MyClass::Session => {
+                // These may commit the open transaction implicitly (BEGIN, LOCK
+                // TABLES, SET autocommit = 1, ANALYZE TABLE...): what it logged
+                // so far goes into the log inside it first.
+                let commits = class != MyClass::Session
+                    || toks.iter().any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("autocommit")));
+                self.unpin_timestamp().await?;
+                if commits && !self.before_implicit_commit(cmd).await? {
+                    return Ok(());
+                }
+                let answer = self.relay(cmd, Expect::ResultSets).await?;
+                if class == MyClass::Session {
+                    self.log.session_changed(toks);
+                    if !answer.error {
+                        self.reads.session_statement(sql.clone());
+                    }
+                }
+                if commits && self.status & crate::protocol::mysql::consts::status::IN_TRANS == 0
+                    || class == MyClass::Begin
+                {
+                    self.after_commit();
+                }
+                let _ = answer;
+            }
+            MyClass::Refuse(why) => self.error(reply, &refused(&why)).await?,
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_PREPARE: refused statements never reach the server.
+    pub(super) async fn prepare(&mut self, p: &Packet) -> Result<(), MySessionError> {
+        let reply = p.seq.wrapping_add(1);
+        let Ok(sql) = std::str::from_utf8(&p.payload[1..]) else {
+            self.error(reply, &not_utf8()).await?;
+            return Ok(());
+        };
+        let toks = lex::tokens(sql, self.backslash_escapes());
+        let mut class = classify(&toks);
+        if generate::substitute(sql, &toks, |_| String::new()).is_some() {
+            class = MyClass::Refuse(
+                "UUID() / UUID_SHORT() in a prepared statement give another value on every server; \
+                 generate the value in the application and pass it as a parameter"
+                    .into(),
+            );
+        }
+        if let MyClass::Refuse(why) = &class {
+            self.error(reply, &refused(why)).await?;
+            return Ok(());
+        }
+        let placeholders = lex::placeholders(&toks);
+        let answer = self.relay(p, Expect::Prepare).await?;
+        if let Some(ok) = answer.prepared {
+            self.prepared.insert(ok.statement_id, Prepared::new(sql.to_string(), class, placeholders, ok.params));
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_EXECUTE.
+    pub(super) async fn execute(&mut self, p: &Packet) -> Result<(), MySessionError> {
+        let reply = p.seq.wrapping_add(1);
+        let id = Reader::new(&p.payload[1..]).u32("statement id").unwrap_or(0);
+        let Some(stmt) = self.prepared.get(&id) else {
+            // Unknown to chorus: the server answers (Unknown prepared statement handler).
+            self.relay(p, Expect::ResultSets).await?;
+            return Ok(());
+        };
+        let class = stmt.class.clone();
+        match class {
+            MyClass::Write { .. } | MyClass::Ddl => {
+                let charset = self.context().await?.charset;
+                let stmt = self.prepared.get_mut(&id).expect("looked up above");
+                let sql = match stmt.inline(&p.payload, &charset) {
+                    Ok(sql) => sql,
+                    Err(e) => {
+                        let e = MyError::new(code::NET_READ, format!("malformed COM_STMT_EXECUTE: {e}"));
+                        self.error(reply, &e).await?;
+                        return Ok(());
+                    }
+                };
+                self.run_statement(p, class, sql, &[]).await
+            }
+            MyClass::Read | MyClass::Local => {
+                // The statement is prepared on the leader connection only.
+                if let Some(s) = self.prepared.get_mut(&id) {
+                    s.reset();
+                }
+                self.unpin_timestamp().await?;
+                self.relay(p, Expect::ResultSets).await?;
+                Ok(())
+            }
+            _ => {
+                let sql = stmt.sql.clone();
+                if let Some(s) = self.prepared.get_mut(&id) {
+                    s.reset();
+                }
+                let toks = lex::tokens(&sql, self.backslash_escapes());
+                self.run_statement(p, class, sql.clone(), &toks).await
+            }
+        }
+    }
+
+    /// COM_STMT_SEND_LONG_DATA (no answer comes).
+    pub(super) async fn long_data(&mut self, p: &Packet) -> Result<(), MySessionError> {
+        let mut r = Reader::new(&p.payload[1..]);
+        if let (Ok(id), Ok(param)) = (r.u32("statement id"), r.u16("parameter"))
+            && let Some(stmt) = self.prepared.get_mut(&id)
+        {
+            stmt.long_data(param, r.rest());
+        }
+        self.leader.send(0, &p.payload).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_count_calls_become_the_value_they_had() {
+        let sql = "SELECT LAST_INSERT_ID(), row_count( ) FROM dual";
+        let toks = lex::tokens(sql, true);
+        assert_eq!(
+            row_count_inlined(sql, &toks, 2).as_deref(),
+            Some("SELECT LAST_INSERT_ID(), 2 AS `ROW_COUNT()` FROM dual")
+        );
+        let sql = "SELECT ROW_COUNT() + 1";
+        assert_eq!(row_count_inlined(sql, &lex::tokens(sql, true), 3).as_deref(), Some("SELECT (3) + 1"));
+        let sql = "SELECT 'ROW_COUNT()'";
+        assert_eq!(row_count_inlined(sql, &lex::tokens(sql, true), 3), None);
+    }
+}

@@ -1,0 +1,425 @@
+//! Replication on the leader, for one MySQL session: each data-changing
+//! statement runs with a pinned timestamp and RAND() seeds, its AUTO_INCREMENT
+//! id is read off its OK packet, and the statements of a transaction go into
+//! `_chorus.log` at its COMMIT, with the LSN taken there (the LSN row's lock
+//! orders committing writers; InnoDB's locks order their conflicting writes
+//! the same way). A statement in autocommit mode runs in a transaction chorus
+//! opens and commits around it, so statement and log entry commit together.
+//! DDL commits implicitly in MySQL: what the transaction logged so far is
+//! appended before it, and the DDL is logged on its own after it succeeded.
+
+use super::internal::InternalFailure;
+use super::{MySession, MySessionError};
+use crate::protocol::mysql::consts::status;
+use crate::protocol::mysql::{Expect, MyError, Packet, code};
+use crate::replication::mysql::SERVER_LOG;
+use crate::replication::mysql::entry::{LogEntry, LoggedStatement, StatementContext};
+use crate::sql::mysql::lex::Token;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Session variables that change what a statement does, re-established on
+/// the followers before each of its statements.
+const SESSION_VARS: &[&str] = &[
+    "sql_mode",
+    "time_zone",
+    "character_set_client",
+    "collation_connection",
+    "foreign_key_checks",
+    "unique_checks",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "div_precision_increment",
+    "explicit_defaults_for_timestamp",
+    "default_storage_engine",
+];
+
+/// The session's context as last read from the leader.
+#[derive(Debug, Clone)]
+pub(super) struct Captured {
+    vars: Vec<(String, String)>,
+    pub db: Option<String>,
+    /// @@timestamp as the server had it (the client's own, when it pinned one).
+    timestamp: String,
+    pub charset: String,
+    pub backslash_escapes: bool,
+}
+
+/// What a write's answer told the client that chorus's own statements after
+/// it (the log append, COMMIT) reset on the server: ROW_COUNT() and the
+/// warnings, served from here to the very next statement that asks.
+#[derive(Debug)]
+pub(super) struct AfterWrite {
+    pub row_count: i64,
+    /// The server's answer to SHOW WARNINGS, read before chorus's steps.
+    pub warnings: Option<Vec<crate::protocol::mysql::Packet>>,
+}
+
+/// What the session's leader side keeps between statements.
+#[derive(Debug, Default)]
+pub(super) struct LeaderLog {
+    /// The statements of the open transaction, not yet in the log.
+    pending: Vec<LoggedStatement>,
+    savepoints: Vec<(String, usize)>,
+    /// None: read it again before the next write (a SET or USE ran).
+    pub context: Option<Captured>,
+    /// What LAST_INSERT_ID() returned before the current write (read from
+    /// the server when the write uses it).
+    last_insert_id: u64,
+    /// The client pinned TIMESTAMP itself: writes use its value.
+    client_timestamp: bool,
+    /// chorus pinned TIMESTAMP for a write: reset it before anything else runs.
+    pub chorus_timestamp: bool,
+    /// The highest LSN this session committed.
+    pub wrote: i64,
+}
+
+fn failure_error(what: &str, f: &InternalFailure) -> MyError {
+    let detail = match f {
+        InternalFailure::Statement { sql, error } => format!("{sql:?} failed: {error}"),
+        InternalFailure::Session(e) => e.to_string(),
+    };
+    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+}
+
+/// `s` as a utf8mb4 string literal under the session's escaping rules
+/// (the introducer makes the connection's character set irrelevant). Not
+/// hex: an entry is often large, and hex would double it.
+fn utf8_literal(s: &str, backslash_escapes: bool) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    out.push_str("_utf8mb4'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' if backslash_escapes => out.push_str("\\\\"),
+            '\0' if backslash_escapes => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn now_timestamp() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+impl LeaderLog {
+    /// A SET or USE ran: the context must be read again; note a client's
+    /// own `SET TIMESTAMP`.
+    pub fn session_changed(&mut self, toks: &[Token<'_>]) {
+        self.context = None;
+        let pins = toks.iter().position(|t| match t {
+            Token::Word(w) => w.eq_ignore_ascii_case("timestamp"),
+            Token::Variable(v) => v.to_ascii_lowercase().ends_with("timestamp"),
+            _ => false,
+        });
+        if let Some(i) = pins {
+            let value = toks.iter().skip(i + 1).find(|t| !matches!(t, Token::Symbol('=' | ':')));
+            let default = match value {
+                Some(Token::Word(w)) => w.eq_ignore_ascii_case("default"),
+                Some(Token::Number(n)) => {
+                    n.trim_start_matches('0').trim_start_matches('.').trim_matches('0').is_empty()
+                }
+                _ => false,
+            };
+            self.client_timestamp = !default;
+            self.chorus_timestamp = false;
+        }
+    }
+
+    /// The connection's server session was replaced (COM_CHANGE_USER,
+    /// COM_RESET_CONNECTION): nothing of the old one is left.
+    pub fn reset(&mut self) {
+        let wrote = self.wrote;
+        *self = LeaderLog { wrote, ..LeaderLog::default() };
+    }
+
+    pub fn savepoint(&mut self, name: &str) {
+        self.savepoints.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.savepoints.push((name.to_string(), self.pending.len()));
+    }
+
+    pub fn rollback_to(&mut self, name: &str) {
+        if let Some(i) = self.savepoints.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            self.pending.truncate(self.savepoints[i].1);
+            self.savepoints.truncate(i + 1);
+        }
+    }
+
+    pub fn release(&mut self, name: &str) {
+        if let Some(i) = self.savepoints.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            self.savepoints.truncate(i);
+        }
+    }
+
+    pub fn rolled_back(&mut self) {
+        self.pending.clear();
+        self.savepoints.clear();
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
+    /// The session's context, read from the leader when a SET or USE changed it.
+    pub(super) async fn context(&mut self) -> Result<Captured, MySessionError> {
+        if let Some(c) = &self.log.context {
+            return Ok(c.clone());
+        }
+        let cols: Vec<String> = SESSION_VARS.iter().map(|v| format!("@@session.{v}")).collect();
+        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp", cols.join(", "));
+        let answers = self.internal(&[sql]).await?;
+        let row = answers.into_iter().next().and_then(|a| a.rows.into_iter().next()).unwrap_or_default();
+        let value = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let vars: Vec<(String, String)> =
+            SESSION_VARS.iter().enumerate().map(|(i, v)| (v.to_string(), value(i))).collect();
+        let sql_mode = value(0);
+        let captured = Captured {
+            charset: value(2),
+            backslash_escapes: !sql_mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES"),
+            db: row.get(SESSION_VARS.len()).cloned().flatten(),
+            timestamp: value(SESSION_VARS.len() + 1),
+            vars,
+        };
+        self.log.context = Some(captured.clone());
+        Ok(captured)
+    }
+
+    /// Before a command that is not a write: undo chorus's pinned timestamp,
+    /// so NOW() moves again for the client.
+    pub(super) async fn unpin_timestamp(&mut self) -> Result<(), MySessionError> {
+        if self.log.chorus_timestamp {
+            self.log.chorus_timestamp = false;
+            self.internal(&["SET TIMESTAMP = DEFAULT".to_string()]).await?;
+        }
+        Ok(())
+    }
+
+    /// A data-changing statement (`cmd` as the client sent it; `sql` its text
+    /// with parameters inlined, as the followers will run it).
+    pub(super) async fn logged_write(
+        &mut self,
+        cmd: &Packet,
+        sql: String,
+        uses_last_insert_id: bool,
+        ddl: bool,
+    ) -> Result<(), MySessionError> {
+        let reply = cmd.seq.wrapping_add(1);
+        let ctx = self.context().await?;
+        if ddl && self.log.has_pending() {
+            // The DDL commits the open transaction: its entry goes in first.
+            if let Err(f) = self.append_pending().await {
+                return self.fail_transaction(reply, failure_error("the transaction before this DDL", &f)).await;
+            }
+        }
+        let wrap = !ddl && self.status & status::IN_TRANS == 0 && self.status & status::AUTOCOMMIT != 0;
+        let timestamp = if self.log.client_timestamp { ctx.timestamp.clone() } else { now_timestamp() };
+        let (seed1, seed2) = {
+            use rand::RngExt;
+            let mut rng = rand::rng();
+            (rng.random_range(1..0x3FFF_FFFFu32), rng.random_range(1..0x3FFF_FFFFu32))
+        };
+        let mut setup = Vec::new();
+        if wrap {
+            setup.push("START TRANSACTION".to_string());
+        }
+        let pin = if self.log.client_timestamp { String::new() } else { format!("TIMESTAMP = {timestamp}, ") };
+        setup.push(format!("SET {pin}@@rand_seed1 = {seed1}, @@rand_seed2 = {seed2}"));
+        if uses_last_insert_id {
+            // Read, not tracked: OK packets report explicit ids too, which
+            // LAST_INSERT_ID() does not take.
+            setup.push("SELECT LAST_INSERT_ID()".to_string());
+        }
+        let answers = self.internal_ok(&setup).await;
+        if let Ok(a) = &answers
+            && uses_last_insert_id
+            && let Some(v) = a.last().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten())
+        {
+            self.log.last_insert_id = v.parse().unwrap_or(0);
+        }
+        if let Err(f) = answers {
+            if wrap {
+                let _ = self.internal(&["ROLLBACK".to_string()]).await;
+            }
+            return self.error(reply, &failure_error("this statement", &f)).await;
+        }
+        self.log.chorus_timestamp = !self.log.client_timestamp;
+        self.leader.send(0, &cmd.payload).await?;
+        let held = self.read_held(Expect::ResultSets).await?;
+        let row_count = if held.response.error { -1 } else { held.response.affected as i64 };
+        let warnings = if wrap && held.response.warnings > 0 && !held.response.error {
+            self.leader.send(0, b"\x03SHOW WARNINGS").await?;
+            Some(self.read_held(Expect::ResultSets).await?.packets)
+        } else {
+            None
+        };
+        self.after_write = Some(AfterWrite { row_count, warnings });
+        if held.response.error || (held.response.affected == 0 && !ddl) {
+            // Failed, or changed nothing: nothing to replay.
+            if wrap {
+                self.internal(&["ROLLBACK".to_string()]).await?;
+                return self.send_held(held, |s| s & !status::IN_TRANS).await;
+            }
+            return self.send_held(held, |s| s).await;
+        }
+        let statement = LoggedStatement {
+            sql,
+            db: ctx.db.clone(),
+            ctx: StatementContext {
+                timestamp,
+                rand_seed1: seed1,
+                rand_seed2: seed2,
+                insert_id: (held.response.last_insert_id != 0).then_some(held.response.last_insert_id),
+                last_insert_id: uses_last_insert_id.then_some(self.log.last_insert_id),
+                session: ctx.vars.clone(),
+            },
+        };
+        if ddl {
+            let entry = LogEntry { statements: vec![statement], ddl: true };
+            let steps = ["START TRANSACTION".to_string()];
+            let logged = match self.internal_ok(&steps).await {
+                Ok(_) => self.append(&entry, true).await,
+                Err(f) => Err(f),
+            };
+            return match logged {
+                Ok(()) => self.send_held(held, |s| s).await,
+                Err(f) => {
+                    let _ = self.internal(&["ROLLBACK".to_string()]).await;
+                    let e = MyError::new(
+                        code::UNKNOWN,
+                        format!(
+                            "the DDL ran on the leader, but chorus could not log it for the followers ({}); \
+                             repeat it on each follower by hand",
+                            match &f {
+                                InternalFailure::Statement { error, .. } => error.to_string(),
+                                InternalFailure::Session(e) => e.to_string(),
+                            }
+                        ),
+                    );
+                    self.error(reply, &e).await
+                }
+            };
+        }
+        self.log.pending.push(statement);
+        if !wrap {
+            return self.send_held(held, |s| s).await;
+        }
+        match self.append_pending().await {
+            Ok(()) => match self.commit_internal().await {
+                Ok(()) => self.send_held(held, |s| s & !status::IN_TRANS).await,
+                Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+            },
+            Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+        }
+    }
+
+    /// The client's COMMIT: the transaction's entry goes into the log first.
+    pub(super) async fn commit(&mut self, cmd: &Packet) -> Result<(), MySessionError> {
+        let reply = cmd.seq.wrapping_add(1);
+        if !self.log.has_pending() {
+            self.relay(cmd, Expect::ResultSets).await?;
+            self.after_commit();
+            return Ok(());
+        }
+        if let Err(f) = self.append_pending().await {
+            return self.fail_transaction(reply, failure_error("this transaction", &f)).await;
+        }
+        let answer = self.relay(cmd, Expect::ResultSets).await?;
+        if answer.error {
+            // The server rolled back (a deadlock at commit...): the entry with it.
+            self.rolled_back();
+        } else {
+            self.after_commit();
+        }
+        Ok(())
+    }
+
+    /// A statement that commits implicitly is about to run: put what the
+    /// transaction logged so far into the log, inside the transaction, so it
+    /// commits with it.
+    pub(super) async fn before_implicit_commit(&mut self, cmd: &Packet) -> Result<bool, MySessionError> {
+        if !self.log.has_pending() {
+            return Ok(true);
+        }
+        match self.append_pending().await {
+            Ok(()) => Ok(true),
+            Err(f) => {
+                self.fail_transaction(cmd.seq.wrapping_add(1), failure_error("the open transaction", &f)).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Take an LSN and append the pending statements as one entry (inside
+    /// the open transaction).
+    async fn append_pending(&mut self) -> Result<(), InternalFailure> {
+        let entry = LogEntry { statements: std::mem::take(&mut self.log.pending), ddl: false };
+        self.log.savepoints.clear();
+        self.append(&entry, false).await
+    }
+
+    /// `UPDATE _chorus.lsn`, `INSERT INTO _chorus.log`, read the LSN back;
+    /// with `commit`, COMMIT too (chorus's own transaction).
+    async fn append(&mut self, entry: &LogEntry, commit: bool) -> Result<(), InternalFailure> {
+        let backslash = self.log.context.as_ref().is_none_or(|c| c.backslash_escapes);
+        let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
+        let literal = utf8_literal(&json, backslash);
+        let mut steps = vec![
+            "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),
+            format!(
+                "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
+            ),
+            "SELECT lsn FROM _chorus.lsn WHERE id = 1".to_string(),
+        ];
+        if commit {
+            steps.push("COMMIT".to_string());
+        }
+        let answers = self.internal_ok(&steps).await?;
+        let lsn =
+            answers[2].rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|v| v.parse::<i64>().ok());
+        self.uncommitted_lsn = lsn.unwrap_or(0).max(self.uncommitted_lsn);
+        if commit {
+            self.after_commit();
+        }
+        Ok(())
+    }
+
+    async fn commit_internal(&mut self) -> Result<(), InternalFailure> {
+        self.internal_ok(&["COMMIT".to_string()]).await?;
+        self.after_commit();
+        Ok(())
+    }
+
+    /// A transaction that appended entries committed: they are the session's
+    /// writes now, and the appliers may fetch them.
+    pub(super) fn after_commit(&mut self) {
+        self.log.rolled_back();
+        if self.uncommitted_lsn > 0 {
+            let lsn = std::mem::take(&mut self.uncommitted_lsn);
+            self.log.wrote = self.log.wrote.max(lsn);
+            self.reads.position.wrote(lsn);
+            if let Some(r) = &self.ctx.replication {
+                r.state().progress(SERVER_LOG).note_committed(lsn);
+                r.notify();
+            }
+        }
+    }
+
+    /// Logging failed: roll the whole transaction back and tell the client.
+    async fn fail_transaction(&mut self, seq: u8, e: MyError) -> Result<(), MySessionError> {
+        let _ = self.internal(&["ROLLBACK".to_string()]).await;
+        self.log.rolled_back();
+        self.uncommitted_lsn = 0;
+        self.status &= !status::IN_TRANS;
+        self.error(seq, &e).await
+    }
+
+    /// The client rolled back (or the server did): nothing pending survives.
+    pub(super) fn rolled_back(&mut self) {
+        self.log.rolled_back();
+        self.uncommitted_lsn = 0;
+    }
+}

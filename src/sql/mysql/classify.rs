@@ -1,0 +1,410 @@
+//! What a MySQL statement means for chorus, pure: does it change data (and
+//! so belong in the log), change the session, bound a transaction, or is it
+//! something chorus must refuse because replaying it could not give the
+//! leader's result.
+
+use super::lex::Token;
+
+/// A statement's class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MyClass {
+    /// Reads only.
+    Read,
+    /// Runs on the leader and changes no replicated data (FLUSH, LOCK
+    /// TABLES, ANALYZE TABLE, DO, SQL-level EXECUTE of a read...).
+    Local,
+    /// Changes the session's context (SET, USE): later writes log it.
+    Session,
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint(String),
+    RollbackTo(String),
+    Release(String),
+    /// Changes data (INSERT, REPLACE, UPDATE, DELETE): logged with its context.
+    Write {
+        /// Calls LAST_INSERT_ID() without an argument: the session's value
+        /// goes into the log.
+        uses_last_insert_id: bool,
+    },
+    /// Changes schema or accounts; MySQL commits implicitly around it.
+    Ddl,
+    /// Not run: replaying it could not reproduce the leader's result (or
+    /// chorus cannot tell whether it changes data). Says why and what to do.
+    Refuse(String),
+}
+
+fn upper(t: &Token<'_>) -> Option<String> {
+    match t {
+        Token::Word(w) => Some(w.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn is_word(t: Option<&Token<'_>>, w: &str) -> bool {
+    matches!(t, Some(Token::Word(x)) if x.eq_ignore_ascii_case(w))
+}
+
+fn name(t: Option<&Token<'_>>) -> String {
+    match t {
+        Some(Token::Word(w)) => w.to_string(),
+        Some(Token::Quoted(q)) => q[1..q.len().saturating_sub(1)].replace("``", "`"),
+        _ => String::new(),
+    }
+}
+
+fn refuse(why: impl Into<String>) -> MyClass {
+    MyClass::Refuse(why.into())
+}
+
+/// Functions whose value differs per server or per session, with what to do instead.
+const NONDETERMINISTIC: &[(&str, &str)] = &[
+    ("UUID", "generate the UUID in the application and send it as a literal"),
+    ("UUID_SHORT", "generate the value in the application and send it as a literal"),
+    ("SYS_GUID", "generate the value in the application and send it as a literal"),
+    ("RANDOM_BYTES", "generate the bytes in the application and send them as a literal"),
+    ("SYSDATE", "use NOW(), which chorus makes the same on every server"),
+    ("CONNECTION_ID", "send the value as a literal"),
+    ("USER", "send the user name as a literal"),
+    ("CURRENT_USER", "send the user name as a literal"),
+    ("SESSION_USER", "send the user name as a literal"),
+    ("SYSTEM_USER", "send the user name as a literal"),
+    ("CURRENT_ROLE", "send the role as a literal"),
+    ("LOAD_FILE", "read the file in the application and send its content as a literal"),
+    ("FOUND_ROWS", "send the count as a literal"),
+    ("ROW_COUNT", "send the count as a literal"),
+    ("VERSION", "send the value as a literal"),
+    ("GET_LOCK", "take the lock in a statement of its own"),
+    ("RELEASE_LOCK", "release the lock in a statement of its own"),
+    ("RELEASE_ALL_LOCKS", "release the locks in a statement of its own"),
+    ("IS_FREE_LOCK", "check the lock in a statement of its own"),
+    ("IS_USED_LOCK", "check the lock in a statement of its own"),
+    ("SLEEP", "sleep in a statement of its own"),
+    ("BENCHMARK", "run it in a statement of its own"),
+    ("MASTER_POS_WAIT", "run it in a statement of its own"),
+    ("MASTER_GTID_WAIT", "run it in a statement of its own"),
+    ("NEXTVAL", "MariaDB sequences are not replicated yet: use AUTO_INCREMENT"),
+    ("LASTVAL", "MariaDB sequences are not replicated yet: use AUTO_INCREMENT"),
+    ("SETVAL", "MariaDB sequences are not replicated yet: use AUTO_INCREMENT"),
+];
+
+/// Why a data-changing statement cannot be replayed as it is, if it cannot.
+fn write_problem(toks: &[Token<'_>]) -> Option<String> {
+    // In a VALUES list chorus gives each UUID() a literal of its own.
+    let generated_ok = super::generate::values_only(toks);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Token::Word(w) => {
+                let call = matches!(toks.get(i + 1), Some(Token::Symbol('(')));
+                let u = w.to_ascii_uppercase();
+                let bare_user = matches!(u.as_str(), "CURRENT_USER" | "CURRENT_ROLE");
+                if call || bare_user {
+                    // `x.f(` is a qualified call of another function.
+                    let qualified = i > 0 && matches!(toks[i - 1], Token::Symbol('.'));
+                    let fixed = generated_ok && super::generate::GENERATED.contains(&u.as_str());
+                    if !qualified
+                        && !fixed
+                        && let Some((f, what)) = NONDETERMINISTIC.iter().find(|(f, _)| *f == u)
+                    {
+                        return Some(format!("{f}() gives another value on every server; {what}"));
+                    }
+                }
+                if (u == "NEXT" || u == "PREVIOUS")
+                    && is_word(toks.get(i + 1), "VALUE")
+                    && is_word(toks.get(i + 2), "FOR")
+                {
+                    return Some("MariaDB sequences are not replicated yet: use AUTO_INCREMENT".into());
+                }
+            }
+            Token::Variable(v) if v.starts_with("@@") => {
+                return Some(format!(
+                    "{v} in a data-changing statement may differ on the followers; send its value as a literal"
+                ));
+            }
+            Token::Variable(v) => {
+                return Some(format!(
+                    "the user variable {v} is not replicated yet; send its value as a literal or a parameter"
+                ));
+            }
+            _ => {}
+        }
+    }
+    // LIMIT without ORDER BY (outside parentheses) picks rows in an order the
+    // servers need not share.
+    let mut depth = 0i32;
+    let (mut order, mut limit) = (false, false);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            Token::Word(w) if depth == 0 && w.eq_ignore_ascii_case("ORDER") && is_word(toks.get(i + 1), "BY") => {
+                order = true
+            }
+            Token::Word(w) if depth == 0 && w.eq_ignore_ascii_case("LIMIT") => limit = true,
+            _ => {}
+        }
+    }
+    if limit && !order {
+        return Some(
+            "LIMIT without ORDER BY picks rows in an order the servers need not share; add an ORDER BY on a unique key"
+                .into(),
+        );
+    }
+    None
+}
+
+fn uses_last_insert_id(toks: &[Token<'_>]) -> bool {
+    toks.windows(3).any(|w| {
+        matches!(w, [Token::Word(f), Token::Symbol('('), Token::Symbol(')')] if f.eq_ignore_ascii_case("LAST_INSERT_ID"))
+    })
+}
+
+fn write(toks: &[Token<'_>]) -> MyClass {
+    match write_problem(toks) {
+        Some(why) => MyClass::Refuse(why),
+        None => MyClass::Write { uses_last_insert_id: uses_last_insert_id(toks) },
+    }
+}
+
+/// Classify one statement (its tokens, without the `;`).
+pub fn classify(toks: &[Token<'_>]) -> MyClass {
+    let Some(first) = toks.first() else { return MyClass::Local };
+    if *first == Token::Symbol('(') {
+        return MyClass::Read;
+    }
+    let Some(verb) = upper(first) else { return refuse("chorus cannot tell what this statement does; it was not run") };
+    let second = toks.get(1).and_then(upper).unwrap_or_default();
+    match verb.as_str() {
+        "SELECT" | "TABLE" | "VALUES" => {
+            if let Some(why) = write_problem_for_select(toks) {
+                return MyClass::Refuse(why);
+            }
+            let into_file = toks
+                .windows(2)
+                .any(|w| is_word(w.first(), "INTO") && (is_word(w.get(1), "OUTFILE") || is_word(w.get(1), "DUMPFILE")));
+            if into_file { MyClass::Local } else { MyClass::Read }
+        }
+        "WITH" => {
+            // The statement the CTEs serve: the first verb outside parentheses after them.
+            let mut depth = 0i32;
+            for t in &toks[1..] {
+                match t {
+                    Token::Symbol('(') => depth += 1,
+                    Token::Symbol(')') => depth -= 1,
+                    Token::Word(w) if depth == 0 => match w.to_ascii_uppercase().as_str() {
+                        "SELECT" => return classify_select_like(toks),
+                        "UPDATE" | "DELETE" | "INSERT" | "REPLACE" => return write(toks),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            MyClass::Read
+        }
+        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => MyClass::Read,
+        "USE" => MyClass::Session,
+        "SET" => match second.as_str() {
+            "GLOBAL" | "PERSIST" | "PERSIST_ONLY" => MyClass::Local,
+            "PASSWORD" | "ROLE" | "DEFAULT" => MyClass::Ddl,
+            "TRANSACTION" => MyClass::Local,
+            "STATEMENT" => {
+                let inner = toks.iter().position(|t| is_word(Some(t), "FOR")).map(|i| classify(&toks[i + 1..]));
+                match inner {
+                    Some(MyClass::Read) => MyClass::Read,
+                    Some(MyClass::Local) => MyClass::Local,
+                    _ => refuse(
+                        "SET STATEMENT ... FOR is replicated only for reads; SET the variable, then run the statement",
+                    ),
+                }
+            }
+            _ => MyClass::Session,
+        },
+        "BEGIN" if second == "NOT" => refuse("compound statements (BEGIN NOT ATOMIC) are not replicated yet"),
+        "BEGIN" => MyClass::Begin,
+        "START" if second == "TRANSACTION" => MyClass::Begin,
+        "COMMIT" => MyClass::Commit,
+        "ROLLBACK" => {
+            let to = toks.iter().position(|t| is_word(Some(t), "TO"));
+            match to {
+                Some(i) => {
+                    let at = if is_word(toks.get(i + 1), "SAVEPOINT") { i + 2 } else { i + 1 };
+                    MyClass::RollbackTo(name(toks.get(at)))
+                }
+                None => MyClass::Rollback,
+            }
+        }
+        "SAVEPOINT" => MyClass::Savepoint(name(toks.get(1))),
+        "RELEASE" if second == "SAVEPOINT" => MyClass::Release(name(toks.get(2))),
+        "XA" => refuse("XA (two-phase) transactions are not replicated; use plain transactions"),
+        "INSERT" | "REPLACE" | "UPDATE" | "DELETE" => write(toks),
+        "LOAD" => refuse("LOAD DATA / LOAD XML are not replicated yet; insert the rows with INSERT"),
+        "CALL" => refuse("stored procedures are not replicated yet; run their statements directly"),
+        "HANDLER" => MyClass::Local,
+        "DO" => MyClass::Local,
+        "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" | "GRANT" | "REVOKE" => ddl(toks, &verb),
+        "ANALYZE" => match second.as_str() {
+            "TABLE" | "NO_WRITE_TO_BINLOG" | "LOCAL" => MyClass::Local,
+            // MariaDB's ANALYZE <statement> runs the statement.
+            _ => classify(&toks[1..]),
+        },
+        "OPTIMIZE" | "CHECK" | "CHECKSUM" | "REPAIR" | "FLUSH" | "LOCK" | "UNLOCK" | "GET" | "SIGNAL" | "RESIGNAL"
+        | "EXECUTE" | "DEALLOCATE" | "INSTALL" | "UNINSTALL" | "CACHE" | "PURGE" | "RESET" => MyClass::Local,
+        "PREPARE" => {
+            // PREPARE s FROM '<text>': the text's class decides.
+            let text = toks.iter().find_map(|t| match t {
+                Token::Str(s) => Some(s),
+                _ => None,
+            });
+            match text {
+                Some(s) if s.len() >= 2 => {
+                    let inner = &s[1..s.len() - 1];
+                    match classify(&super::lex::tokens(inner, true)) {
+                        MyClass::Read | MyClass::Local => MyClass::Local,
+                        _ => refuse(
+                            "SQL-level PREPARE of a data-changing statement is not replicated; use the protocol's prepared statements",
+                        ),
+                    }
+                }
+                _ => refuse("PREPARE ... FROM @variable is not replicated; use the protocol's prepared statements"),
+            }
+        }
+        "SHUTDOWN" | "BINLOG" | "CHANGE" | "STOP" | "KILL" => {
+            refuse(format!("{verb} is not available through chorus; connect to the server directly"))
+        }
+        "START" => refuse(format!("START {second} is not available through chorus; connect to the server directly")),
+        _ => refuse(format!("chorus does not know whether {verb} changes data, so it was not run")),
+    }
+}
+
+fn classify_select_like(toks: &[Token<'_>]) -> MyClass {
+    match write_problem_for_select(toks) {
+        Some(why) => MyClass::Refuse(why),
+        None => MyClass::Read,
+    }
+}
+
+/// A SELECT that changes state: sequences.
+fn write_problem_for_select(toks: &[Token<'_>]) -> Option<String> {
+    let changes_sequence = toks.iter().enumerate().any(|(i, t)| match t {
+        Token::Word(w) => {
+            let u = w.to_ascii_uppercase();
+            ((u == "NEXTVAL" || u == "SETVAL") && matches!(toks.get(i + 1), Some(Token::Symbol('('))))
+                || (u == "NEXT" && is_word(toks.get(i + 1), "VALUE") && is_word(toks.get(i + 2), "FOR"))
+        }
+        _ => false,
+    });
+    changes_sequence.then(|| "MariaDB sequences are not replicated yet: use AUTO_INCREMENT".to_string())
+}
+
+fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
+    let words: Vec<String> = toks.iter().take(6).filter_map(upper).collect();
+    let has = |w: &str| words.iter().any(|x| x == w);
+    if has("TEMPORARY") {
+        return refuse("temporary tables are not replicated yet; use a regular table");
+    }
+    if has("EVENT") {
+        return refuse("events run on every server on their own; create them on each server directly");
+    }
+    if verb == "CREATE" && toks.iter().any(|t| is_word(Some(t), "SELECT")) {
+        // CREATE TABLE ... SELECT: its query must replay like a write's.
+        if let Some(why) = write_problem(toks) {
+            return MyClass::Refuse(why);
+        }
+    }
+    MyClass::Ddl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lex::tokens;
+    use super::*;
+
+    fn class(sql: &str) -> MyClass {
+        classify(&tokens(sql, true))
+    }
+
+    #[test]
+    fn reads_sessions_and_transactions() {
+        assert_eq!(class("SELECT * FROM t WHERE id = 1"), MyClass::Read);
+        assert_eq!(class("(SELECT 1) UNION (SELECT 2)"), MyClass::Read);
+        assert_eq!(class("show tables"), MyClass::Read);
+        assert_eq!(class("WITH c AS (SELECT 1) SELECT * FROM c"), MyClass::Read);
+        assert_eq!(class("SELECT * INTO OUTFILE '/tmp/x' FROM t"), MyClass::Local);
+        assert_eq!(class("SET NAMES utf8mb4"), MyClass::Session);
+        assert_eq!(class("SET @@session.sql_mode = ''"), MyClass::Session);
+        assert_eq!(class("SET GLOBAL max_connections = 10"), MyClass::Local);
+        assert_eq!(class("use shop"), MyClass::Session);
+        assert_eq!(class("BEGIN"), MyClass::Begin);
+        assert_eq!(class("START TRANSACTION WITH CONSISTENT SNAPSHOT"), MyClass::Begin);
+        assert_eq!(class("COMMIT WORK"), MyClass::Commit);
+        assert_eq!(class("ROLLBACK"), MyClass::Rollback);
+        assert_eq!(class("ROLLBACK WORK TO SAVEPOINT s1"), MyClass::RollbackTo("s1".into()));
+        assert_eq!(class("ROLLBACK TO `a b`"), MyClass::RollbackTo("a b".into()));
+        assert_eq!(class("SAVEPOINT s1"), MyClass::Savepoint("s1".into()));
+        assert_eq!(class("RELEASE SAVEPOINT s1"), MyClass::Release("s1".into()));
+    }
+
+    #[test]
+    fn writes_and_what_makes_them_unsafe() {
+        let w = MyClass::Write { uses_last_insert_id: false };
+        assert_eq!(class("INSERT INTO t (a, b) VALUES (NOW(), RAND())"), w);
+        assert_eq!(class("UPDATE t SET k = k + 1 WHERE id = ?"), w);
+        assert_eq!(class("DELETE FROM t WHERE id IN (SELECT id FROM u LIMIT 3)"), w, "LIMIT in a subquery");
+        assert_eq!(class("DELETE FROM t ORDER BY id LIMIT 10"), w);
+        assert_eq!(class("INSERT INTO t VALUES (LAST_INSERT_ID())"), MyClass::Write { uses_last_insert_id: true });
+        assert_eq!(class("INSERT INTO t VALUES (LAST_INSERT_ID(5))"), w);
+        assert_eq!(class("WITH c AS (SELECT 1) UPDATE t SET a = 1"), w);
+        assert_eq!(class("INSERT INTO t VALUES (UUID(), UUID_SHORT())"), w, "chorus makes them literals");
+        for unsafe_sql in [
+            "INSERT INTO t SELECT UUID() FROM u",
+            "UPDATE t SET u = UUID()",
+            "UPDATE t SET at = SYSDATE()",
+            "INSERT INTO t VALUES (CURRENT_USER)",
+            "DELETE FROM t LIMIT 10",
+            "UPDATE t SET a = @v",
+            "UPDATE t SET a = @@hostname",
+            "INSERT INTO t VALUES (NEXT VALUE FOR s)",
+            "SELECT NEXTVAL(s)",
+            "LOAD DATA INFILE 'x' INTO TABLE t",
+            "CALL p()",
+            "XA START 'x'",
+            "CREATE TEMPORARY TABLE x (a int)",
+            "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
+            "CREATE TABLE c AS SELECT UUID() AS u",
+            "PREPARE s FROM 'DELETE FROM t'",
+            "FROBNICATE t",
+        ] {
+            assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
+        }
+        // A qualified function of the same name is not the builtin; a string is not a call.
+        assert_eq!(class("INSERT INTO t VALUES (mylib.uuid(), 'UUID()')"), w);
+    }
+
+    #[test]
+    fn ddl_and_local_statements() {
+        for ddl in [
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+            "alter table t add column x int",
+            "DROP TABLE IF EXISTS t",
+            "TRUNCATE t",
+            "RENAME TABLE a TO b",
+            "CREATE INDEX i ON t (x)",
+            "CREATE DATABASE shop",
+            "GRANT SELECT ON shop.* TO 'u'@'%'",
+            "CREATE TABLE c AS SELECT * FROM t",
+        ] {
+            assert_eq!(class(ddl), MyClass::Ddl, "{ddl}");
+        }
+        for local in [
+            "FLUSH TABLES",
+            "LOCK TABLES t WRITE",
+            "UNLOCK TABLES",
+            "ANALYZE TABLE t",
+            "DO 1",
+            "PREPARE s FROM 'SELECT 1'",
+        ] {
+            assert_eq!(class(local), MyClass::Local, "{local}");
+        }
+        assert_eq!(class("ANALYZE UPDATE t SET a = 1"), MyClass::Write { uses_last_insert_id: false });
+    }
+}

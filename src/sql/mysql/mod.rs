@@ -1,0 +1,8 @@
+//! MySQL statements, pure: a lexer and the classification chorus routes and
+//! replicates by.
+
+pub mod classify;
+pub mod generate;
+pub mod lex;
+
+pub use classify::{MyClass, classify};

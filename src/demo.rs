@@ -179,7 +179,8 @@ async fn prepare(clusters: &Clusters) -> Result<(), DemoError> {
     }
     if let Some(cluster) = &clusters.mysql {
         cluster.create_user(DEMO_USER, DEMO_PASSWORD, "mysql_native_password").await?;
-        // On every node: chorus does not replicate MySQL writes yet.
+        // On every node, empty: chorus replicates everything written into it
+        // (MySQL's log is per server, so the database itself must exist).
         cluster.create_database(DEMO_DATABASE).await?;
     }
     Ok(())
@@ -284,7 +285,6 @@ fn print_banner(env: &DemoEnv, env_path: &Path, clusters: &Clusters, metrics: Op
     }
     if let (Some(urls), Some(c)) = (&env.mysql, &clusters.mysql) {
         println!("chorus is ready for MySQL clients: 1 MariaDB leader + {} follower(s).", c.followers().len());
-        println!("  (MySQL writes are not replicated yet: every statement runs on the leader.)");
         println!();
         println!("  through chorus:  mariadb {}", cli_args(&urls.chorus));
         println!("  leader directly: mariadb {}", cli_args(&urls.leader));

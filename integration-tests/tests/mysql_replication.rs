@@ -224,3 +224,44 @@ async fn reads_go_to_followers_that_have_the_sessions_writes() {
     assert_maria_converged(cluster, db.name()).await;
     assert_no_chorus_panics();
 }
+
+#[tokio::test]
+async fn a_position_carries_read_your_writes_to_another_connection() {
+    let db = fresh_maria_database().await;
+    let cluster = maria_cluster();
+    let chorus = start_mysql_chorus(cluster);
+    let mut a = chorus.connect(db.name()).await;
+    a.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    assert_maria_converged(cluster, db.name()).await;
+    // Both followers held back: their appliers wait for the table lock.
+    let mut locks = Vec::new();
+    for f in cluster.followers() {
+        let mut c = db.connect_node(f).await;
+        c.query_drop("LOCK TABLES t READ").await.unwrap();
+        locks.push(c);
+    }
+    // (b connects first: whatever it reads at connect time, on the leader,
+    // it may not read older state after, and the leader has the insert.)
+    let mut b = chorus.connect(db.name()).await;
+    a.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let position: Option<String> = a.query_first("SHOW chorus.position").await.unwrap();
+    let position = position.expect("a position");
+    assert!(position.parse::<i64>().unwrap() > 0, "{position}");
+
+    let n: Option<i64> = b.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(0), "without the position, a follower that lacks the write may answer");
+    b.query_drop(format!("SET chorus.position = '{position}'")).await.unwrap();
+    let mut second = locks.pop().unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        second.query_drop("UNLOCK TABLES").await.unwrap();
+    });
+    let n: Option<i64> = b.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(1), "with it, the read waits for a follower that has the write");
+    release.await.unwrap();
+    let e = b.query_drop("SET chorus.position = 'soon'").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1231), "{e}");
+    locks.pop().unwrap().query_drop("UNLOCK TABLES").await.unwrap();
+    assert_maria_converged(cluster, db.name()).await;
+    assert_no_chorus_panics();
+}

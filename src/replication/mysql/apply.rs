@@ -497,7 +497,6 @@ fn already_done(e: &mysql_async::Error) -> bool {
     ))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 
 mod internal;
 mod kill;
+mod local;
 mod prepared;
 mod query;
 mod reads;

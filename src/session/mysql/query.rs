@@ -131,6 +131,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(true);
         };
         let toks = lex::tokens(sql, self.backslash_escapes());
+        if let Some(stmt) = super::local::parse(&toks) {
+            self.local(reply, stmt).await?;
+            return Ok(true);
+        }
         if toks.iter().any(|t| matches!(t, Token::Variable(v) if !v.starts_with("@@"))) {
             // User variables live on the leader connection only.
             self.reads.pin_to_leader();

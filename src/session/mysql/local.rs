@@ -7,7 +7,7 @@ use super::{MySession, MySessionError};
 use crate::protocol::mysql::error::ok_payload;
 use crate::protocol::mysql::packet::frame;
 use crate::protocol::mysql::wire::{put_lenenc, put_lenenc_bytes};
-use crate::protocol::mysql::{MyError, code};
+use crate::protocol::mysql::MyError;
 use crate::sql::mysql::lex::Token;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};

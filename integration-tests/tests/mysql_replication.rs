@@ -265,3 +265,44 @@ async fn a_position_carries_read_your_writes_to_another_connection() {
     assert_maria_converged(cluster, db.name()).await;
     assert_no_chorus_panics();
 }
+
+#[tokio::test]
+async fn a_deadlock_victims_writes_do_not_reach_the_followers() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+    let mut s1 = chorus.connect(db.name()).await;
+    let mut s2 = chorus.connect(db.name()).await;
+    s1.query_drop("BEGIN").await.unwrap();
+    s1.query_drop("UPDATE t SET v = 11 WHERE id = 1").await.unwrap();
+    s2.query_drop("BEGIN").await.unwrap();
+    s2.query_drop("UPDATE t SET v = 22 WHERE id = 2").await.unwrap();
+    let blocked = tokio::spawn(async move {
+        let r = s1.query_drop("UPDATE t SET v = 12 WHERE id = 2").await;
+        (s1, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r2 = s2.query_drop("UPDATE t SET v = 21 WHERE id = 1").await;
+    let (s1, r1) = blocked.await.unwrap();
+    // Exactly one of them is the victim; the server rolled its whole transaction back.
+    let (mut victim, mut winner) = match (&r1, &r2) {
+        (Err(e), Ok(())) => {
+            assert_eq!(server_code(e), Some(1213), "{e}");
+            (s1, s2)
+        }
+        (Ok(()), Err(e)) => {
+            assert_eq!(server_code(e), Some(1213), "{e}");
+            (s2, s1)
+        }
+        other => panic!("expected one deadlock: {other:?}"),
+    };
+    // The victim goes on without a ROLLBACK (as sysbench does): its next
+    // statement runs in autocommit mode on the server.
+    victim.query_drop("INSERT INTO t VALUES (3, 33)").await.unwrap();
+    winner.query_drop("COMMIT").await.unwrap();
+    victim.query_drop("COMMIT").await.unwrap();
+    assert_maria_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}

@@ -71,6 +71,8 @@ pub struct Response {
     pub status: Option<u16>,
     /// The answer (or one of its results) was an error.
     pub error: bool,
+    /// Its error code, when it was one.
+    pub error_code: Option<u16>,
     /// Affected rows, last insert id and warnings of the last OK/EOF seen.
     pub affected: u64,
     pub warnings: u16,
@@ -93,6 +95,7 @@ impl Response {
             continuation: false,
             status: None,
             error: false,
+            error_code: None,
             affected: 0,
             warnings: 0,
             last_insert_id: 0,
@@ -106,6 +109,15 @@ impl Response {
 
     /// Account for one packet of the answer.
     pub fn feed(&mut self, p: &Packet) -> Result<Step, Malformed> {
+        let was_error = self.error;
+        let step = self.feed_inner(p);
+        if self.error && !was_error && p.payload.first() == Some(&0xFF) && p.payload.len() >= 3 {
+            self.error_code = Some(u16::from_le_bytes([p.payload[1], p.payload[2]]));
+        }
+        step
+    }
+
+    fn feed_inner(&mut self, p: &Packet) -> Result<Step, Malformed> {
         let data = &p.payload[..];
         if self.continuation {
             self.continuation = p.payload.len() == MAX_CHUNK;

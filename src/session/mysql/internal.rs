@@ -112,6 +112,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if let Some(s) = held.response.status {
             self.status = patch(s);
         }
+        self.after_answer(&held.response);
         self.flush().await
     }
 }

@@ -4,10 +4,10 @@
 //! on the other), as for PostgreSQL.
 
 use super::{MySession, MySessionError};
+use crate::protocol::mysql::MyError;
 use crate::protocol::mysql::error::ok_payload;
 use crate::protocol::mysql::packet::frame;
 use crate::protocol::mysql::wire::{put_lenenc, put_lenenc_bytes};
-use crate::protocol::mysql::MyError;
 use crate::sql::mysql::lex::Token;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};

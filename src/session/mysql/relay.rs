@@ -59,6 +59,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if let Some(s) = answer.status {
             self.status = s;
         }
+        self.after_answer(&answer);
         Ok(answer)
     }
 

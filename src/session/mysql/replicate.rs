@@ -417,6 +417,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         self.error(seq, &e).await
     }
 
+    /// After every answer the client gets: a deadlock (ER_LOCK_DEADLOCK) rolled
+    /// the whole transaction back on the server, without a ROLLBACK from the
+    /// client; what it logged so far must not reach the followers.
+    pub(super) fn after_answer(&mut self, answer: &crate::protocol::mysql::Response) {
+        if answer.error_code == Some(1213) {
+            self.status &= !status::IN_TRANS;
+            self.rolled_back();
+        }
+    }
+
     /// The client rolled back (or the server did): nothing pending survives.
     pub(super) fn rolled_back(&mut self) {
         self.log.rolled_back();

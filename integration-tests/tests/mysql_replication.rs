@@ -306,3 +306,36 @@ async fn a_deadlock_victims_writes_do_not_reach_the_followers() {
     assert_maria_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
+
+#[tokio::test]
+async fn semi_sync_commits_return_once_a_follower_has_the_write() {
+    let db = fresh_maria_database().await;
+    let cluster = maria_cluster();
+    let chorus = start_mysql_chorus_with(cluster, |c| {
+        c.replication.ack = chorus::config::AckMode::SemiSync;
+        c.replication.ack_timeout = std::time::Duration::from_secs(30);
+    });
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    let mut followers = Vec::new();
+    for f in cluster.followers() {
+        followers.push(db.connect_node(f).await);
+    }
+    for i in 0..10 {
+        if i % 2 == 0 {
+            c.query_drop(format!("INSERT INTO t VALUES ({i})")).await.unwrap();
+        } else {
+            c.query_drop("BEGIN").await.unwrap();
+            c.query_drop(format!("INSERT INTO t VALUES ({i})")).await.unwrap();
+            c.query_drop("COMMIT").await.unwrap();
+        }
+        let mut on = 0;
+        for f in &mut followers {
+            let n: Option<i64> = f.query_first(format!("SELECT COUNT(*) FROM t WHERE id = {i}")).await.unwrap();
+            on += n.unwrap_or(0);
+        }
+        assert!(on >= 1, "row {i} is on no follower when its COMMIT returned");
+    }
+    assert_maria_converged(cluster, db.name()).await;
+    assert_no_chorus_panics();
+}

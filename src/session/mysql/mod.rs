@@ -82,6 +82,8 @@ pub struct MySession<R, W> {
     log: replicate::LeaderLog,
     /// The LSNs taken in the open transaction (committed with it).
     uncommitted_lsn: i64,
+    /// A commit whose acknowledgement (semi-sync / sync) is still to wait for.
+    ack_lsn: Option<i64>,
     prepared: std::collections::HashMap<u32, prepared::Prepared>,
     /// What the client's last write left that chorus's steps after it wiped.
     after_write: Option<replicate::AfterWrite>,
@@ -111,6 +113,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             stop,
             log: Default::default(),
             uncommitted_lsn: 0,
+            ack_lsn: None,
             prepared: Default::default(),
             after_write: None,
             reads: Default::default(),

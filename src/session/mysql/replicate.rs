@@ -285,7 +285,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 Err(f) => Err(f),
             };
             return match logged {
-                Ok(()) => self.send_held(held, |s| s).await,
+                Ok(()) => {
+                    self.await_ack().await;
+                    self.send_held(held, |s| s).await
+                }
                 Err(f) => {
                     let _ = self.internal(&["ROLLBACK".to_string()]).await;
                     let e = MyError::new(
@@ -309,7 +312,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         match self.append_pending().await {
             Ok(()) => match self.commit_internal().await {
-                Ok(()) => self.send_held(held, |s| s & !status::IN_TRANS).await,
+                Ok(()) => {
+                    self.await_ack().await;
+                    self.send_held(held, |s| s & !status::IN_TRANS).await
+                }
                 Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
             },
             Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
@@ -327,14 +333,38 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if let Err(f) = self.append_pending().await {
             return self.fail_transaction(reply, failure_error("this transaction", &f)).await;
         }
-        let answer = self.relay(cmd, Expect::ResultSets).await?;
-        if answer.error {
+        self.leader.send(0, &cmd.payload).await?;
+        let held = self.read_held(Expect::ResultSets).await?;
+        if held.response.error {
             // The server rolled back (a deadlock at commit...): the entry with it.
             self.rolled_back();
         } else {
             self.after_commit();
+            self.await_ack().await;
         }
-        Ok(())
+        self.send_held(held, |s| s).await
+    }
+
+    /// `semi-sync` / `sync`: before the client hears that its COMMIT
+    /// succeeded, wait until one / every readable follower has applied it,
+    /// for at most `ack_timeout`. When the bound is hit the commit stands (it
+    /// is on the leader and will reach the followers): the OK goes out and
+    /// chorus logs a warning (MySQL's OK packet has no room for a message).
+    async fn await_ack(&mut self) {
+        use crate::config::AckMode;
+        let Some(lsn) = self.ack_lsn.take() else { return };
+        let cfg = &self.ctx.config.replication;
+        let topology = &self.ctx.topology;
+        let readable = topology.followers().iter().filter(|&&f| topology.node(f).is_readable()).count();
+        let needed = match cfg.ack {
+            AckMode::Async => return,
+            AckMode::SemiSync => readable.min(1),
+            AckMode::Sync => readable,
+        };
+        let Some(r) = &self.ctx.replication else { return };
+        if needed > 0 && r.state().wait_applied(SERVER_LOG, needed, lsn, cfg.ack_timeout).await.is_err() {
+            tracing::warn!(lsn, ack = ?cfg.ack, "commit acknowledgement timed out; the commit stands on the leader");
+        }
     }
 
     /// A statement that commits implicitly is about to run: put what the
@@ -401,6 +431,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let lsn = std::mem::take(&mut self.uncommitted_lsn);
             self.log.wrote = self.log.wrote.max(lsn);
             self.reads.position.wrote(lsn);
+            if self.ctx.config.replication.ack != crate::config::AckMode::Async {
+                self.ack_lsn = Some(lsn);
+            }
             if let Some(r) = &self.ctx.replication {
                 r.state().progress(SERVER_LOG).note_committed(lsn);
                 r.notify();

@@ -93,7 +93,8 @@ pub async fn fresh_maria_database_on(cluster: &MariaCluster) -> MariaDb<'_> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .collect();
-    let mut name = format!("t{n}_{tail}");
+    // `m`, not PostgreSQL's `t`: a test using both clusters gets two names.
+    let mut name = format!("m{n}_{tail}");
     // MariaDB's limit for database names.
     name.truncate(64);
     cluster.create_database(&name).await.unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));

@@ -1,5 +1,5 @@
-//! chorus: a PostgreSQL wire-protocol proxy that makes a group of servers behave as
-//! one leader with followers.
+//! chorus: a PostgreSQL and MySQL wire-protocol proxy that makes a group of
+//! servers behave as one leader with followers.
 //!
 //! The data flow, module by module:
 //!
@@ -17,6 +17,14 @@
 //! metrics: counters and replication progress on a Prometheus endpoint
 //! verify: the convergence judge (per-table checksums on every node, compared)
 //! ```
+//!
+//! MySQL clusters take the same path through their own modules, each beside
+//! its PostgreSQL twin: `server/mysql.rs` (connection phase), `frontend/mysql/`
+//! (handshake, auth), `protocol/mysql/` (packets), `session/mysql/` (command
+//! loop, logging writes, follower reads), `sql/mysql/` (lexer, classifier),
+//! `backend/mysql.rs`, `replication/mysql/` (log, appliers), `health/mysql.rs`,
+//! `verify/mysql.rs`; `consistency`, `policy` and the replication state are
+//! shared.
 
 pub mod auth;
 pub mod backend;

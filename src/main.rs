@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[command(
     name = "chorus",
     version,
-    about = "A PostgreSQL wire-protocol proxy: writes to the leader, reads to followers"
+    about = "A PostgreSQL and MySQL wire-protocol proxy: writes to the leader, reads to followers"
 )]
 struct Cli {
     #[command(subcommand)]

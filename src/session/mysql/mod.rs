@@ -8,7 +8,7 @@
 //! session variables are then the server's own and need no translation.
 //! Each statement is classified ([`crate::sql::mysql`]); data-changing ones
 //! are logged for the followers ([`replicate`]), unsafe ones refused
-//! ([`query`]). (Reads go to the leader too, for now.)
+//! ([`query`]); plain reads go to fresh-enough followers ([`reads`]).
 
 mod internal;
 mod kill;

@@ -88,6 +88,11 @@ impl Server {
         self.pg.as_ref().map(|(c, _)| c.clone())
     }
 
+    /// The state every MySQL session shares, when MySQL nodes are configured.
+    pub fn mysql_context(&self) -> Option<Arc<crate::context::MysqlContext>> {
+        self.mysql.as_ref().map(|(c, _)| c.clone())
+    }
+
     /// The metrics endpoint's address, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())

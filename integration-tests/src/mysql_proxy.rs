@@ -3,6 +3,7 @@
 use crate::proxy::{CHORUS_PASSWORD, CHORUS_USER, Running};
 use chorus::config::Config;
 use chorus::localcluster::{CommandOutput, MariaCluster, url_encode};
+use chorus::replication::mysql::SERVER_LOG;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 pub struct MyChorus {
     addr: SocketAddr,
     config: Config,
+    ctx: std::sync::Arc<chorus::context::MysqlContext>,
     running: Running,
 }
 
@@ -35,7 +37,8 @@ pub fn start_mysql_chorus_with(cluster: &MariaCluster, tweak: impl FnOnce(&mut C
     let (running, bound) = Running::start(config.clone());
     let addr = bound.mysql.expect("a MySQL listener");
     config.listen.mysql = Some(addr);
-    MyChorus { addr, config, running }
+    let ctx = bound.mysql_context.expect("a MySQL context");
+    MyChorus { addr, config, ctx, running }
 }
 
 impl MyChorus {
@@ -89,6 +92,36 @@ impl MyChorus {
 
     pub fn shutdown(mut self) -> Result<(), String> {
         self.running.stop_and_wait()
+    }
+
+    /// Divergences this chorus's appliers recorded.
+    pub fn divergences(&self) -> Vec<chorus::replication::Divergence> {
+        self.ctx.replication.as_ref().map(|r| r.state().divergences(SERVER_LOG)).unwrap_or_default()
+    }
+
+    /// [`assert_maria_converged`], failing at once (with the follower's
+    /// error) when an applier of this chorus diverged instead of waiting
+    /// out the deadline.
+    pub async fn assert_converged(&self, cluster: &MariaCluster, db: &str) {
+        use mysql_async::prelude::*;
+        let mut leader = cluster.leader().connect(db).await.expect("connect to the leader");
+        let lsn: Option<i64> = leader.query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1").await.unwrap();
+        let lsn = lsn.unwrap_or(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        if let Some(r) = &self.ctx.replication {
+            let state = r.state();
+            while !state.followers().iter().all(|&f| state.applied(SERVER_LOG, f).is_some_and(|a| a >= lsn)) {
+                let d = self.divergences();
+                assert!(
+                    d.is_empty(),
+                    "a follower diverged: {}",
+                    d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+                );
+                assert!(std::time::Instant::now() < deadline, "the followers did not apply LSN {lsn} within 60 s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_maria_converged(cluster, db).await;
     }
 }
 

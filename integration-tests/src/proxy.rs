@@ -62,6 +62,7 @@ pub(crate) struct Bound {
     pub mysql: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub context: Option<Arc<Context>>,
+    pub mysql_context: Option<Arc<chorus::context::MysqlContext>>,
 }
 
 /// A chorus server running on a thread and runtime of its own.
@@ -100,6 +101,7 @@ impl Running {
                         mysql: server.mysql_addr(),
                         metrics: server.metrics_addr(),
                         context: server.context(),
+                        mysql_context: server.mysql_context(),
                     }));
                     server
                         .run(async move {

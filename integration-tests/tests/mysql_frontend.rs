@@ -71,7 +71,7 @@ async fn the_mariadb_cli_works_through_chorus() {
     let shutdown = admin("shutdown");
     assert!(!shutdown.success() && shutdown.stderr.contains("not available through chorus"), "{shutdown:?}");
     assert!(maria_cluster().leader().is_running());
-    assert_maria_converged(maria_cluster(), db.name()).await;
+    chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
 
@@ -129,7 +129,7 @@ async fn prepared_statements_and_the_binary_protocol() {
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM items").await.unwrap();
     assert_eq!(n, Some(50));
     c.disconnect().await.unwrap();
-    assert_maria_converged(maria_cluster(), db.name()).await;
+    chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
 
@@ -152,7 +152,7 @@ async fn payloads_larger_than_one_packet_cross_in_both_directions() {
     assert!(back.as_deref() == Some(&big[..9 * 1024 * 1024]));
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM big").await.unwrap();
     assert_eq!(n, Some(2), "the connection is still in step after the big rows");
-    assert_maria_converged(maria_cluster(), db.name()).await;
+    chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
 
@@ -318,10 +318,10 @@ async fn load_data_local_infile_is_refused_before_it_runs() {
     assert!(!out.success() && out.stderr.contains("ERROR 1235 (42000)"), "{out:?}");
     assert!(out.stderr.contains("LOAD DATA"), "{out:?}");
     // (Another session: it sees the table once a follower has it.)
-    assert_maria_converged(maria_cluster(), db.name()).await;
+    chorus.assert_converged(maria_cluster(), db.name()).await;
     let out = chorus.cli(db.name(), &[], "SELECT COUNT(*) FROM l");
     assert_eq!(out.stdout, "0\n", "{out:?}");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_maria_converged(maria_cluster(), db.name()).await;
+    chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }

@@ -278,6 +278,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             },
         };
         if ddl {
+            // DROP DATABASE of the default one leaves the session without
+            // one (and DDL is rare): read the context again next time.
+            self.log.context = None;
             let entry = LogEntry { statements: vec![statement], ddl: true };
             let steps = ["START TRANSACTION".to_string()];
             let logged = match self.internal_ok(&steps).await {

@@ -600,3 +600,54 @@ async fn two_instances_share_the_followers_and_apply_each_entry_once() {
     assert_eq!(text(&assert_same(cluster, &format!("SELECT n FROM `{d}`.counter")).await[0][0]), "26");
     assert!(a.state().divergences(SERVER_LOG).is_empty() && b.state().divergences(SERVER_LOG).is_empty());
 }
+
+/// The crash window of a DDL entry: the follower ran the DDL, and the
+/// applier stopped before recording it (the DDL marker says so). Applied
+/// again, the "already there" errors mean done: an ALTER's duplicate
+/// column, and a DROP DATABASE whose USE finds its database gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_ddl_is_recorded_when_applied_again() {
+    let cluster = maria_cluster();
+    let db = fresh_maria_database().await;
+    let (_topology, repl) = replicate(&mysql_config(cluster, "")).await;
+    let mut leader = Leader::connect(cluster, &repl).await;
+    let d = db.name();
+    let gone = format!("{d}_x");
+    leader.ddl(d, "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let lsn = leader.ddl(d, &format!("CREATE DATABASE `{gone}`")).await;
+    wait_applied(&repl, SHARED_FOLLOWERS, lsn).await;
+    for (ddl_db, sql) in [
+        (d.to_string(), "ALTER TABLE t ADD COLUMN c INT".to_string()),
+        (gone.clone(), format!("DROP DATABASE `{gone}`")),
+    ] {
+        // Holding the LSN row: no other entry can take the next LSN meanwhile.
+        let statement = leader.run(Some(&ddl_db), &sql).await;
+        leader.conn.query_drop("START TRANSACTION").await.unwrap();
+        leader.conn.query_drop("UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1").await.unwrap();
+        let next: i64 = leader.conn.query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1").await.unwrap().unwrap();
+        for f in cluster.followers() {
+            // What the interrupted attempt left: the DDL ran, the marker is set.
+            let mut c = f.connect(&ddl_db).await.unwrap();
+            c.query_drop(&sql).await.unwrap();
+            c.exec_drop("UPDATE _chorus.applied SET ddl_lsn = ? WHERE id = 1", (next,)).await.unwrap();
+        }
+        let hex: String =
+            LogEntry { statements: vec![statement], ddl: true }.encode().iter().map(|b| format!("{b:02X}")).collect();
+        leader
+            .conn
+            .query_drop(format!(
+                "INSERT INTO _chorus.log (lsn, committed_at, entry) VALUES ({next}, UTC_TIMESTAMP(6), X'{hex}')"
+            ))
+            .await
+            .unwrap();
+        leader.conn.query_drop("COMMIT").await.unwrap();
+        leader.notify();
+        wait_applied(&repl, SHARED_FOLLOWERS, next).await;
+    }
+    assert!(repl.state().divergences(SERVER_LOG).is_empty(), "{:?}", repl.state().divergences(SERVER_LOG));
+    let lsn = leader.commit(d, &["INSERT INTO t VALUES (1, 2)"]).await;
+    wait_applied(&repl, SHARED_FOLLOWERS, lsn).await;
+    assert_same(cluster, &format!("SELECT * FROM `{d}`.t ORDER BY id")).await;
+    assert_same(cluster, &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{gone}'"))
+        .await;
+}

@@ -302,7 +302,13 @@ impl Applier {
             .map_err(StepError::Follower)?;
         for (seq, stmt) in entry.statements.iter().enumerate() {
             if let Err(failed) = f.session.run(&mut f.conn, stmt).await {
-                if again && failed.step == super::replay::STATEMENT && already_done(&failed.error) {
+                let done = match failed.step {
+                    super::replay::STATEMENT => already_done(&failed.error),
+                    // The earlier run dropped the very database it ran in.
+                    super::replay::USE => is_unknown_database(&failed.error) && drops_own_database(stmt),
+                    _ => false,
+                };
+                if again && done {
                     tracing::info!(node = %node.name, lsn = e.lsn, "DDL entry ran before the applier stopped; recording it");
                     continue;
                 }
@@ -497,9 +503,46 @@ fn already_done(e: &mysql_async::Error) -> bool {
     ))
 }
 
+fn is_unknown_database(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1049) // ER_BAD_DB_ERROR
+}
+
+/// `DROP {DATABASE|SCHEMA} [IF EXISTS] name` where name is the statement's
+/// own default database.
+fn drops_own_database(stmt: &LoggedStatement) -> bool {
+    use crate::sql::mysql::lex::{Token, tokens};
+    let Some(db) = &stmt.db else { return false };
+    let toks: Vec<Token<'_>> = tokens(&stmt.sql, true).into_iter().filter(|t| *t != Token::End).collect();
+    let word = |i: usize, w: &str| matches!(toks.get(i), Some(Token::Word(x)) if x.eq_ignore_ascii_case(w));
+    if !(word(0, "DROP") && (word(1, "DATABASE") || word(1, "SCHEMA"))) {
+        return false;
+    }
+    let at = if word(2, "IF") && word(3, "EXISTS") { 4 } else { 2 };
+    let name = match toks.get(at) {
+        Some(Token::Word(w)) => w.to_string(),
+        Some(Token::Quoted(q)) if q.len() >= 2 => q[1..q.len() - 1].replace("``", "`"),
+        _ => return false,
+    };
+    toks.len() == at + 1 && name == *db
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drop_of_the_statements_own_database_is_recognized() {
+        let stmt = |sql: &str, db: Option<&str>| LoggedStatement {
+            sql: sql.into(),
+            db: db.map(String::from),
+            ctx: Default::default(),
+        };
+        assert!(drops_own_database(&stmt("DROP DATABASE `sh``op`", Some("sh`op"))));
+        assert!(drops_own_database(&stmt("drop schema if exists shop;", Some("shop"))));
+        assert!(!drops_own_database(&stmt("DROP DATABASE other", Some("shop"))));
+        assert!(!drops_own_database(&stmt("DROP DATABASE shop", None)));
+        assert!(!drops_own_database(&stmt("DROP TABLE shop", Some("shop"))));
+    }
 
     #[test]
     fn the_fetch_takes_a_batch() {

@@ -39,6 +39,8 @@ pub struct Failed {
 
 /// [`Failed::step`] of the statement's own text.
 pub const STATEMENT: &str = "statement";
+/// [`Failed::step`] of selecting the statement's default database.
+pub const USE: &str = "USE";
 
 impl Session {
     /// After DDL: a DROP DATABASE may have taken the default database away.
@@ -55,9 +57,11 @@ impl Session {
             self.db = None;
             if !db.is_ascii() && self.client_charset.take().is_some() {
                 // The name is UTF-8; the previous context read text otherwise.
-                conn.query_drop("SET @@session.character_set_client = utf8mb4").await.map_err(failed("USE"))?;
+                conn.query_drop("SET @@session.character_set_client = utf8mb4")
+                    .await
+                    .map_err(failed("setting character_set_client for USE"))?;
             }
-            conn.query_drop(format!("USE {}", quote_name(db))).await.map_err(failed("USE"))?;
+            conn.query_drop(format!("USE {}", quote_name(db))).await.map_err(failed(USE))?;
             self.db = Some(db.clone());
         }
         self.restore_others(conn, stmt).await?;

@@ -87,6 +87,8 @@ pub struct MysqlContext {
     pub replication: Option<Arc<crate::replication::mysql::MyReplication>>,
     /// The read policies (`[reads]` and the policy files, read at start).
     pub policies: Arc<PolicySet>,
+    /// Requests per node and route, read fallbacks.
+    pub metrics: crate::metrics::Metrics,
     /// The leader's version, capabilities and collation from its last greeting:
     /// chorus greets clients with them, so they see the server they expect.
     leader_hello: parking_lot::RwLock<Option<crate::backend::mysql::ServerHello>>,
@@ -103,7 +105,9 @@ impl MysqlContext {
         let replication =
             Some(Arc::new(crate::replication::mysql::MyReplication::new(config.clone(), topology.clone())));
         let policies = Arc::new(config.load_policies().map_err(|e| e.to_string())?);
+        crate::metrics::init();
         Ok(MysqlContext {
+            metrics: crate::metrics::Metrics::new(&topology),
             policies,
             topology,
             replication,

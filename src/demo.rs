@@ -223,7 +223,7 @@ async fn serve(dir: &Path, clusters: &Clusters, shutdown: impl Future<Output = (
     let metrics = server.metrics_addr();
     let config_path = dir.join("chorus.toml");
     let mut text = config_text(clusters, pg_addr.unwrap_or(any_port), mysql_addr.unwrap_or(any_port));
-    if let Some(m) = metrics.filter(|_| clusters.pg.is_some()) {
+    if let Some(m) = metrics {
         text.push_str(&format!("\n[metrics]\nlisten = \"{m}\"\n"));
     }
     write_atomically(&config_path, &text)?;
@@ -292,7 +292,7 @@ fn print_banner(env: &DemoEnv, env_path: &Path, clusters: &Clusters, metrics: Op
         println!();
     }
     println!("  config: {}", env.chorus_config.display());
-    if let Some(m) = metrics.filter(|_| env.pg.is_some()) {
+    if let Some(m) = metrics {
         println!("  metrics: http://{m}/metrics");
     }
     println!("  from a script: source {}", env_path.display());

@@ -22,9 +22,12 @@
 //! | `chorus_follower_lag_transactions` | gauge | `node`, `database` |
 //! | `chorus_follower_lag_seconds` | gauge | `node`, `database` |
 //! | `chorus_follower_diverged` | gauge | `node` |
+//!
+//! One endpoint serves both dialects: node names are unique across the
+//! configuration, and MySQL's one log shows as `database="*"`.
 
 use crate::consistency::Miss;
-use crate::context::Context;
+use crate::replication::ReplicationState;
 use crate::topology::Topology;
 use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -135,9 +138,17 @@ pub fn init() {
     handle();
 }
 
+/// What a scrape reads for one dialect: its nodes' health and its
+/// replication progress (None: nothing replicates there).
+#[derive(Clone)]
+pub struct Source {
+    pub topology: Arc<Topology>,
+    pub replication: Option<Arc<ReplicationState>>,
+}
+
 /// Replication and health gauges, as of now.
-fn refresh(ctx: &Context) {
-    let topo = &ctx.topology;
+fn refresh(source: &Source) {
+    let topo = &source.topology;
     for n in topo.nodes() {
         let role = if n.index == topo.leader() { "leader" } else { "follower" };
         gauge!("chorus_node_up", "node" => n.name.to_string(), "role" => role).set(if n.is_healthy() {
@@ -153,7 +164,7 @@ fn refresh(ctx: &Context) {
             });
         }
     }
-    let state = ctx.replication.state();
+    let Some(state) = &source.replication else { return };
     for db in state.databases() {
         let p = state.progress(&db);
         gauge!("chorus_leader_lsn", "database" => db.clone()).set(p.leader_committed() as f64);
@@ -171,8 +182,8 @@ fn refresh(ctx: &Context) {
 }
 
 /// The text Prometheus scrapes.
-pub fn render(ctx: &Context) -> String {
-    refresh(ctx);
+pub fn render(sources: &[Source]) -> String {
+    sources.iter().for_each(refresh);
     let h = handle();
     h.run_upkeep();
     h.render()
@@ -180,13 +191,14 @@ pub fn render(ctx: &Context) -> String {
 
 /// Serve `GET /metrics` on `addr` until the task is aborted. Anything else
 /// gets 404; the listener answers one request per connection.
-pub async fn serve(ctx: Arc<Context>, listener: tokio::net::TcpListener) {
+pub async fn serve(sources: Vec<Source>, listener: tokio::net::TcpListener) {
+    let sources = Arc::new(sources);
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let ctx = ctx.clone();
+        let sources = sources.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
@@ -211,7 +223,7 @@ pub async fn serve(ctx: Arc<Context>, listener: tokio::net::TcpListener) {
             let head = String::from_utf8_lossy(&buf[..len]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
             let (status, body) = if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-                ("200 OK", render(&ctx))
+                ("200 OK", render(&sources))
             } else {
                 ("404 Not Found", "chorus serves GET /metrics\n".to_string())
             };

@@ -113,8 +113,17 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let pg_ctx = self.pg.as_ref().map(|(c, _)| c.clone());
         let mut background = Vec::new();
-        if let (Some(l), Some(ctx)) = (self.metrics.take(), &pg_ctx) {
-            background.push(tokio::spawn(crate::metrics::serve(ctx.clone(), l)));
+        if let Some(l) = self.metrics.take() {
+            let mut sources = Vec::new();
+            if let Some(ctx) = &pg_ctx {
+                let replication = Some(ctx.replication.state().clone());
+                sources.push(crate::metrics::Source { topology: ctx.topology.clone(), replication });
+            }
+            if let Some((ctx, _)) = &self.mysql {
+                let replication = ctx.replication.as_ref().map(|r| r.state());
+                sources.push(crate::metrics::Source { topology: ctx.topology.clone(), replication });
+            }
+            background.push(tokio::spawn(crate::metrics::serve(sources, l)));
         }
         if let Some(ctx) = &pg_ctx {
             background.extend(crate::health::spawn(

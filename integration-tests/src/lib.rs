@@ -29,6 +29,7 @@ mod cli;
 mod clients;
 mod logging;
 mod mariadb;
+mod metrics;
 mod mysql_proxy;
 mod panics;
 mod probe;
@@ -46,6 +47,7 @@ pub use mariadb::{
     MariaDb, fresh_maria_database, fresh_maria_database_on, maria_cluster, mariadb_cli, mariadb_sql,
     private_maria_cluster,
 };
+pub use metrics::{metric, scrape};
 pub use mysql_proxy::{
     MyChorus, assert_maria_converged, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with,
 };

@@ -12,6 +12,7 @@ pub struct MyChorus {
     addr: SocketAddr,
     config: Config,
     ctx: std::sync::Arc<chorus::context::MysqlContext>,
+    metrics_addr: Option<SocketAddr>,
     running: Running,
 }
 
@@ -38,7 +39,7 @@ pub fn start_mysql_chorus_with(cluster: &MariaCluster, tweak: impl FnOnce(&mut C
     let addr = bound.mysql.expect("a MySQL listener");
     config.listen.mysql = Some(addr);
     let ctx = bound.mysql_context.expect("a MySQL context");
-    MyChorus { addr, config, ctx, running }
+    MyChorus { addr, config, ctx, metrics_addr: bound.metrics, running }
 }
 
 impl MyChorus {
@@ -52,6 +53,11 @@ impl MyChorus {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// `GET /metrics` (start chorus with `metrics.listen` set).
+    pub async fn scrape(&self) -> String {
+        crate::metrics::scrape(self.metrics_addr.expect("start chorus with metrics.listen set")).await
     }
 
     /// `mysql://` URL of `db` through chorus, as [`CHORUS_USER`].

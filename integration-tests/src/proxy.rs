@@ -157,15 +157,7 @@ impl Chorus {
 
     /// `GET /metrics`: the text Prometheus would scrape.
     pub async fn scrape(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics_addr.expect("start chorus with metrics.listen set");
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics endpoint");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: chorus\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP reply");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_string()
+        crate::metrics::scrape(self.metrics_addr.expect("start chorus with metrics.listen set")).await
     }
 
     pub fn port(&self) -> u16 {

@@ -384,18 +384,6 @@ async fn policy_rules_route_reads_and_a_bad_reload_keeps_them() {
 
 /// The value of the metric line `name{labels...}` whose labels include all
 /// of `with`, summed over matching lines.
-fn metric(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, labels) = key.split_once('{').unwrap_or((key, ""));
-            (n == name && with.iter().all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_routes_waits_fallbacks_and_the_lag() {

@@ -347,3 +347,77 @@ async fn semi_sync_commits_return_once_a_follower_has_the_write() {
     chorus.assert_converged(cluster, db.name()).await;
     assert_no_chorus_panics();
 }
+
+#[tokio::test]
+async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
+    let db = fresh_maria_database().await;
+    let cluster = maria_cluster();
+    let chorus = start_mysql_chorus_with(cluster, |c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap()));
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    for i in 0..5 {
+        c.query_drop(format!("INSERT INTO t VALUES ({i}, {i})")).await.unwrap();
+    }
+    chorus.assert_converged(cluster, db.name()).await;
+    for _ in 0..4 {
+        let _: Vec<(i32, i32)> = c.query("SELECT id, v FROM t").await.unwrap();
+    }
+    let refused = c.query_drop("DELETE FROM t LIMIT 1").await.unwrap_err();
+    assert_eq!(server_code(&refused), Some(1235), "{refused}");
+
+    // SHOW chorus.status: chorus's own view, one row per node.
+    let rows: Vec<mysql_async::Row> = c.query("SHOW chorus.status").await.unwrap();
+    let cells: Vec<Vec<Option<String>>> =
+        rows.into_iter().map(|r| (0..r.len()).map(|i| r.get::<Option<String>, _>(i).flatten()).collect()).collect();
+    assert_eq!(cells.len(), 1 + cluster.followers().len(), "{cells:?}");
+    let leader_lsn: Option<i64> = cluster
+        .leader()
+        .connect(db.name())
+        .await
+        .unwrap()
+        .query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1")
+        .await
+        .unwrap();
+    let leader_lsn = leader_lsn.unwrap().to_string();
+    assert_eq!(cells[0][1].as_deref(), Some("leader"), "{cells:?}");
+    for (row, f) in cells[1..].iter().zip(cluster.followers()) {
+        assert_eq!(row[0].as_deref(), Some(f.name()), "{cells:?}");
+        assert_eq!(
+            (row[1].as_deref(), row[2].as_deref(), row[3].as_deref()),
+            (Some("follower"), Some("up"), Some("*"))
+        );
+        // Another test's writes may have moved the leader on since.
+        assert!(row[4].as_ref().unwrap().parse::<i64>().unwrap() >= leader_lsn.parse::<i64>().unwrap(), "{cells:?}");
+    }
+
+    // `chorus status`: the same, read from the nodes.
+    let config = tests_root().join(format!("status-{}-{}.toml", std::process::id(), db.name()));
+    std::fs::write(&config, cluster.chorus_config_toml(chorus.addr(), CHORUS_USER, CHORUS_PASSWORD)).unwrap();
+    let out = run_chorus(&["status", "--config", config.to_str().unwrap()], &[]);
+    assert!(out.success(), "{out:?}");
+    for f in cluster.followers() {
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(f.name()) && l.contains("follower") && l.contains(" up ")),
+            "{out:?}"
+        );
+    }
+
+    // Prometheus: routes per node, the refusal, and each follower's progress.
+    let text = chorus.scrape().await;
+    let leader = cluster.leader().name();
+    assert!(metric(&text, "chorus_requests_total", &[("node", leader), ("route", "leader")]) >= 6.0, "{text}");
+    let on_followers: f64 = cluster
+        .followers()
+        .iter()
+        .map(|f| metric(&text, "chorus_requests_total", &[("node", f.name()), ("route", "follower")]))
+        .sum();
+    assert!(on_followers >= 4.0, "the reads went to the followers: {text}");
+    assert!(metric(&text, "chorus_errors_total", &[("kind", "refused")]) >= 1.0, "{text}");
+    for f in cluster.followers() {
+        let applied = metric(&text, "chorus_follower_applied_lsn", &[("node", f.name()), ("database", "*")]);
+        assert!(applied >= leader_lsn.parse::<f64>().unwrap(), "{text}");
+        assert_eq!(metric(&text, "chorus_node_up", &[("node", f.name()), ("role", "follower")]), 1.0, "{text}");
+    }
+    chorus.assert_converged(cluster, db.name()).await;
+    assert_no_chorus_panics();
+}

@@ -82,7 +82,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }),
             Command::Show(Setting::Status) => Ok(Reply {
                 columns: columns(cmd),
-                rows: crate::status::from_state(&self.ctx, &self.database).iter().map(|r| r.cells().to_vec()).collect(),
+                rows: crate::status::from_state(&self.ctx.topology, self.ctx.replication.state(), &self.database)
+                    .iter()
+                    .map(|r| r.cells().to_vec())
+                    .collect(),
                 tag: "SHOW",
             }),
             Command::Set(Setting::Status, _) | Command::Reset(Setting::Status) => Err(read_only(Setting::Status)),

@@ -64,6 +64,16 @@ fn not_utf8() -> MyError {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
+    /// How a request the leader serves counts: inside a transaction or not.
+    pub(super) fn leader_route(&self) -> crate::metrics::Route {
+        use crate::protocol::mysql::consts::status;
+        if self.status & status::IN_TRANS != 0 {
+            crate::metrics::Route::Transaction
+        } else {
+            crate::metrics::Route::Leader
+        }
+    }
+
     fn backslash_escapes(&self) -> bool {
         self.log.context.as_ref().is_none_or(|c| c.backslash_escapes)
     }
@@ -187,6 +197,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         toks: &[Token<'_>],
     ) -> Result<(), MySessionError> {
         let reply = cmd.seq.wrapping_add(1);
+        if !matches!(class, MyClass::Read | MyClass::Refuse(_)) {
+            self.ctx.metrics.request(self.ctx.topology.leader(), self.leader_route());
+        }
         match class {
             MyClass::Read => self.read(cmd, toks).await?,
             MyClass::Write { uses_last_insert_id } => self.logged_write(cmd, sql, uses_last_insert_id, false).await?,
@@ -235,7 +248,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
                 let _ = answer;
             }
-            MyClass::Refuse(why) => self.error(reply, &refused(&why)).await?,
+            MyClass::Refuse(why) => {
+                crate::metrics::error("refused");
+                self.error(reply, &refused(&why)).await?
+            }
         }
         Ok(())
     }
@@ -297,6 +313,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 if let Some(s) = self.prepared.get_mut(&id) {
                     s.reset();
                 }
+                self.ctx.metrics.request(self.ctx.topology.leader(), self.leader_route());
                 self.unpin_timestamp().await?;
                 self.relay(p, Expect::ResultSets).await?;
                 Ok(())

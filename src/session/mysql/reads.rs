@@ -10,6 +10,7 @@
 use super::{MySession, MySessionError};
 use crate::backend::mysql::{LoginOptions, MyServerConn};
 use crate::consistency::{self, Fallback, Position};
+use crate::metrics::Route;
 use crate::policy::ReadFacts;
 use crate::protocol::mysql::consts::status;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
@@ -146,6 +147,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             match self.choose_follower(toks).await {
                 Ok(Some(node)) => {
                     if self.read_on(node, cmd).await? {
+                        self.ctx.metrics.request(node, Route::Follower);
                         return Ok(());
                     }
                 }
@@ -156,6 +158,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
             }
         }
+        let route = if on_follower { Route::Fallback } else { self.leader_route() };
+        self.ctx.metrics.request(self.ctx.topology.leader(), route);
         self.unpin_timestamp().await?;
         self.relay(cmd, Expect::ResultSets).await?;
         if let Some(r) = &self.ctx.replication {
@@ -187,18 +191,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let needed = self.reads.position.needed(p);
         let mut changes = progress.subscribe_changes();
         let skip_wait = self.reads.no_wait_until.is_some_and(|t| Instant::now() < t);
-        let deadline = Instant::now() + if skip_wait { Duration::ZERO } else { p.wait };
+        let began = Instant::now();
+        let deadline = began + if skip_wait { Duration::ZERO } else { p.wait };
+        let mut waited = false;
         loop {
             let views = progress.views(&self.ctx.topology, p.max_lag.is_some());
             let start = self.ctx.topology.rotation();
             match consistency::pick(p, needed, &views, &chosen.prefer, start) {
-                Ok(node) => return Ok(Some(node)),
+                Ok(node) => {
+                    if waited {
+                        crate::metrics::read_wait(began.elapsed(), true);
+                    }
+                    return Ok(Some(node));
+                }
                 Err(miss) => {
                     let now = Instant::now();
                     if now >= deadline {
                         if !skip_wait && !p.wait.is_zero() {
                             self.reads.no_wait_until = Some(now + Duration::from_secs(1));
                         }
+                        if waited {
+                            crate::metrics::read_wait(began.elapsed(), false);
+                        }
+                        self.ctx.metrics.read_fallback(miss);
                         return match p.on_timeout {
                             Fallback::Leader => Ok(None),
                             Fallback::Error => Err(MyError::new(
@@ -214,6 +229,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                         };
                     }
                     let wait = (deadline - now).min(RECHECK);
+                    waited = true;
                     let _ = tokio::time::timeout(wait, changes.changed()).await;
                 }
             }

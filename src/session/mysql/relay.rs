@@ -17,6 +17,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let deprecate_eof = self.login.capabilities & cap::DEPRECATE_EOF != 0;
         let mut answer = Response::new(expect, deprecate_eof);
         if let Err(e) = self.leader.send(0, &cmd.payload).await {
+            crate::metrics::error("connection");
             self.error(cmd.seq.wrapping_add(1), &self.ctx.unreachable(&e)).await?;
             return Err(e.into());
         }
@@ -25,6 +26,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let p = match self.leader.read().await {
                 Ok(p) => p,
                 Err(e) => {
+                    crate::metrics::error("connection");
                     if !relayed_any {
                         self.error(cmd.seq.wrapping_add(1), &self.ctx.unreachable(&e)).await?;
                     }

@@ -457,6 +457,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// the whole transaction back on the server, without a ROLLBACK from the
     /// client; what it logged so far must not reach the followers.
     pub(super) fn after_answer(&mut self, answer: &crate::protocol::mysql::Response) {
+        if answer.error {
+            crate::metrics::error("server");
+        }
         if answer.error_code == Some(1213) {
             self.status &= !status::IN_TRANS;
             self.rolled_back();

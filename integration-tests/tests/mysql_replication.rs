@@ -212,6 +212,22 @@ async fn reads_go_to_followers_that_have_the_sessions_writes() {
         served.insert(who.unwrap());
     }
     assert!(!served.contains(&leader), "plain reads are spread over the followers: {served:?}");
+    // Prepared reads (the binary protocol) too: prepared on each follower
+    // the first time they run there, with their parameters as bound.
+    let mut served = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let row: Option<(String, Option<String>, i64)> = c
+            .exec_first(
+                "SELECT name, CONCAT(?, '/', name), ? IS NULL FROM where_am_i WHERE ? > 0",
+                ("héllo", None::<i32>, i + 1),
+            )
+            .await
+            .unwrap();
+        let (who, greeting, null) = row.expect("a row");
+        assert_eq!((greeting, null), (Some(format!("héllo/{who}")), 1));
+        served.insert(who);
+    }
+    assert!(!served.contains(&leader), "prepared reads are spread over the followers: {served:?}");
 
     // follower1 is held back (its applier waits for the table lock): a
     // session's read after its own write goes elsewhere, and sees the write.
@@ -224,6 +240,14 @@ async fn reads_go_to_followers_that_have_the_sessions_writes() {
         assert_eq!(n, Some(i + 1), "read-your-writes");
         let who: Option<String> = c.query_first("SELECT name FROM where_am_i").await.unwrap();
         assert_ne!(who.as_deref(), Some(held.name()), "the lagging follower served a read that needs the write");
+        let n: Option<i64> = c.exec_first("SELECT COUNT(*) FROM t WHERE id >= ?", (0,)).await.unwrap();
+        assert_eq!(n, Some(i + 1), "read-your-writes, prepared");
+        let who: Option<String> = c.exec_first("SELECT name FROM where_am_i WHERE ? = ?", (i, i)).await.unwrap();
+        assert_ne!(
+            who.as_deref(),
+            Some(held.name()),
+            "the lagging follower served a prepared read that needs the write"
+        );
     }
     lock.query_drop("UNLOCK TABLES").await.unwrap();
     for n in cluster.nodes() {

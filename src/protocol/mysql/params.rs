@@ -35,6 +35,59 @@ mod ty {
 /// A parameter's type as the client bound it: (type, unsigned).
 pub type ParamType = (u8, bool);
 
+/// The parameter types an execute packet binds; None when it binds none
+/// (the types of an earlier execute apply).
+pub fn bound_types(payload: &[u8], params: u16) -> Result<Option<Vec<ParamType>>, Malformed> {
+    let n = params as usize;
+    if n == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let mut r = Reader::new(payload);
+    r.take(1 + 4 + 1 + 4, "execute header")?;
+    r.take(n.div_ceil(8), "null bitmap")?;
+    if r.u8("new params bound flag")? != 1 {
+        return Ok(None);
+    }
+    let mut bound = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = r.u8("parameter type")?;
+        let flags = r.u8("parameter flags")?;
+        bound.push((t, flags & 0x80 != 0));
+    }
+    Ok(Some(bound))
+}
+
+/// An execute packet (`payload`, command byte first) for statement `id` on
+/// another server, with `types` bound explicitly: that server never saw
+/// the executes that bound them.
+pub fn rebound(payload: &[u8], params: u16, id: u32, types: &[ParamType]) -> Result<Vec<u8>, Malformed> {
+    let n = params as usize;
+    let mut r = Reader::new(payload);
+    let head = r.take(1 + 4 + 1 + 4, "execute header")?;
+    let mut out = Vec::with_capacity(payload.len() + 2 * n + 1);
+    out.push(head[0]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&head[5..]);
+    if n == 0 {
+        out.extend_from_slice(r.rest());
+        return Ok(out);
+    }
+    if types.len() != n {
+        return Err(Malformed("parameter types and parameters differ in number"));
+    }
+    out.extend_from_slice(r.take(n.div_ceil(8), "null bitmap")?);
+    if r.u8("new params bound flag")? == 1 {
+        r.take(2 * n, "parameter types")?;
+    }
+    out.push(1);
+    for &(t, unsigned) in types {
+        out.push(t);
+        out.push(if unsigned { 0x80 } else { 0 });
+    }
+    out.extend_from_slice(r.rest());
+    Ok(out)
+}
+
 /// Read the parameter values of an execute packet. `types` holds the types
 /// bound by an earlier execute (clients send them once) and is updated when
 /// this one binds new ones; `long_data` holds what COM_STMT_SEND_LONG_DATA
@@ -246,6 +299,25 @@ mod tests {
         p.put_slice(b"-1");
         let out = literals(&p, 7, &mut cached, &HashMap::new(), "latin1").unwrap();
         assert_eq!(out.last().map(String::as_str), Some("-1"));
+    }
+
+    #[test]
+    fn an_execute_rebound_for_another_server_carries_its_types() {
+        let types = [(8u8, 0u8), (253, 0)];
+        let mut v = 7i64.to_le_bytes().to_vec();
+        v.extend_from_slice(&[2, b'h', b'i']);
+        let first = execute(&types, 0, &v);
+        let bound = bound_types(&first, 2).unwrap().unwrap();
+        assert_eq!(bound, [(8, false), (253, false)]);
+        // A later execute binds no types: the rebound packet has them.
+        let mut later = first[..11].to_vec();
+        later.push(0);
+        later.extend_from_slice(&v);
+        assert_eq!(bound_types(&later, 2).unwrap(), None);
+        let again = rebound(&later, 2, 99, &bound).unwrap();
+        assert_eq!(&again[1..5], &99u32.to_le_bytes());
+        assert_eq!(&again[5..], &first[5..], "the same packet, another statement id");
+        assert_eq!(rebound(&first, 2, 99, &bound).unwrap(), again);
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 // No answer comes.
                 if let Ok(id) = crate::protocol::mysql::wire::Reader::new(&p.payload[1..]).u32("statement id") {
                     self.prepared.remove(&id);
+                    self.close_on_followers(id).await;
                 }
                 self.leader.send(0, &p.payload).await?;
             }

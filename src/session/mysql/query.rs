@@ -279,7 +279,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let placeholders = lex::placeholders(&toks);
         let answer = self.relay(p, Expect::Prepare).await?;
         if let Some(ok) = answer.prepared {
-            self.prepared.insert(ok.statement_id, Prepared::new(sql.to_string(), class, placeholders, ok.params));
+            let mut stmt = Prepared::new(sql.to_string(), class, placeholders, ok.params);
+            if stmt.class == MyClass::Read && super::reads::follower_safe(&toks) {
+                stmt.follower_ok = true;
+                stmt.tables = super::reads::tables(&toks);
+            }
+            self.prepared.insert(ok.statement_id, stmt);
         }
         Ok(())
     }
@@ -308,16 +313,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 };
                 self.run_statement(p, class, sql, &[]).await
             }
-            MyClass::Read | MyClass::Local => {
-                // The statement is prepared on the leader connection only.
-                if let Some(s) = self.prepared.get_mut(&id) {
-                    s.reset();
-                }
-                self.ctx.metrics.request(self.ctx.topology.leader(), self.leader_route());
-                self.unpin_timestamp().await?;
-                self.relay(p, Expect::ResultSets).await?;
-                Ok(())
-            }
+            MyClass::Read | MyClass::Local => self.read_prepared(p, id).await,
             _ => {
                 let sql = stmt.sql.clone();
                 if let Some(s) = self.prepared.get_mut(&id) {

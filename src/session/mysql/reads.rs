@@ -46,9 +46,18 @@ const SESSION_STATE: &[&str] = &[
     "LASTVAL",
 ];
 
+/// A session's connection to one follower.
+struct FollowerConn {
+    conn: MyServerConn,
+    /// How many of the session's SET / USE statements it ran.
+    replayed: usize,
+    /// The client's statement id -> the id the same text has there.
+    statements: HashMap<u32, u32>,
+}
+
 #[derive(Default)]
 pub(super) struct FollowerReads {
-    conns: HashMap<usize, (MyServerConn, usize)>,
+    conns: HashMap<usize, FollowerConn>,
     /// SET / USE statements to replay on a new follower connection.
     replay: Vec<String>,
     /// Reads stay on the leader for the rest of the session.
@@ -112,7 +121,7 @@ pub(super) fn follower_safe(toks: &[Token<'_>]) -> bool {
 }
 
 /// The tables a read names (after FROM and JOIN), for policy rules.
-fn tables(toks: &[Token<'_>]) -> Vec<String> {
+pub(super) fn tables(toks: &[Token<'_>]) -> Vec<String> {
     let ident = |t: &Token<'_>| match t {
         Token::Word(w) => Some(w.to_ascii_lowercase()),
         Token::Quoted(q) => Some(q[1..q.len().saturating_sub(1)].replace("``", "`").to_ascii_lowercase()),
@@ -138,15 +147,41 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// A read the classifier passed: on a fresh-enough follower when it may,
     /// else on the leader.
     pub(super) async fn read(&mut self, cmd: &Packet, toks: &[Token<'_>]) -> Result<(), MySessionError> {
+        let safe = follower_safe(toks);
+        let tables = if safe && !self.ctx.policies.rules.is_empty() { tables(toks) } else { Vec::new() };
+        self.read_routed(cmd, safe, &tables, None).await
+    }
+
+    /// COM_STMT_EXECUTE of a prepared read: as [`Self::read`], the
+    /// statement prepared on the follower the first time it runs there.
+    pub(super) async fn read_prepared(&mut self, cmd: &Packet, id: u32) -> Result<(), MySessionError> {
+        let stmt = self.prepared.get_mut(&id).expect("the caller looked it up");
+        if let Err(e) = stmt.note_types(&cmd.payload) {
+            let e = MyError::new(code::NET_READ, format!("malformed COM_STMT_EXECUTE: {e}"));
+            return self.error(cmd.seq.wrapping_add(1), &e).await;
+        }
+        let (safe, tables) = (stmt.follower_ok, stmt.tables.clone());
+        self.read_routed(cmd, safe, &tables, Some(id)).await
+    }
+
+    /// A read (`statement`: the prepared statement `cmd` executes) on a
+    /// follower when `safe` and the session may, else on the leader.
+    async fn read_routed(
+        &mut self,
+        cmd: &Packet,
+        safe: bool,
+        tables: &[String],
+        statement: Option<u32>,
+    ) -> Result<(), MySessionError> {
         let on_follower = self.status & status::IN_TRANS == 0
             && self.status & status::AUTOCOMMIT != 0
             && !self.reads.leader_only
             && !self.ctx.topology.followers().is_empty()
-            && follower_safe(toks);
+            && safe;
         if on_follower {
-            match self.choose_follower(toks).await {
+            match self.choose_follower(tables).await {
                 Ok(Some(node)) => {
-                    if self.read_on(node, cmd).await? {
+                    if self.read_on(node, cmd, statement).await? {
                         self.ctx.metrics.request(node, Route::Follower);
                         return Ok(());
                     }
@@ -161,7 +196,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let route = if on_follower { Route::Fallback } else { self.leader_route() };
         self.ctx.metrics.request(self.ctx.topology.leader(), route);
         self.unpin_timestamp().await?;
-        self.relay(cmd, Expect::ResultSets).await?;
+        match statement.and_then(|id| self.prepared.get(&id).map(|s| (id, s))) {
+            Some((id, stmt)) => {
+                // The types may have been bound by an execute a follower ran.
+                let payload = stmt.execute_on_leader(&cmd.payload, id);
+                let cmd = Packet { seq: cmd.seq, payload };
+                self.relay(&cmd, Expect::ResultSets).await?;
+                if let Some(s) = self.prepared.get_mut(&id) {
+                    s.reset();
+                }
+            }
+            None => {
+                self.relay(cmd, Expect::ResultSets).await?;
+            }
+        }
         if let Some(r) = &self.ctx.replication {
             let upper = r.state().progress(SERVER_LOG).leader_committed();
             self.reads.position.saw(upper);
@@ -169,17 +217,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         Ok(())
     }
 
+    /// COM_STMT_CLOSE of `id`: on the followers that prepared it too (no answer comes).
+    pub(super) async fn close_on_followers(&mut self, id: u32) {
+        let mut broken = Vec::new();
+        for (node, fc) in self.reads.conns.iter_mut() {
+            if let Some(fid) = fc.statements.remove(&id) {
+                let mut payload = vec![crate::protocol::mysql::consts::com::STMT_CLOSE];
+                payload.extend_from_slice(&fid.to_le_bytes());
+                if fc.conn.send(0, &payload).await.is_err() {
+                    broken.push(*node);
+                }
+            }
+        }
+        for node in broken {
+            self.reads.conns.remove(&node);
+        }
+    }
+
     /// A follower for this read under the session's policy; None: the leader.
-    async fn choose_follower(&mut self, toks: &[Token<'_>]) -> Result<Option<usize>, MyError> {
+    async fn choose_follower(&mut self, tables: &[String]) -> Result<Option<usize>, MyError> {
         let Some(repl) = self.ctx.replication.clone() else { return Ok(None) };
         let policies = self.ctx.policies.clone();
-        let tables = if policies.rules.is_empty() { Vec::new() } else { tables(toks) };
         let db = self.log.context.as_ref().and_then(|c| c.db.clone()).or_else(|| self.login.database.clone());
         let facts = ReadFacts {
             user: &self.login.user,
             database: db.as_deref().unwrap_or(""),
             application_name: &self.login.program,
-            tables: &tables,
+            tables,
             texts: &[],
         };
         let chosen = policies.choose(&facts).clone();
@@ -236,10 +300,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
     }
 
-    /// Run the read on follower `node`; false when its connection could not
-    /// be made ready (the read then goes to the leader).
-    async fn read_on(&mut self, node: usize, cmd: &Packet) -> Result<bool, MySessionError> {
-        let (mut conn, mut done) = match self.reads.conns.remove(&node) {
+    /// Run the read on follower `node`; false when it cannot run there (no
+    /// connection, a session statement or the statement's prepare failed
+    /// there, an execute that must stay on the leader): the read then goes
+    /// to the leader.
+    async fn read_on(&mut self, node: usize, cmd: &Packet, statement: Option<u32>) -> Result<bool, MySessionError> {
+        // Check before connecting or preparing anything.
+        let execute = match statement {
+            Some(id) => match self.prepared.get(&id).and_then(|s| s.execute_elsewhere(&cmd.payload, 0)) {
+                Some(p) => Some((id, p)),
+                None => return Ok(false),
+            },
+            None => None,
+        };
+        let mut fc = match self.reads.conns.remove(&node) {
             Some(c) => c,
             None => {
                 let opts = LoginOptions {
@@ -249,7 +323,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     timeout: self.ctx.config.limits.connect_timeout,
                 };
                 match MyServerConn::connect(node, self.ctx.topology.node(node).pool.node(), &opts).await {
-                    Ok(c) => (c, 0),
+                    Ok(conn) => FollowerConn { conn, replayed: 0, statements: HashMap::new() },
                     Err(e) => {
                         tracing::debug!(node, error = %e, "follower connection failed; reading on the leader");
                         return Ok(false);
@@ -257,25 +331,76 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
             }
         };
-        while done < self.reads.replay.len() {
-            if let Err(e) = conn.execute(&self.reads.replay[done]).await {
+        while fc.replayed < self.reads.replay.len() {
+            if let Err(e) = fc.conn.execute(&self.reads.replay[fc.replayed]).await {
                 tracing::debug!(node, error = %e, "a session statement failed on a follower; reading on the leader");
                 self.reads.pin_to_leader();
                 return Ok(false);
             }
-            done += 1;
+            fc.replayed += 1;
         }
-        std::mem::swap(&mut self.leader, &mut conn);
-        let result = self.relay(cmd, Expect::ResultSets).await;
-        std::mem::swap(&mut self.leader, &mut conn);
-        let answer = result?;
-        let _ = answer;
+        let cmd = match execute {
+            None => cmd.clone(),
+            Some((id, mut payload)) => {
+                let fid = match fc.statements.get(&id) {
+                    Some(&fid) => fid,
+                    None => match self.prepare_on(&mut fc, id).await {
+                        Ok(fid) => fid,
+                        Err(usable) => {
+                            if usable {
+                                self.reads.conns.insert(node, fc);
+                            }
+                            return Ok(false);
+                        }
+                    },
+                };
+                payload[1..5].copy_from_slice(&fid.to_le_bytes());
+                Packet { seq: cmd.seq, payload: payload.into() }
+            }
+        };
+        std::mem::swap(&mut self.leader, &mut fc.conn);
+        let result = self.relay(&cmd, Expect::ResultSets).await;
+        std::mem::swap(&mut self.leader, &mut fc.conn);
+        result?;
         if let Some(r) = &self.ctx.replication {
             let upper = r.state().progress(SERVER_LOG).upper_bound(node);
             self.reads.position.saw(upper);
         }
-        self.reads.conns.insert(node, (conn, done));
+        self.reads.conns.insert(node, fc);
         Ok(true)
+    }
+
+    /// Prepare statement `id`'s text on the follower connection `fc` (the
+    /// answer is chorus's, not the client's): its id there, or whether the
+    /// connection is still usable after the failure.
+    async fn prepare_on(&mut self, fc: &mut FollowerConn, id: u32) -> Result<u32, bool> {
+        let (sql, params) = self.prepared.get(&id).map(|s| (s.sql.clone(), s.params())).ok_or(true)?;
+        let mut payload = vec![crate::protocol::mysql::consts::com::STMT_PREPARE];
+        payload.extend_from_slice(sql.as_bytes());
+        std::mem::swap(&mut self.leader, &mut fc.conn);
+        let held = match self.leader.send(0, &payload).await {
+            Ok(_) => self.read_held(Expect::Prepare).await.ok(),
+            Err(_) => None,
+        };
+        std::mem::swap(&mut self.leader, &mut fc.conn);
+        let node = fc.conn.node;
+        let Some(held) = held else { return Err(false) };
+        match held.response.prepared {
+            Some(ok) if ok.params == params => {
+                fc.statements.insert(id, ok.statement_id);
+                Ok(ok.statement_id)
+            }
+            Some(ok) => {
+                tracing::debug!(node, "the statement prepared differently on a follower; reading on the leader");
+                let mut close = vec![crate::protocol::mysql::consts::com::STMT_CLOSE];
+                close.extend_from_slice(&ok.statement_id.to_le_bytes());
+                Err(fc.conn.send(0, &close).await.is_ok())
+            }
+            None => {
+                tracing::debug!(node, "the statement does not prepare on a follower; reading on the leader");
+                Err(true)
+            }
+        }
     }
 }
 

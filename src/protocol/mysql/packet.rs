@@ -78,6 +78,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         self.fill(4).await?;
         let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], 0]) as usize;
         let seq = self.buf[3];
+        if len > self.limit {
+            // Refused before it is buffered.
+            return Err(PacketError::TooLarge { size: len, limit: self.limit });
+        }
         self.fill(4 + len).await?;
         self.buf.advance(4);
         Ok(Packet { seq, payload: self.buf.split_to(len).freeze() })
@@ -172,5 +176,10 @@ mod tests {
         frame(&mut wire, 0, &big);
         let mut r = PacketReader::new(&wire[..], MAX_CHUNK);
         assert!(matches!(r.read_command().await, Err(PacketError::TooLarge { .. })));
+        // One packet over a limit below the chunk size: refused from its header.
+        let mut r = PacketReader::new(&wire[..4], 1024);
+        assert!(
+            matches!(r.read_command().await, Err(PacketError::TooLarge { size, limit: 1024 }) if size == MAX_CHUNK)
+        );
     }
 }

@@ -49,6 +49,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         Ok(answers)
     }
 
+    /// chorus's `sqls`, then the client's command `payload`, back to back
+    /// (one round trip): the answers to `sqls`, and the command's whole
+    /// answer, held. The command runs whatever `sqls` answered.
+    pub(super) async fn internal_then(
+        &mut self,
+        sqls: &[String],
+        payload: &[u8],
+    ) -> Result<(Vec<Answer>, Held), MySessionError> {
+        let mut out = BytesMut::new();
+        for sql in sqls {
+            let mut p = Vec::with_capacity(sql.len() + 1);
+            p.push(com::QUERY);
+            p.extend_from_slice(sql.as_bytes());
+            crate::protocol::mysql::packet::frame(&mut out, 0, &p);
+        }
+        crate::protocol::mysql::packet::frame(&mut out, 0, payload);
+        self.leader.send_framed(&out).await?;
+        let mut answers = Vec::with_capacity(sqls.len());
+        for _ in sqls {
+            let held = self.read_held(Expect::ResultSets).await?;
+            answers.push(self.to_answer(&held));
+        }
+        let held = self.read_held(Expect::ResultSets).await?;
+        Ok((answers, held))
+    }
+
     /// Like [`Self::internal`], failing with the first statement's error.
     pub(super) async fn internal_ok(&mut self, sqls: &[String]) -> Result<Vec<Answer>, InternalFailure> {
         let answers = self.internal(sqls).await.map_err(InternalFailure::Session)?;

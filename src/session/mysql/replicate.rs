@@ -233,22 +233,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             // LAST_INSERT_ID() does not take.
             setup.push("SELECT LAST_INSERT_ID()".to_string());
         }
-        let answers = self.internal_ok(&setup).await;
-        if let Ok(a) = &answers
-            && uses_last_insert_id
-            && let Some(v) = a.last().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten())
+        // The setup and the statement in one round trip: these steps do not
+        // fail on a live connection, and if one did, the statement is undone
+        // (chorus's transaction, or the client's) before anything is logged.
+        let (answers, held) = self.internal_then(&setup, &cmd.payload).await?;
+        if let Some((i, error)) = answers.iter().enumerate().find_map(|(i, a)| a.error.clone().map(|e| (i, e))) {
+            let f = InternalFailure::Statement { sql: setup[i].clone(), error };
+            if wrap && i == 0 {
+                // Not even chorus's transaction opened: the statement ran on its own.
+                tracing::error!(error = %failure_error("this statement", &f), "a write may have run on the leader unlogged");
+            }
+            return self.fail_transaction(reply, failure_error("this statement", &f)).await;
+        }
+        if uses_last_insert_id
+            && let Some(v) = answers.last().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten())
         {
             self.log.last_insert_id = v.parse().unwrap_or(0);
         }
-        if let Err(f) = answers {
-            if wrap {
-                let _ = self.internal(&["ROLLBACK".to_string()]).await;
-            }
-            return self.error(reply, &failure_error("this statement", &f)).await;
-        }
         self.log.chorus_timestamp = !self.log.client_timestamp;
-        self.leader.send(0, &cmd.payload).await?;
-        let held = self.read_held(Expect::ResultSets).await?;
         let row_count = if held.response.error { -1 } else { held.response.affected as i64 };
         let warnings = if wrap && held.response.warnings > 0 && !held.response.error {
             self.leader.send(0, b"\x03SHOW WARNINGS").await?;
@@ -284,7 +286,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let entry = LogEntry { statements: vec![statement], ddl: true };
             let steps = ["START TRANSACTION".to_string()];
             let logged = match self.internal_ok(&steps).await {
-                Ok(_) => self.append(&entry, true).await,
+                // COMMIT only after the append succeeded: pipelined with it, a
+                // COMMIT would also commit an LSN taken without its entry.
+                Ok(_) => match self.append(&entry).await {
+                    Ok(()) => self.commit_internal().await,
+                    Err(f) => Err(f),
+                },
                 Err(f) => Err(f),
             };
             return match logged {
@@ -391,32 +398,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     async fn append_pending(&mut self) -> Result<(), InternalFailure> {
         let entry = LogEntry { statements: std::mem::take(&mut self.log.pending), ddl: false };
         self.log.savepoints.clear();
-        self.append(&entry, false).await
+        self.append(&entry).await
     }
 
-    /// `UPDATE _chorus.lsn`, `INSERT INTO _chorus.log`, read the LSN back;
-    /// with `commit`, COMMIT too (chorus's own transaction).
-    async fn append(&mut self, entry: &LogEntry, commit: bool) -> Result<(), InternalFailure> {
+    /// `UPDATE _chorus.lsn`, `INSERT INTO _chorus.log`, read the LSN back
+    /// (in the open transaction; its COMMIT is the caller's, once this
+    /// succeeded).
+    async fn append(&mut self, entry: &LogEntry) -> Result<(), InternalFailure> {
         let backslash = self.log.context.as_ref().is_none_or(|c| c.backslash_escapes);
         let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
         let literal = utf8_literal(&json, backslash);
-        let mut steps = vec![
+        let steps = [
             "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),
             format!(
                 "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
             ),
             "SELECT lsn FROM _chorus.lsn WHERE id = 1".to_string(),
         ];
-        if commit {
-            steps.push("COMMIT".to_string());
-        }
         let answers = self.internal_ok(&steps).await?;
         let lsn =
             answers[2].rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|v| v.parse::<i64>().ok());
         self.uncommitted_lsn = lsn.unwrap_or(0).max(self.uncommitted_lsn);
-        if commit {
-            self.after_commit();
-        }
         Ok(())
     }
 

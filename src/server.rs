@@ -199,7 +199,7 @@ impl Server {
             ctx.replication.shutdown();
         }
         if let Some(r) = mysql_ctx.and_then(|c| c.replication.clone()) {
-            r.shutdown();
+            r.stop(std::time::Duration::from_secs(2)).await;
         }
         Ok(())
     }

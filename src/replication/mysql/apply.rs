@@ -64,6 +64,8 @@ pub struct Applier {
     pub wake: Arc<Notify>,
     pub connect_timeout: Duration,
     pub retention: Duration,
+    /// Set when chorus stops: return after the entry in hand.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One row of the leader's `_chorus.log`.
@@ -115,6 +117,12 @@ impl Applier {
         let mut leader: Option<Conn> = None;
         let mut follower: Option<Follower> = None;
         loop {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(f) = follower.take() {
+                    let _ = f.conn.disconnect().await;
+                }
+                return;
+            }
             match self.step(&mut leader, &mut follower).await {
                 Ok(Progress::Applied) => {
                     backoff.reset();
@@ -200,6 +208,9 @@ impl Applier {
             return Ok(self.missing(f.applied + 1));
         }
         for e in &entries {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             if e.lsn != f.applied + 1 {
                 return Ok(self.missing(f.applied + 1));
             }

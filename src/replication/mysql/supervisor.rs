@@ -28,8 +28,11 @@ pub struct MyReplication {
     /// One per follower (in [`Topology::followers`] order): wakes its applier.
     wakes: Vec<Arc<Notify>>,
     tasks: parking_lot::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The appliers, to wait for at [`MyReplication::stop`].
+    appliers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     started: AtomicBool,
-    stopped: AtomicBool,
+    /// Set at stop: appliers finish the entry in hand and return.
+    stopped: Arc<AtomicBool>,
 }
 
 impl MyReplication {
@@ -44,8 +47,9 @@ impl MyReplication {
             state,
             wakes,
             tasks: parking_lot::Mutex::new(Vec::new()),
+            appliers: parking_lot::Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -91,8 +95,11 @@ impl MyReplication {
                 wake: wake.clone(),
                 connect_timeout,
                 retention,
+                stopping: self.stopped.clone(),
             };
-            tasks.push(tokio::spawn(applier.run()).abort_handle());
+            let handle = tokio::spawn(applier.run());
+            tasks.push(handle.abort_handle());
+            self.appliers.lock().push(handle);
         }
         let trimmer = trim_leader(leader, self.state.clone(), retention, connect_timeout);
         tasks.push(tokio::spawn(trimmer).abort_handle());
@@ -112,8 +119,22 @@ impl MyReplication {
         }
     }
 
-    /// Stop every task. A follower transaction in progress rolls back with
-    /// its connection; the next start resumes after the recorded position.
+    /// Stop gracefully: each applier finishes the entry it is applying (a
+    /// DDL entry cannot roll back: stopped between its DDL and its record,
+    /// the next start would run the DDL again) and returns; what is still
+    /// running after `grace` is aborted.
+    pub async fn stop(&self, grace: std::time::Duration) {
+        self.stopped.store(true, Ordering::Relaxed);
+        for wake in &self.wakes {
+            wake.notify_one();
+        }
+        let appliers: Vec<_> = self.appliers.lock().drain(..).collect();
+        let _ = tokio::time::timeout(grace, futures_join_all(appliers)).await;
+        self.shutdown();
+    }
+
+    /// Stop every task at once. A follower transaction in progress rolls back
+    /// with its connection; the next start resumes after the recorded position.
     pub fn shutdown(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         for t in self.tasks.lock().drain(..) {
@@ -125,5 +146,11 @@ impl MyReplication {
 impl Drop for MyReplication {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+async fn futures_join_all(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
     }
 }

@@ -347,3 +347,36 @@ async fn semi_sync_commits_return_once_a_follower_has_the_write() {
     chorus.assert_converged(cluster, db.name()).await;
     assert_no_chorus_panics();
 }
+
+/// Drivers that interpolate parameters themselves (Connector/J's client-side
+/// prepares, mysqlclient) send bytes as `_binary'...'` with the raw bytes in
+/// the text: not UTF-8, yet legal SQL. chorus logs (and runs) them as
+/// `_binary X'..'`; other text that is not UTF-8 is still refused.
+#[tokio::test]
+async fn binary_literals_in_statement_text_replicate() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, b BLOB, s VARCHAR(20))").await.unwrap();
+    let statements: [&[u8]; 3] = [
+        b"INSERT INTO t VALUES (1, _binary'\x00\xff\xfe\\0\\'\\\\\\n''', 'caf\xc3\xa9')",
+        b"INSERT INTO t VALUES (2, _binary '\x80\x81\\%\\_', NULL)",
+        b"UPDATE t SET b = CONCAT(b, _binary'\xc3\x28') WHERE id = 2",
+    ];
+    for sql in statements {
+        c.query_drop(sql).await.unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(sql)));
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(&b"INSERT INTO t VALUES (3, _binary'\xff', 'in a transaction')"[..]).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let rows: Vec<(i32, Vec<u8>)> = leader.query("SELECT id, b FROM t ORDER BY id").await.unwrap();
+    let want: Vec<(i32, Vec<u8>)> =
+        vec![(1, b"\x00\xff\xfe\x00'\\\n'".to_vec()), (2, b"\x80\x81\\%\\_\xc3\x28".to_vec()), (3, b"\xff".to_vec())];
+    assert_eq!(rows, want, "the leader stored the bytes the client meant");
+    // A string without an introducer is text: not UTF-8, it is refused.
+    let e = c.query_drop(&b"INSERT INTO t VALUES (4, '\xff', NULL)"[..]).await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1366), "{e}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}

@@ -81,6 +81,18 @@ fn failure_error(what: &str, f: &InternalFailure) -> MyError {
     MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
 }
 
+/// After the client was told that one of chorus's steps failed: a step that
+/// failed because the leader connection did (not a statement's error) ends
+/// the session. The server session and its transaction are gone with it;
+/// kept, the session read on followers as if nothing happened but failed
+/// every write, and a connection pool would never have replaced it.
+fn end_if_lost(f: InternalFailure) -> Result<(), MySessionError> {
+    match f {
+        InternalFailure::Session(e) => Err(e),
+        InternalFailure::Statement { .. } => Ok(()),
+    }
+}
+
 /// `s` as a utf8mb4 string literal under the session's escaping rules
 /// (the introducer makes the connection's character set irrelevant). Not
 /// hex: an entry is often large, and hex would double it.
@@ -212,7 +224,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if ddl && self.log.has_pending() {
             // The DDL commits the open transaction: its entry goes in first.
             if let Err(f) = self.append_pending().await {
-                return self.fail_transaction(reply, failure_error("the transaction before this DDL", &f)).await;
+                return self.fail_transaction(reply, "the transaction before this DDL", f).await;
             }
         }
         let wrap = !ddl && self.status & status::IN_TRANS == 0 && self.status & status::AUTOCOMMIT != 0;
@@ -244,7 +256,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             if wrap {
                 let _ = self.internal(&["ROLLBACK".to_string()]).await;
             }
-            return self.error(reply, &failure_error("this statement", &f)).await;
+            self.error(reply, &failure_error("this statement", &f)).await?;
+            return end_if_lost(f);
         }
         self.log.chorus_timestamp = !self.log.client_timestamp;
         self.leader.send(0, &cmd.payload).await?;
@@ -293,19 +306,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     self.send_held(held, |s| s).await
                 }
                 Err(f) => {
-                    let _ = self.internal(&["ROLLBACK".to_string()]).await;
-                    let e = MyError::new(
-                        code::UNKNOWN,
-                        format!(
-                            "the DDL ran on the leader, but chorus could not log it for the followers ({}); \
-                             repeat it on each follower by hand",
-                            match &f {
-                                InternalFailure::Statement { error, .. } => error.to_string(),
-                                InternalFailure::Session(e) => e.to_string(),
-                            }
+                    let message = match &f {
+                        InternalFailure::Statement { error, .. } => {
+                            let _ = self.internal(&["ROLLBACK".to_string()]).await;
+                            format!(
+                                "the DDL ran on the leader, but chorus could not log it for the followers \
+                                 ({error}); repeat it on each follower by hand"
+                            )
+                        }
+                        // The log's COMMIT may or may not have happened.
+                        InternalFailure::Session(e) => format!(
+                            "the DDL ran on the leader, but chorus lost the leader connection while logging it \
+                             ({e}); check whether the followers have it before repeating it there by hand"
                         ),
-                    );
-                    self.error(reply, &e).await
+                    };
+                    let e = MyError::new(code::UNKNOWN, message);
+                    self.error(reply, &e).await?;
+                    end_if_lost(f)
                 }
             };
         }
@@ -319,9 +336,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     self.await_ack().await;
                     self.send_held(held, |s| s & !status::IN_TRANS).await
                 }
-                Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+                Err(InternalFailure::Session(e)) => {
+                    // The COMMIT's outcome is unknown: the client learns it as
+                    // from a server lost in the middle of a COMMIT, by the
+                    // connection ending (the log entry shares the outcome).
+                    self.rolled_back();
+                    Err(e)
+                }
+                Err(f) => self.fail_transaction(reply, "this statement", f).await,
             },
-            Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+            Err(f) => self.fail_transaction(reply, "this statement", f).await,
         }
     }
 
@@ -334,7 +358,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(());
         }
         if let Err(f) = self.append_pending().await {
-            return self.fail_transaction(reply, failure_error("this transaction", &f)).await;
+            return self.fail_transaction(reply, "this transaction", f).await;
         }
         self.leader.send(0, &cmd.payload).await?;
         let held = self.read_held(Expect::ResultSets).await?;
@@ -380,7 +404,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         match self.append_pending().await {
             Ok(()) => Ok(true),
             Err(f) => {
-                self.fail_transaction(cmd.seq.wrapping_add(1), failure_error("the open transaction", &f)).await?;
+                self.fail_transaction(cmd.seq.wrapping_add(1), "the open transaction", f).await?;
                 Ok(false)
             }
         }
@@ -444,13 +468,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
     }
 
-    /// Logging failed: roll the whole transaction back and tell the client.
-    async fn fail_transaction(&mut self, seq: u8, e: MyError) -> Result<(), MySessionError> {
-        let _ = self.internal(&["ROLLBACK".to_string()]).await;
+    /// Logging `what` failed: roll the whole transaction back and tell the
+    /// client (then end the session if the leader connection failed).
+    async fn fail_transaction(&mut self, seq: u8, what: &str, f: InternalFailure) -> Result<(), MySessionError> {
+        if matches!(f, InternalFailure::Statement { .. }) {
+            let _ = self.internal(&["ROLLBACK".to_string()]).await;
+        }
         self.log.rolled_back();
         self.uncommitted_lsn = 0;
         self.status &= !status::IN_TRANS;
-        self.error(seq, &e).await
+        self.error(seq, &failure_error(what, &f)).await?;
+        end_if_lost(f)
     }
 
     /// After every answer the client gets: a deadlock (ER_LOCK_DEADLOCK) rolled

@@ -380,3 +380,24 @@ async fn binary_literals_in_statement_text_replicate() {
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
+
+/// The log entry is written as a string literal under the session's sql_mode
+/// at COMMIT: a `SET sql_mode = 'NO_BACKSLASH_ESCAPES'` between a
+/// transaction's last write and its COMMIT must not corrupt it.
+#[tokio::test]
+async fn sql_mode_changed_before_commit_does_not_corrupt_the_log_entry() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(r#"INSERT INTO t VALUES (1, 'a"b\\c''d')"#).await.unwrap();
+    c.query_drop("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop(r"INSERT INTO t VALUES (2, 'e\f')").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let rows: Vec<(i32, String)> = leader.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, r#"a"b\c'd"#.to_string()), (2, r"e\f".to_string())]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}

@@ -421,9 +421,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// `UPDATE _chorus.lsn`, `INSERT INTO _chorus.log`, read the LSN back;
     /// with `commit`, COMMIT too (chorus's own transaction).
     async fn append(&mut self, entry: &LogEntry, commit: bool) -> Result<(), InternalFailure> {
-        let backslash = self.log.context.as_ref().is_none_or(|c| c.backslash_escapes);
+        // The context as it is now: a SET after the transaction's last write
+        // (sql_mode's NO_BACKSLASH_ESCAPES) changes how the literal is read.
+        let ctx = self.context().await.map_err(InternalFailure::Session)?;
         let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
-        let literal = utf8_literal(&json, backslash);
+        let literal = utf8_literal(&json, ctx.backslash_escapes);
         let mut steps = vec![
             "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),
             format!(

@@ -381,6 +381,39 @@ async fn binary_literals_in_statement_text_replicate() {
     assert_no_chorus_panics();
 }
 
+/// A write the leader accepts whose log entry the leader would not (the
+/// statement's text escaped twice, as JSON and as a string literal, can
+/// outgrow `max_allowed_packet`): refused with the reason and rolled back,
+/// the connection still usable. Before, the server dropped chorus's
+/// connection in the middle of the append.
+#[tokio::test]
+async fn a_write_whose_log_entry_is_too_large_is_rolled_back_and_the_session_goes_on() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v LONGTEXT)").await.unwrap();
+    // 5 MiB of backslashes: a 10 MiB statement (under the 16 MiB default),
+    // a 40 MiB log entry.
+    let big = format!("INSERT INTO t VALUES (2, '{}')", "\\\\".repeat(5 << 20));
+    let check = |e: mysql_async::Error| {
+        assert_eq!(server_code(&e), Some(1105), "{e}");
+        assert!(e.to_string().contains("max_allowed_packet") && e.to_string().contains("rolled back"), "{e}");
+    };
+    check(c.query_drop(&big).await.unwrap_err());
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'in the same transaction')").await.unwrap();
+    c.query_drop(&big).await.unwrap();
+    check(c.query_drop("COMMIT").await.unwrap_err());
+    // The whole transaction is gone, and the session is not in one.
+    c.query_drop("INSERT INTO t VALUES (3, 'after')").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let ids: Vec<i32> = leader.query("SELECT id FROM t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [3]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
 /// The log entry is written as a string literal under the session's sql_mode
 /// at COMMIT: a `SET sql_mode = 'NO_BACKSLASH_ESCAPES'` between a
 /// transaction's last write and its COMMIT must not corrupt it.

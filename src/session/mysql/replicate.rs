@@ -42,6 +42,8 @@ pub(super) struct Captured {
     timestamp: String,
     pub charset: String,
     pub backslash_escapes: bool,
+    /// The leader's `max_allowed_packet`: the largest statement it takes.
+    pub max_packet: usize,
 }
 
 /// What a write's answer told the client that chorus's own statements after
@@ -74,11 +76,18 @@ pub(super) struct LeaderLog {
 }
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {
-    let detail = match f {
+    let detail = failure_detail(f);
+    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+}
+
+fn failure_detail(f: &InternalFailure) -> String {
+    match f {
         InternalFailure::Statement { sql, error } => format!("{sql:?} failed: {error}"),
         InternalFailure::Session(e) => e.to_string(),
-    };
-    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+        InternalFailure::TooLarge { what, size, limit } => {
+            format!("{what} would take {size} bytes, more than the leader's max_allowed_packet ({limit})")
+        }
+    }
 }
 
 /// After the client was told that one of chorus's steps failed: a step that
@@ -89,7 +98,7 @@ fn failure_error(what: &str, f: &InternalFailure) -> MyError {
 fn end_if_lost(f: InternalFailure) -> Result<(), MySessionError> {
     match f {
         InternalFailure::Session(e) => Err(e),
-        InternalFailure::Statement { .. } => Ok(()),
+        InternalFailure::Statement { .. } | InternalFailure::TooLarge { .. } => Ok(()),
     }
 }
 
@@ -182,7 +191,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(c.clone());
         }
         let cols: Vec<String> = SESSION_VARS.iter().map(|v| format!("@@session.{v}")).collect();
-        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp", cols.join(", "));
+        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet", cols.join(", "));
         let answers = self.internal(&[sql]).await?;
         let row = answers.into_iter().next().and_then(|a| a.rows.into_iter().next()).unwrap_or_default();
         let value = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
@@ -194,6 +203,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             backslash_escapes: !sql_mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES"),
             db: row.get(SESSION_VARS.len()).cloned().flatten(),
             timestamp: value(SESSION_VARS.len() + 1),
+            max_packet: value(SESSION_VARS.len() + 2).parse().unwrap_or(usize::MAX),
             vars,
         };
         self.log.context = Some(captured.clone());
@@ -307,18 +317,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
                 Err(f) => {
                     let message = match &f {
-                        InternalFailure::Statement { error, .. } => {
-                            let _ = self.internal(&["ROLLBACK".to_string()]).await;
-                            format!(
-                                "the DDL ran on the leader, but chorus could not log it for the followers \
-                                 ({error}); repeat it on each follower by hand"
-                            )
-                        }
                         // The log's COMMIT may or may not have happened.
                         InternalFailure::Session(e) => format!(
                             "the DDL ran on the leader, but chorus lost the leader connection while logging it \
                              ({e}); check whether the followers have it before repeating it there by hand"
                         ),
+                        f => {
+                            let _ = self.internal(&["ROLLBACK".to_string()]).await;
+                            let detail = match f {
+                                InternalFailure::Statement { error, .. } => error.to_string(),
+                                f => failure_detail(f),
+                            };
+                            format!(
+                                "the DDL ran on the leader, but chorus could not log it for the followers \
+                                 ({detail}); repeat it on each follower by hand"
+                            )
+                        }
                     };
                     let e = MyError::new(code::UNKNOWN, message);
                     self.error(reply, &e).await?;
@@ -426,11 +440,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let ctx = self.context().await.map_err(InternalFailure::Session)?;
         let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
         let literal = utf8_literal(&json, ctx.backslash_escapes);
+        let insert = format!(
+            "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
+        );
+        // The server would drop the connection (and the transaction with it).
+        if insert.len() + 1 > ctx.max_packet {
+            let what = "its log entry";
+            return Err(InternalFailure::TooLarge { what, size: insert.len() + 1, limit: ctx.max_packet });
+        }
         let mut steps = vec![
             "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),
-            format!(
-                "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
-            ),
+            insert,
             "SELECT lsn FROM _chorus.lsn WHERE id = 1".to_string(),
         ];
         if commit {
@@ -473,7 +493,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// Logging `what` failed: roll the whole transaction back and tell the
     /// client (then end the session if the leader connection failed).
     async fn fail_transaction(&mut self, seq: u8, what: &str, f: InternalFailure) -> Result<(), MySessionError> {
-        if matches!(f, InternalFailure::Statement { .. }) {
+        if !f.lost_connection() {
             let _ = self.internal(&["ROLLBACK".to_string()]).await;
         }
         self.log.rolled_back();

@@ -29,9 +29,10 @@ pg_bin_has psql || command -v psql >/dev/null 2>&1 || missing+=(postgresql-clien
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev) # ring (TLS) and the linker need a C toolchain
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip) # the Python client tests (psycopg, from PyPI)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip) # the Python client tests (psycopg, PyMySQL, from PyPI)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)   # the JDBC client tests
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+[ -f /usr/share/java/mariadb-java-client.jar ] || missing+=(libmariadb-java) # MariaDB Connector/J
 # MariaDB for the MySQL frontend's tests (they start servers of their own; the
 # machine's MariaDB service is irrelevant). Debian keeps mariadbd in /usr/sbin.
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
@@ -58,6 +59,17 @@ if ! python3 -c 'import psycopg' 2>/dev/null; then
   python3 -m pip install --quiet "psycopg[binary]>=3.1" 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages "psycopg[binary]>=3.1" || {
     echo "error: cannot install psycopg 3 from PyPI (python3 -m pip install 'psycopg[binary]')" >&2
+    exit 1
+  }
+fi
+
+# PyMySQL (from PyPI; [rsa]: cryptography, for caching_sha2_password's full
+# authentication) for integration-tests/tests/mysql_clients.rs.
+if ! python3 -c 'import pymysql, cryptography' 2>/dev/null; then
+  log "pip install PyMySQL[rsa]"
+  python3 -m pip install --quiet "PyMySQL[rsa]>=1.1" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "PyMySQL[rsa]>=1.1" || {
+    echo "error: cannot install PyMySQL from PyPI (python3 -m pip install 'PyMySQL[rsa]')" >&2
     exit 1
   }
 fi

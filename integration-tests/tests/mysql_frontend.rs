@@ -299,6 +299,49 @@ async fn kill_reaches_the_session_it_names() {
     assert_no_chorus_panics();
 }
 
+/// A session whose leader connection is gone (killed on the server, the
+/// leader restarted...) ends at its next write, after an error saying the
+/// write was rolled back: it must not linger, reading on followers and
+/// failing every write, where a pool would never replace it.
+#[tokio::test]
+async fn a_session_that_lost_its_leader_connection_ends_at_its_next_write() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    // A write first: chorus knows the session's context from then on, and
+    // its next write starts with chorus's own steps on the leader.
+    c.query_drop("INSERT INTO t VALUES (-1)").await.unwrap();
+    let thread: Option<u64> = c.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    leader.query_drop(format!("KILL CONNECTION {}", thread.unwrap())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut server_errors = Vec::new();
+    let mut closed = None;
+    for i in 0..3 {
+        match c.query_drop(format!("INSERT INTO t VALUES ({i})")).await {
+            Ok(()) => panic!("a write through a dead leader connection succeeded"),
+            Err(mysql_async::Error::Server(e)) => server_errors.push(e),
+            Err(e) => {
+                closed = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(closed.is_some(), "the session went on after losing its leader connection: {server_errors:?}");
+    // Told first that its write was rolled back, then disconnected.
+    assert!(
+        server_errors.len() == 1 && server_errors[0].code == 1105 && server_errors[0].message.contains("rolled back"),
+        "{server_errors:?}"
+    );
+    let mut fresh = chorus.connect(db.name()).await;
+    fresh.query_drop("INSERT INTO t VALUES (100)").await.unwrap();
+    let ids: Vec<i32> = leader.query("SELECT id FROM t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [-1, 100], "none of the failed writes is there");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
 #[tokio::test]
 async fn load_data_local_infile_is_refused_before_it_runs() {
     // LOAD DATA is not replicated yet: chorus refuses it with a clear error

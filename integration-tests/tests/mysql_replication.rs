@@ -445,3 +445,90 @@ async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
     chorus.assert_converged(cluster, db.name()).await;
     assert_no_chorus_panics();
 }
+
+/// Drivers that interpolate parameters themselves (Connector/J's client-side
+/// prepares, mysqlclient) send bytes as `_binary'...'` with the raw bytes in
+/// the text: not UTF-8, yet legal SQL. chorus logs (and runs) them as
+/// `_binary X'..'`; other text that is not UTF-8 is still refused.
+#[tokio::test]
+async fn binary_literals_in_statement_text_replicate() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, b BLOB, s VARCHAR(20))").await.unwrap();
+    let statements: [&[u8]; 3] = [
+        b"INSERT INTO t VALUES (1, _binary'\x00\xff\xfe\\0\\'\\\\\\n''', 'caf\xc3\xa9')",
+        b"INSERT INTO t VALUES (2, _binary '\x80\x81\\%\\_', NULL)",
+        b"UPDATE t SET b = CONCAT(b, _binary'\xc3\x28') WHERE id = 2",
+    ];
+    for sql in statements {
+        c.query_drop(sql).await.unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(sql)));
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(&b"INSERT INTO t VALUES (3, _binary'\xff', 'in a transaction')"[..]).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let rows: Vec<(i32, Vec<u8>)> = leader.query("SELECT id, b FROM t ORDER BY id").await.unwrap();
+    let want: Vec<(i32, Vec<u8>)> =
+        vec![(1, b"\x00\xff\xfe\x00'\\\n'".to_vec()), (2, b"\x80\x81\\%\\_\xc3\x28".to_vec()), (3, b"\xff".to_vec())];
+    assert_eq!(rows, want, "the leader stored the bytes the client meant");
+    // A string without an introducer is text: not UTF-8, it is refused.
+    let e = c.query_drop(&b"INSERT INTO t VALUES (4, '\xff', NULL)"[..]).await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1366), "{e}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+/// A write the leader accepts whose log entry the leader would not (the
+/// statement's text escaped twice, as JSON and as a string literal, can
+/// outgrow `max_allowed_packet`): refused with the reason and rolled back,
+/// the connection still usable. Before, the server dropped chorus's
+/// connection in the middle of the append.
+#[tokio::test]
+async fn a_write_whose_log_entry_is_too_large_is_rolled_back_and_the_session_goes_on() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v LONGTEXT)").await.unwrap();
+    // 5 MiB of backslashes: a 10 MiB statement (under the 16 MiB default),
+    // a 40 MiB log entry.
+    let big = format!("INSERT INTO t VALUES (2, '{}')", "\\\\".repeat(5 << 20));
+    let check = |e: mysql_async::Error| {
+        assert_eq!(server_code(&e), Some(1105), "{e}");
+        assert!(e.to_string().contains("max_allowed_packet") && e.to_string().contains("rolled back"), "{e}");
+    };
+    check(c.query_drop(&big).await.unwrap_err());
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'in the same transaction')").await.unwrap();
+    c.query_drop(&big).await.unwrap();
+    check(c.query_drop("COMMIT").await.unwrap_err());
+    // The whole transaction is gone, and the session is not in one.
+    c.query_drop("INSERT INTO t VALUES (3, 'after')").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let ids: Vec<i32> = leader.query("SELECT id FROM t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [3]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+/// The log entry is written as a string literal under the session's sql_mode
+/// at COMMIT: a `SET sql_mode = 'NO_BACKSLASH_ESCAPES'` between a
+/// transaction's last write and its COMMIT must not corrupt it.
+#[tokio::test]
+async fn sql_mode_changed_before_commit_does_not_corrupt_the_log_entry() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(r#"INSERT INTO t VALUES (1, 'a"b\\c''d')"#).await.unwrap();
+    c.query_drop("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop(r"INSERT INTO t VALUES (2, 'e\f')").await.unwrap();
+    let mut leader = db.connect_leader().await;
+    let rows: Vec<(i32, String)> = leader.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, r#"a"b\c'd"#.to_string()), (2, r"e\f".to_string())]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}

@@ -147,7 +147,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 #[derive(Debug)]
 pub(super) enum InternalFailure {
     Session(MySessionError),
-    Statement { sql: String, error: MyError },
+    Statement {
+        sql: String,
+        error: MyError,
+    },
+    /// A statement chorus would send is larger than the leader accepts
+    /// (`max_allowed_packet`): not sent, the connection stays usable.
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+}
+
+impl InternalFailure {
+    /// Whether the leader connection itself failed (its state is unknown).
+    pub fn lost_connection(&self) -> bool {
+        matches!(self, InternalFailure::Session(_))
+    }
 }
 
 /// The rows of a text-protocol result set (the first one).

@@ -7,9 +7,9 @@ use super::prepared::Prepared;
 use super::{MySession, MySessionError};
 use crate::protocol::mysql::wire::Reader;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
-use crate::sql::mysql::generate;
 use crate::sql::mysql::lex::{self, Token};
 use crate::sql::mysql::{MyClass, classify};
+use crate::sql::mysql::{generate, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 fn refused(why: &str) -> MyError {
@@ -58,8 +58,8 @@ fn row_count_inlined(sql: &str, toks: &[Token<'_>], n: i64) -> Option<String> {
 fn not_utf8() -> MyError {
     MyError::new(
         (1366, "HY000"),
-        "chorus replicates statement text in UTF-8 (or ASCII): send this statement in utf8mb4 \
-         (SET NAMES utf8mb4), or its non-ASCII values as parameters",
+        "chorus replicates statement text in UTF-8 (or ASCII; bytes in _binary'...' literals are fine): \
+         send this statement in utf8mb4 (SET NAMES utf8mb4), or its non-ASCII values as parameters",
     )
 }
 
@@ -126,19 +126,34 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 None => {}
             }
         }
-        let Ok(sql) = text else {
-            // Non-UTF-8 text: fine to read, not to log.
-            let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
-            let toks = lex::tokens(&lossy, self.backslash_escapes());
-            let reads =
-                toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
-            if reads {
-                self.unpin_timestamp().await?;
-                self.relay(p, Expect::ResultSets).await?;
-            } else {
-                self.error(reply, &not_utf8()).await?;
+        let rewritten;
+        let (p, sql) = match text {
+            Ok(sql) => (p, sql),
+            Err(_) => {
+                // Non-UTF-8 text: fine to read; logged only once its binary
+                // literals are hex (what the leader runs too).
+                let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                let toks = lex::tokens(&lossy, self.backslash_escapes());
+                let reads =
+                    toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
+                if reads {
+                    self.unpin_timestamp().await?;
+                    self.relay(p, Expect::ResultSets).await?;
+                    return Ok(true);
+                }
+                let charset = self.context().await?.charset;
+                let text = utf8::ascii_safe(&charset)
+                    .then(|| utf8::hex_binary_literals(&p.payload[1..], self.backslash_escapes()))
+                    .flatten();
+                let Some(text) = text else {
+                    self.error(reply, &not_utf8()).await?;
+                    return Ok(true);
+                };
+                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
+                payload.extend_from_slice(text.as_bytes());
+                rewritten = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                (&rewritten, std::str::from_utf8(&rewritten.payload[1..]).expect("made UTF-8"))
             }
-            return Ok(true);
         };
         let toks = lex::tokens(sql, self.backslash_escapes());
         if let Some(stmt) = super::local::parse(&toks) {

@@ -42,6 +42,8 @@ pub(super) struct Captured {
     timestamp: String,
     pub charset: String,
     pub backslash_escapes: bool,
+    /// The leader's `max_allowed_packet`: the largest statement it takes.
+    pub max_packet: usize,
 }
 
 /// What a write's answer told the client that chorus's own statements after
@@ -74,11 +76,30 @@ pub(super) struct LeaderLog {
 }
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {
-    let detail = match f {
+    let detail = failure_detail(f);
+    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+}
+
+fn failure_detail(f: &InternalFailure) -> String {
+    match f {
         InternalFailure::Statement { sql, error } => format!("{sql:?} failed: {error}"),
         InternalFailure::Session(e) => e.to_string(),
-    };
-    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+        InternalFailure::TooLarge { what, size, limit } => {
+            format!("{what} would take {size} bytes, more than the leader's max_allowed_packet ({limit})")
+        }
+    }
+}
+
+/// After the client was told that one of chorus's steps failed: a step that
+/// failed because the leader connection did (not a statement's error) ends
+/// the session. The server session and its transaction are gone with it;
+/// kept, the session read on followers as if nothing happened but failed
+/// every write, and a connection pool would never have replaced it.
+fn end_if_lost(f: InternalFailure) -> Result<(), MySessionError> {
+    match f {
+        InternalFailure::Session(e) => Err(e),
+        InternalFailure::Statement { .. } | InternalFailure::TooLarge { .. } => Ok(()),
+    }
 }
 
 /// `s` as a utf8mb4 string literal under the session's escaping rules
@@ -170,7 +191,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(c.clone());
         }
         let cols: Vec<String> = SESSION_VARS.iter().map(|v| format!("@@session.{v}")).collect();
-        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp", cols.join(", "));
+        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet", cols.join(", "));
         let answers = self.internal(&[sql]).await?;
         let row = answers.into_iter().next().and_then(|a| a.rows.into_iter().next()).unwrap_or_default();
         let value = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
@@ -182,6 +203,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             backslash_escapes: !sql_mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES"),
             db: row.get(SESSION_VARS.len()).cloned().flatten(),
             timestamp: value(SESSION_VARS.len() + 1),
+            max_packet: value(SESSION_VARS.len() + 2).parse().unwrap_or(usize::MAX),
             vars,
         };
         self.log.context = Some(captured.clone());
@@ -212,7 +234,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if ddl && self.log.has_pending() {
             // The DDL commits the open transaction: its entry goes in first.
             if let Err(f) = self.append_pending().await {
-                return self.fail_transaction(reply, failure_error("the transaction before this DDL", &f)).await;
+                return self.fail_transaction(reply, "the transaction before this DDL", f).await;
             }
         }
         let wrap = !ddl && self.status & status::IN_TRANS == 0 && self.status & status::AUTOCOMMIT != 0;
@@ -236,14 +258,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // The setup and the statement in one round trip: these steps do not
         // fail on a live connection, and if one did, the statement is undone
         // (chorus's transaction, or the client's) before anything is logged.
-        let (answers, held) = self.internal_then(&setup, &cmd.payload).await?;
+        let (answers, held) = match self.internal_then(&setup, &cmd.payload).await {
+            Ok(x) => x,
+            Err(e) => return self.fail_transaction(reply, "this statement", InternalFailure::Session(e)).await,
+        };
         if let Some((i, error)) = answers.iter().enumerate().find_map(|(i, a)| a.error.clone().map(|e| (i, e))) {
             let f = InternalFailure::Statement { sql: setup[i].clone(), error };
             if wrap && i == 0 {
                 // Not even chorus's transaction opened: the statement ran on its own.
                 tracing::error!(error = %failure_error("this statement", &f), "a write may have run on the leader unlogged");
             }
-            return self.fail_transaction(reply, failure_error("this statement", &f)).await;
+            return self.fail_transaction(reply, "this statement", f).await;
         }
         if uses_last_insert_id
             && let Some(v) = answers.last().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten())
@@ -300,19 +325,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     self.send_held(held, |s| s).await
                 }
                 Err(f) => {
-                    let _ = self.internal(&["ROLLBACK".to_string()]).await;
-                    let e = MyError::new(
-                        code::UNKNOWN,
-                        format!(
-                            "the DDL ran on the leader, but chorus could not log it for the followers ({}); \
-                             repeat it on each follower by hand",
-                            match &f {
-                                InternalFailure::Statement { error, .. } => error.to_string(),
-                                InternalFailure::Session(e) => e.to_string(),
-                            }
+                    let message = match &f {
+                        // The log's COMMIT may or may not have happened.
+                        InternalFailure::Session(e) => format!(
+                            "the DDL ran on the leader, but chorus lost the leader connection while logging it \
+                             ({e}); check whether the followers have it before repeating it there by hand"
                         ),
-                    );
-                    self.error(reply, &e).await
+                        f => {
+                            let _ = self.internal(&["ROLLBACK".to_string()]).await;
+                            let detail = match f {
+                                InternalFailure::Statement { error, .. } => error.to_string(),
+                                f => failure_detail(f),
+                            };
+                            format!(
+                                "the DDL ran on the leader, but chorus could not log it for the followers \
+                                 ({detail}); repeat it on each follower by hand"
+                            )
+                        }
+                    };
+                    let e = MyError::new(code::UNKNOWN, message);
+                    self.error(reply, &e).await?;
+                    end_if_lost(f)
                 }
             };
         }
@@ -326,9 +359,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     self.await_ack().await;
                     self.send_held(held, |s| s & !status::IN_TRANS).await
                 }
-                Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+                Err(InternalFailure::Session(e)) => {
+                    // The COMMIT's outcome is unknown: the client learns it as
+                    // from a server lost in the middle of a COMMIT, by the
+                    // connection ending (the log entry shares the outcome).
+                    self.rolled_back();
+                    Err(e)
+                }
+                Err(f) => self.fail_transaction(reply, "this statement", f).await,
             },
-            Err(f) => self.fail_transaction(reply, failure_error("this statement", &f)).await,
+            Err(f) => self.fail_transaction(reply, "this statement", f).await,
         }
     }
 
@@ -341,7 +381,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(());
         }
         if let Err(f) = self.append_pending().await {
-            return self.fail_transaction(reply, failure_error("this transaction", &f)).await;
+            return self.fail_transaction(reply, "this transaction", f).await;
         }
         self.leader.send(0, &cmd.payload).await?;
         let held = self.read_held(Expect::ResultSets).await?;
@@ -387,7 +427,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         match self.append_pending().await {
             Ok(()) => Ok(true),
             Err(f) => {
-                self.fail_transaction(cmd.seq.wrapping_add(1), failure_error("the open transaction", &f)).await?;
+                self.fail_transaction(cmd.seq.wrapping_add(1), "the open transaction", f).await?;
                 Ok(false)
             }
         }
@@ -405,14 +445,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// (in the open transaction; its COMMIT is the caller's, once this
     /// succeeded).
     async fn append(&mut self, entry: &LogEntry) -> Result<(), InternalFailure> {
-        let backslash = self.log.context.as_ref().is_none_or(|c| c.backslash_escapes);
+        // The context as it is now: a SET after the transaction's last write
+        // (sql_mode's NO_BACKSLASH_ESCAPES) changes how the literal is read.
+        let ctx = self.context().await.map_err(InternalFailure::Session)?;
         let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
-        let literal = utf8_literal(&json, backslash);
+        let literal = utf8_literal(&json, ctx.backslash_escapes);
+        let insert = format!(
+            "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
+        );
+        // The server would drop the connection (and the transaction with it).
+        if insert.len() + 1 > ctx.max_packet {
+            let what = "its log entry";
+            return Err(InternalFailure::TooLarge { what, size: insert.len() + 1, limit: ctx.max_packet });
+        }
         let steps = [
             "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),
-            format!(
-                "INSERT INTO _chorus.log (lsn, committed_at, entry) SELECT lsn, UTC_TIMESTAMP(6), {literal} FROM _chorus.lsn WHERE id = 1"
-            ),
+            insert,
             "SELECT lsn FROM _chorus.lsn WHERE id = 1".to_string(),
         ];
         let answers = self.internal_ok(&steps).await?;
@@ -446,13 +494,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
     }
 
-    /// Logging failed: roll the whole transaction back and tell the client.
-    async fn fail_transaction(&mut self, seq: u8, e: MyError) -> Result<(), MySessionError> {
-        let _ = self.internal(&["ROLLBACK".to_string()]).await;
+    /// Logging `what` failed: roll the whole transaction back and tell the
+    /// client (then end the session if the leader connection failed).
+    async fn fail_transaction(&mut self, seq: u8, what: &str, f: InternalFailure) -> Result<(), MySessionError> {
+        if !f.lost_connection() {
+            let _ = self.internal(&["ROLLBACK".to_string()]).await;
+        }
         self.log.rolled_back();
         self.uncommitted_lsn = 0;
         self.status &= !status::IN_TRANS;
-        self.error(seq, &e).await
+        self.error(seq, &failure_error(what, &f)).await?;
+        end_if_lost(f)
     }
 
     /// After every answer the client gets: a deadlock (ER_LOCK_DEADLOCK) rolled

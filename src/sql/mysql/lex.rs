@@ -138,7 +138,7 @@ fn line_end(b: &[u8], i: usize) -> usize {
 }
 
 /// The end (exclusive) of the quoted string starting at `i`.
-fn string_end(b: &[u8], i: usize, backslash_escapes: bool) -> usize {
+pub(crate) fn string_end(b: &[u8], i: usize, backslash_escapes: bool) -> usize {
     let q = b[i];
     let mut j = i + 1;
     while j < b.len() {

@@ -4,5 +4,6 @@
 pub mod classify;
 pub mod generate;
 pub mod lex;
+pub mod utf8;
 
 pub use classify::{MyClass, classify};

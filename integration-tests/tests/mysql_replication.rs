@@ -142,6 +142,43 @@ async fn unsafe_statements_are_refused_before_they_run() {
 }
 
 #[tokio::test]
+async fn no_backslash_escapes_set_mid_session_is_how_chorus_reads_and_logs() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(100), u CHAR(36))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'one', NULL)").await.unwrap();
+    // The statement right after the SET: under the new mode 'C:\' ends
+    // before the UUID(), which chorus must see (and make a literal).
+    c.query_drop("SET sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES'").await.unwrap();
+    c.query_drop(r"INSERT INTO t VALUES (2, 'C:\', UUID())").await.unwrap();
+    // A DDL of several lines, with quotes: its log entry (JSON, with
+    // backslash escapes) is written under the session's mode.
+    c.query_drop("CREATE TABLE d (\n  id INT PRIMARY KEY,\n  s VARCHAR(20) DEFAULT 'say \"hi\"'\n)").await.unwrap();
+    c.query_drop("INSERT INTO d (id) VALUES (1)").await.unwrap();
+    // A transaction's entry is written at COMMIT under the mode set just before it.
+    c.query_drop("SET sql_mode = DEFAULT").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (3, 'quote \" and \\\\ backslash', NULL)").await.unwrap();
+    c.query_drop("SET sql_mode = 'NO_BACKSLASH_ESCAPES'").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // A read that hides a write from a lexer ignorant of the mode: two
+    // statements, one writing, refused; and nothing ran anywhere.
+    c.query_drop("SET sql_mode = 'NO_BACKSLASH_ESCAPES'").await.unwrap();
+    let e = c.query_drop(r"SELECT 'x\'; DELETE FROM t; SELECT '").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1235), "{e}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    let rows: Vec<(i32, String)> = c.query("SELECT id, s FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, "one".into()), (2, r"C:\".into()), (3, r#"quote " and \ backslash"#.into())]);
+    for f in maria_cluster().followers() {
+        let mut conn = db.connect_node(f).await;
+        let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+        assert_eq!(n, Some(3), "{}", f.name());
+    }
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn concurrent_sessions_converge() {
     let db = fresh_maria_database().await;
     let chorus = start_mysql_chorus(maria_cluster());

@@ -64,8 +64,18 @@ fn not_utf8() -> MyError {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
-    fn backslash_escapes(&self) -> bool {
-        self.log.context.as_ref().is_none_or(|c| c.backslash_escapes)
+    /// Whether a backslash escapes in a string literal under the session's
+    /// sql_mode (NO_BACKSLASH_ESCAPES), for lexing `text`. After a SET or USE
+    /// (and at the start) chorus does not know the mode: when `text` has a
+    /// backslash, the only case where it matters, the session's context is
+    /// read from the server first, so that chorus splits, classifies and
+    /// rewrites the statement as the server will read it (under the mode a
+    /// `SET sql_mode` just set, `'a\'; DELETE ...` is two statements).
+    async fn backslash_escapes(&mut self, text: &[u8]) -> Result<bool, MySessionError> {
+        if self.log.context.is_none() && text.contains(&b'\\') {
+            self.context().await?;
+        }
+        Ok(self.log.context.as_ref().is_none_or(|c| c.backslash_escapes))
     }
 
     /// COM_QUERY. False when the session ended itself (KILL of its own connection).
@@ -76,8 +86,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     ) -> Result<bool, MySessionError> {
         let reply = p.seq.wrapping_add(1);
         let text = std::str::from_utf8(&p.payload[1..]);
+        let backslash = self.backslash_escapes(&p.payload[1..]).await?;
         if let (Some(after), Ok(sql)) = (after_write, text) {
-            let toks = lex::tokens(sql, self.backslash_escapes());
+            let toks = lex::tokens(sql, backslash);
             let words: Vec<String> = toks
                 .iter()
                 .filter(|t| **t != Token::End)
@@ -119,7 +130,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let Ok(sql) = text else {
             // Non-UTF-8 text: fine to read, not to log.
             let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
-            let toks = lex::tokens(&lossy, self.backslash_escapes());
+            let toks = lex::tokens(&lossy, backslash);
             let reads =
                 toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
             if reads {
@@ -130,7 +141,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             return Ok(true);
         };
-        let toks = lex::tokens(sql, self.backslash_escapes());
+        let toks = lex::tokens(sql, backslash);
         if let Some(stmt) = super::local::parse(&toks) {
             self.local(reply, stmt).await?;
             return Ok(true);
@@ -169,7 +180,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
                 payload.extend_from_slice(text.as_bytes());
                 let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
-                let toks = lex::tokens(&text, self.backslash_escapes());
+                let toks = lex::tokens(&text, backslash);
                 self.run_statement(&cmd, class, text.clone(), &toks).await?;
                 return Ok(true);
             }
@@ -247,7 +258,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             self.error(reply, &not_utf8()).await?;
             return Ok(());
         };
-        let toks = lex::tokens(sql, self.backslash_escapes());
+        let toks = lex::tokens(sql, self.backslash_escapes(sql.as_bytes()).await?);
         let mut class = classify(&toks);
         if generate::substitute(sql, &toks, |_| String::new()).is_some() {
             class = MyClass::Refuse(
@@ -306,7 +317,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 if let Some(s) = self.prepared.get_mut(&id) {
                     s.reset();
                 }
-                let toks = lex::tokens(&sql, self.backslash_escapes());
+                let toks = lex::tokens(&sql, self.backslash_escapes(sql.as_bytes()).await?);
                 self.run_statement(p, class, sql.clone(), &toks).await
             }
         }

@@ -397,8 +397,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// `UPDATE _chorus.lsn`, `INSERT INTO _chorus.log`, read the LSN back;
     /// with `commit`, COMMIT too (chorus's own transaction).
     async fn append(&mut self, entry: &LogEntry, commit: bool) -> Result<(), InternalFailure> {
-        let backslash = self.log.context.as_ref().is_none_or(|c| c.backslash_escapes);
         let json = String::from_utf8(entry.encode()).expect("JSON is UTF-8");
+        // The literal is read under the session's sql_mode as it is now: not
+        // known after a SET (COMMIT right after `SET sql_mode = ...`) or a DDL
+        // (which clears it), read it then. (JSON escapes with backslashes.)
+        let backslash = match &self.log.context {
+            _ if !json.contains('\\') => true,
+            Some(c) => c.backslash_escapes,
+            None => self.context().await.map_err(InternalFailure::Session)?.backslash_escapes,
+        };
         let literal = utf8_literal(&json, backslash);
         let mut steps = vec![
             "UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1".to_string(),

@@ -179,6 +179,39 @@ async fn no_backslash_escapes_set_mid_session_is_how_chorus_reads_and_logs() {
 }
 
 #[tokio::test]
+async fn temporal_parameters_replay_as_the_server_read_them() {
+    use mysql_async::Value::{Date, Time};
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(40), dt DATETIME(6), n BIGINT)").await.unwrap();
+    c.query_drop("INSERT INTO t (id, s) VALUES (1, '2024-01-02'), (2, '2024-01-02 00:00:00')").await.unwrap();
+    // Where a string or a number goes, a temporal parameter is its value with
+    // fractional digits only if it has microseconds; a TIME where a DATETIME
+    // goes is on the statement's (pinned) current date.
+    let at = Date(2024, 1, 2, 3, 4, 5, 0);
+    c.exec_drop("INSERT INTO t VALUES (?, ?, ?, ? + 0)", (3, at.clone(), Time(false, 0, 5, 6, 7, 0), at))
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO t (id, s) VALUES (?, CONCAT(?, ''))", (4, Time(true, 1, 2, 3, 4, 500))).await.unwrap();
+    c.exec_drop(
+        "INSERT INTO t (id, s, dt) VALUES (?, ?, ?)",
+        (5, Date(2024, 1, 2, 0, 0, 0, 0), Date(2024, 2, 3, 0, 0, 0, 7)),
+    )
+    .await
+    .unwrap();
+    // Compared as a DATETIME, not as a string: both spellings match.
+    c.exec_drop("UPDATE t SET n = 7 WHERE id IN (1, 2, 3, 5) AND s = ?", (Date(2024, 1, 2, 0, 0, 0, 0),))
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 3, "ids 1, 2 and 5");
+    let rows: Vec<(i32, String)> = c.query("SELECT id, s FROM t WHERE id IN (3, 4) ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(3, "2024-01-02 03:04:05".into()), (4, "-26:03:04.000500".into())]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn concurrent_sessions_converge() {
     let db = fresh_maria_database().await;
     let chorus = start_mysql_chorus(maria_cluster());

@@ -386,6 +386,51 @@ async fn a_deadlock_victims_writes_do_not_reach_the_followers() {
 }
 
 #[tokio::test]
+async fn a_statement_that_commits_nothing_leaves_the_transaction_as_it_was() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+    // As on the server: s1 waits for s2's row until s2 commits, then goes on.
+    // (DO, HANDLER, SET TRANSACTION... do not commit: the transaction's log
+    // entry must not be written, and the log's lock taken, at them.)
+    for local in ["DO 0", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "DO RELEASE_LOCK('none')"] {
+        let mut s1 = chorus.connect(db.name()).await;
+        let mut s2 = chorus.connect(db.name()).await;
+        s1.query_drop("BEGIN").await.unwrap();
+        s1.query_drop("UPDATE t SET v = v + 1 WHERE id = 1").await.unwrap();
+        let _ = s1.query_drop(local).await;
+        s2.query_drop("BEGIN").await.unwrap();
+        s2.query_drop("UPDATE t SET v = v + 10 WHERE id = 2").await.unwrap();
+        let committed = tokio::spawn(async move {
+            let r = s2.query_drop("COMMIT").await;
+            (s2, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        s1.query_drop("UPDATE t SET v = v + 1 WHERE id = 2").await.unwrap_or_else(|e| panic!("after {local}: {e}"));
+        let (_s2, r) = committed.await.unwrap();
+        r.unwrap_or_else(|e| panic!("the other session's COMMIT after {local}: {e}"));
+        s1.query_drop("COMMIT").await.unwrap();
+    }
+    // A prepared statement that commits implicitly commits what came before
+    // it, as in the text protocol: the ROLLBACK after it undoes nothing.
+    setup.query_drop("BEGIN").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 100 WHERE id = 1").await.unwrap();
+    setup.exec_drop("ANALYZE TABLE t", ()).await.unwrap();
+    setup.query_drop("ROLLBACK").await.unwrap();
+    // So does turning autocommit back on, whichever way it is spelled.
+    setup.query_drop("SET autocommit = 0").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 100 WHERE id = 2").await.unwrap();
+    setup.query_drop("SET @@session.autocommit = 1").await.unwrap();
+    setup.query_drop("ROLLBACK").await.unwrap();
+    let rows: Vec<(i32, i32)> = setup.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, 103), (2, 133)]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn semi_sync_commits_return_once_a_follower_has_the_write() {
     let db = fresh_maria_database().await;
     let cluster = maria_cluster();

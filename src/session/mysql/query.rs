@@ -9,7 +9,7 @@ use crate::protocol::mysql::wire::Reader;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::sql::mysql::generate;
 use crate::sql::mysql::lex::{self, Token};
-use crate::sql::mysql::{MyClass, classify};
+use crate::sql::mysql::{MyClass, classify, may_commit_implicitly};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 fn refused(why: &str) -> MyError {
@@ -223,11 +223,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
             }
             MyClass::Begin | MyClass::Local | MyClass::Session => {
-                // These may commit the open transaction implicitly (BEGIN, LOCK
+                // Some commit the open transaction implicitly (BEGIN, LOCK
                 // TABLES, SET autocommit = 1, ANALYZE TABLE...): what it logged
-                // so far goes into the log inside it first.
-                let commits = class != MyClass::Session
-                    || toks.iter().any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("autocommit")));
+                // so far goes into the log inside it first. Others (DO, SET
+                // TRANSACTION...) leave it open: logging at them would hold
+                // the log's lock to the end of the transaction.
+                let commits = may_commit_implicitly(&class, toks);
                 self.unpin_timestamp().await?;
                 if commits && !self.before_implicit_commit(cmd).await? {
                     return Ok(());
@@ -303,7 +304,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 };
                 self.run_statement(p, class, sql, &[]).await
             }
-            MyClass::Read | MyClass::Local => {
+            MyClass::Read => {
                 // The statement is prepared on the leader connection only.
                 if let Some(s) = self.prepared.get_mut(&id) {
                     s.reset();
@@ -313,6 +314,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 Ok(())
             }
             _ => {
+                // Transaction control, SET, and statements such as ANALYZE
+                // TABLE or DO: as in a COM_QUERY (some commit implicitly).
                 let sql = stmt.sql.clone();
                 if let Some(s) = self.prepared.get_mut(&id) {
                     s.reset();

@@ -276,6 +276,47 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// May a statement of this class (not a write, not DDL) commit the open
+/// transaction implicitly, as MySQL does before BEGIN, LOCK TABLES, FLUSH,
+/// ANALYZE TABLE, SET autocommit = 1...? Then chorus must log what the
+/// transaction wrote before it runs. When in doubt, yes: logging early only
+/// holds the log's lock longer (and can make a deadlock the server alone
+/// would not have), while a commit without the log entry loses the
+/// transaction's writes for the followers. The statements known to commit
+/// nothing are no.
+pub fn may_commit_implicitly(class: &MyClass, toks: &[Token<'_>]) -> bool {
+    match class {
+        MyClass::Begin => true,
+        // SET autocommit = 1 (or @@autocommit, @@session.autocommit) commits;
+        // chorus does not evaluate the value.
+        MyClass::Session => toks.iter().any(|t| match t {
+            Token::Word(w) => w.eq_ignore_ascii_case("autocommit"),
+            Token::Variable(v) => {
+                let v = v.to_ascii_lowercase();
+                v == "@@autocommit" || v.ends_with(".autocommit")
+            }
+            _ => false,
+        }),
+        MyClass::Local => {
+            let verb = toks.first().and_then(upper).unwrap_or_default();
+            match verb.as_str() {
+                // SET STATEMENT ... FOR <statement>: that statement decides.
+                "SET" if is_word(toks.get(1), "STATEMENT") => match toks.iter().position(|t| is_word(Some(t), "FOR")) {
+                    Some(i) => may_commit_implicitly(&classify(&toks[i + 1..]), &toks[i + 1..]),
+                    None => true,
+                },
+                // SET GLOBAL / PERSIST / TRANSACTION, DO, HANDLER, SQL-level
+                // PREPARE and DEALLOCATE, diagnostics, CHECKSUM TABLE, SELECT
+                // ... INTO OUTFILE. (Not EXECUTE: what it runs may commit.)
+                "SET" | "DO" | "HANDLER" | "PREPARE" | "DEALLOCATE" | "GET" | "SIGNAL" | "RESIGNAL" | "CHECKSUM"
+                | "SELECT" | "WITH" | "TABLE" | "VALUES" => false,
+                _ => true,
+            }
+        }
+        _ => false,
+    }
+}
+
 fn classify_select_like(toks: &[Token<'_>]) -> MyClass {
     match write_problem_for_select(toks) {
         Some(why) => MyClass::Refuse(why),
@@ -406,5 +447,48 @@ mod tests {
             assert_eq!(class(local), MyClass::Local, "{local}");
         }
         assert_eq!(class("ANALYZE UPDATE t SET a = 1"), MyClass::Write { uses_last_insert_id: false });
+    }
+
+    #[test]
+    fn which_statements_commit_the_open_transaction() {
+        let commits = |sql: &str| {
+            let toks = tokens(sql, true);
+            may_commit_implicitly(&classify(&toks), &toks)
+        };
+        for yes in [
+            "BEGIN",
+            "START TRANSACTION",
+            "SET autocommit = 1",
+            "SET @@session.autocommit = 0",
+            "SET @@autocommit = 1",
+            "SET SESSION autocommit = 1",
+            "LOCK TABLES t WRITE",
+            "UNLOCK TABLES",
+            "FLUSH TABLES",
+            "ANALYZE TABLE t",
+            "OPTIMIZE TABLE t",
+            "EXECUTE s",
+            "SET STATEMENT max_statement_time = 1 FOR FLUSH TABLES",
+        ] {
+            assert!(commits(yes), "{yes}");
+        }
+        for no in [
+            "DO 0",
+            "DO RELEASE_LOCK('a')",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET GLOBAL max_connections = 10",
+            "SET NAMES utf8mb4",
+            "SET time_zone = '+00:00'",
+            "HANDLER t READ FIRST",
+            "PREPARE s FROM 'SELECT 1'",
+            "DEALLOCATE PREPARE s",
+            "GET DIAGNOSTICS @n = NUMBER",
+            "CHECKSUM TABLE t",
+            "SELECT * INTO OUTFILE '/tmp/x' FROM t",
+            "SELECT 1",
+            "SAVEPOINT a",
+        ] {
+            assert!(!commits(no), "{no}");
+        }
     }
 }

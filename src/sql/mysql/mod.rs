@@ -5,4 +5,4 @@ pub mod classify;
 pub mod generate;
 pub mod lex;
 
-pub use classify::{MyClass, classify};
+pub use classify::{MyClass, classify, may_commit_implicitly};

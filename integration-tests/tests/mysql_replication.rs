@@ -431,6 +431,38 @@ async fn a_statement_that_commits_nothing_leaves_the_transaction_as_it_was() {
 }
 
 #[tokio::test]
+async fn a_deadlock_on_the_logs_lock_is_reported_as_a_deadlock() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+    let mut s1 = chorus.connect(db.name()).await;
+    let mut s2 = chorus.connect(db.name()).await;
+    s1.query_drop("SET autocommit = 0").await.unwrap();
+    s1.query_drop("UPDATE t SET v = 1 WHERE id = 1").await.unwrap();
+    // chorus cannot tell whether this commits (it does not, autocommit is
+    // 0 already): it logs the transaction so far, and holds the log's lock.
+    s1.query_drop("SET autocommit = 0").await.unwrap();
+    s2.query_drop("BEGIN").await.unwrap();
+    s2.query_drop("UPDATE t SET v = 2 WHERE id = 2").await.unwrap();
+    let committed = tokio::spawn(async move { s2.query_drop("COMMIT").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // s1 waits for s2's row, s2's COMMIT for the log's lock: one of them is
+    // the victim, and hears of a deadlock, whichever step of it lost.
+    let r1 = s1.query_drop("UPDATE t SET v = 1 WHERE id = 2").await;
+    // (The winner commits before the loser's answer is awaited: chorus's log
+    // steps after the one that lost the deadlock still run, now outside a
+    // transaction, and wait for the log's lock until the winner commits.)
+    s1.query_drop("COMMIT").await.unwrap();
+    let r2 = committed.await.unwrap();
+    let code = |r: &Result<(), mysql_async::Error>| r.as_ref().err().and_then(server_code);
+    assert!(matches!((code(&r1), code(&r2)), (Some(1213), None) | (None, Some(1213))), "one deadlock: {r1:?} / {r2:?}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn semi_sync_commits_return_once_a_follower_has_the_write() {
     let db = fresh_maria_database().await;
     let cluster = maria_cluster();

@@ -78,7 +78,15 @@ fn failure_error(what: &str, f: &InternalFailure) -> MyError {
         InternalFailure::Statement { sql, error } => format!("{sql:?} failed: {error}"),
         InternalFailure::Session(e) => e.to_string(),
     };
-    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+    let message = format!("chorus could not log {what} for the followers ({detail}); it was rolled back");
+    match f {
+        // A deadlock on the log's lock rolled the transaction back, as any
+        // deadlock does: the client sees one, and may retry as it would.
+        InternalFailure::Statement { error, .. } if error.code == 1213 => {
+            MyError::new((error.code, &error.state), message)
+        }
+        _ => MyError::new(code::UNKNOWN, message),
+    }
 }
 
 /// `s` as a utf8mb4 string literal under the session's escaping rules

@@ -127,6 +127,7 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("CALL p()", "stored procedures"),
         ("DELETE FROM t; DELETE FROM t", "one at a time"),
         ("XA START 'x'", "XA"),
+        ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");

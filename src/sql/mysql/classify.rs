@@ -351,6 +351,21 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
         if let Some(why) = write_problem(toks) {
             return MyClass::Refuse(why);
         }
+        // Of the objects CREATE makes, a table (CREATE [OR REPLACE] TABLE):
+        // not a view, trigger, routine...
+        let table =
+            words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
+        let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
+        if table && reads_a_table {
+            // DDL is logged after it ran, in a transaction of its own: a
+            // write to the tables it copied that commits in between takes an
+            // earlier LSN, and the followers copy rows the leader did not.
+            return refuse(
+                "CREATE TABLE ... SELECT from a table is logged after it ran, and a write committed meanwhile \
+                 reaches the followers before it (they would copy other rows); create the table, then fill it \
+                 with INSERT ... SELECT",
+            );
+        }
     }
     MyClass::Ddl
 }
@@ -412,6 +427,8 @@ mod tests {
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
             "CREATE TABLE c AS SELECT UUID() AS u",
+            "CREATE TABLE c AS SELECT * FROM t",
+            "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
         ] {
@@ -432,7 +449,10 @@ mod tests {
             "CREATE INDEX i ON t (x)",
             "CREATE DATABASE shop",
             "GRANT SELECT ON shop.* TO 'u'@'%'",
-            "CREATE TABLE c AS SELECT * FROM t",
+            "CREATE TABLE c AS SELECT 1 AS a, NOW(6) AS b",
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE OR REPLACE VIEW v AS SELECT * FROM t",
+            "CREATE TABLE c LIKE t",
         ] {
             assert_eq!(class(ddl), MyClass::Ddl, "{ddl}");
         }

@@ -50,7 +50,7 @@ pub use mariadb::{
 pub use mysql_proxy::{
     MyChorus, assert_maria_converged, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with,
 };
-pub use mysql_workload::{CTAS_OF_SHARED_TABLES, MyWorkloadStats, MysqlWorkload};
+pub use mysql_workload::{MyWorkloadStats, MysqlWorkload};
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};

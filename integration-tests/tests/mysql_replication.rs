@@ -128,6 +128,8 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("DELETE FROM t; DELETE FROM t", "one at a time"),
         ("XA START 'x'", "XA"),
         ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
+        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "REPEATABLE READ"),
+        ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "REPEATABLE READ"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");

@@ -166,6 +166,41 @@ fn write(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// Does this SET choose READ COMMITTED or READ UNCOMMITTED, for the
+/// session, the next transaction or the server (`SET [GLOBAL | SESSION]
+/// TRANSACTION ISOLATION LEVEL READ ...`, `SET tx_isolation = 'READ-...'`,
+/// `transaction_isolation`, `@@...` forms, or the enum's number 0 / 1)?
+fn sets_weak_isolation(toks: &[Token<'_>]) -> bool {
+    let read = |i: usize| {
+        is_word(toks.get(i), "READ")
+            && (is_word(toks.get(i + 1), "COMMITTED") || is_word(toks.get(i + 1), "UNCOMMITTED"))
+    };
+    let level = toks
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| is_word(w.first(), "ISOLATION") && is_word(w.get(1), "LEVEL") && read(i + 2));
+    let variable = toks.iter().enumerate().any(|(i, t)| {
+        let name = match t {
+            Token::Word(w) => w.to_ascii_lowercase(),
+            Token::Variable(v) => v.trim_start_matches('@').rsplit('.').next().unwrap_or("").to_ascii_lowercase(),
+            _ => return false,
+        };
+        if name != "tx_isolation" && name != "transaction_isolation" {
+            return false;
+        }
+        let value = toks[i + 1..].iter().find(|t| !matches!(t, Token::Symbol('=' | ':')));
+        match value {
+            Some(Token::Str(s)) if s.len() >= 2 => {
+                let v: String = s[1..s.len() - 1].chars().filter(|c| c.is_ascii_alphabetic()).collect();
+                v.eq_ignore_ascii_case("READCOMMITTED") || v.eq_ignore_ascii_case("READUNCOMMITTED")
+            }
+            Some(Token::Number(n)) => *n == "0" || *n == "1",
+            _ => false,
+        }
+    });
+    level || variable
+}
+
 /// Classify one statement (its tokens, without the `;`).
 pub fn classify(toks: &[Token<'_>]) -> MyClass {
     let Some(first) = toks.first() else { return MyClass::Local };
@@ -203,6 +238,11 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         }
         "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => MyClass::Read,
         "USE" => MyClass::Session,
+        "SET" if second != "STATEMENT" && sets_weak_isolation(toks) => refuse(
+            "READ COMMITTED and READ UNCOMMITTED are not replicated: InnoDB takes no gap locks there, so \
+             concurrent writes can commit in an order in which replaying them gives other rows (as for MySQL's \
+             statement-based binlog); keep REPEATABLE READ (the default) or use SERIALIZABLE",
+        ),
         "SET" => match second.as_str() {
             "GLOBAL" | "PERSIST" | "PERSIST_ONLY" => MyClass::Local,
             "PASSWORD" | "ROLE" | "DEFAULT" => MyClass::Ddl,
@@ -389,6 +429,10 @@ mod tests {
         assert_eq!(class("SET NAMES utf8mb4"), MyClass::Session);
         assert_eq!(class("SET @@session.sql_mode = ''"), MyClass::Session);
         assert_eq!(class("SET GLOBAL max_connections = 10"), MyClass::Local);
+        assert_eq!(class("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"), MyClass::Session);
+        assert_eq!(class("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), MyClass::Local);
+        assert_eq!(class("SET tx_isolation = 'REPEATABLE-READ'"), MyClass::Session);
+        assert_eq!(class("SET TRANSACTION READ ONLY"), MyClass::Local);
         assert_eq!(class("use shop"), MyClass::Session);
         assert_eq!(class("BEGIN"), MyClass::Begin);
         assert_eq!(class("START TRANSACTION WITH CONSISTENT SNAPSHOT"), MyClass::Begin);
@@ -431,6 +475,12 @@ mod tests {
             "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED, READ WRITE",
+            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET tx_isolation = 'READ-COMMITTED'",
+            "SET @@session.transaction_isolation = 'read-uncommitted'",
+            "SET autocommit = 1, @@tx_isolation = 1",
         ] {
             assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
         }

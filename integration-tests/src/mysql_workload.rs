@@ -510,8 +510,11 @@ impl Worker {
                 self.history.push(format!("{n}: {name}: {} on {:?}", f.error, f.sql));
                 // A deadlock rolled the whole transaction back on the server; a
                 // lock wait only the statement. Either way the unit ends here.
-                if let Err(e) = self.conn.query_drop("ROLLBACK").await {
-                    self.fail(name, &f.sql, &format!("ROLLBACK after {} failed: {e}", f.error));
+                // The unit may have stopped before undoing its SET NAMES or SET TIMESTAMP.
+                for sql in ["ROLLBACK", "SET NAMES utf8mb4", "SET TIMESTAMP = DEFAULT"] {
+                    if let Err(e) = self.conn.query_drop(sql).await {
+                        self.fail(name, sql, &format!("{e} (after {} in {:?})", f.error, f.sql));
+                    }
                 }
                 self.in_txn = false;
             }

@@ -31,6 +31,7 @@ mod logging;
 mod mariadb;
 mod metrics;
 mod mysql_proxy;
+mod mysql_workload;
 mod panics;
 mod probe;
 mod proxy;
@@ -51,6 +52,7 @@ pub use metrics::{metric, scrape};
 pub use mysql_proxy::{
     MyChorus, assert_maria_converged, mysql_chorus_config, start_mysql_chorus, start_mysql_chorus_with,
 };
+pub use mysql_workload::{MyWorkloadStats, MysqlWorkload};
 pub use panics::{assert_no_chorus_panics, chorus_panics, watch_chorus_panics};
 pub use probe::{answering_port, db_message, error_text, simple_rows, simple_value, sqlstate};
 pub use proxy::{CHORUS_PASSWORD, CHORUS_USER, Chorus, chorus_config, start_chorus, start_chorus_with};

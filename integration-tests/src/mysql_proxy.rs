@@ -159,7 +159,11 @@ pub async fn assert_maria_converged(cluster: &MariaCluster, db: &str) {
         let mut out = Vec::new();
         for t in &tables {
             let rows: Vec<mysql_async::Row> = c.query(format!("SELECT * FROM `{t}`")).await.unwrap();
-            let mut rows: Vec<String> = rows.into_iter().map(|r| format!("{:?}", r.unwrap())).collect();
+            // Every value in full (a Value's Debug shows 8 bytes of a string).
+            let mut rows: Vec<String> = rows
+                .into_iter()
+                .map(|r| r.unwrap().iter().map(|v| v.as_sql(false)).collect::<Vec<_>>().join(", "))
+                .collect();
             rows.sort();
             out.push((t.clone(), rows));
         }
@@ -169,7 +173,21 @@ pub async fn assert_maria_converged(cluster: &MariaCluster, db: &str) {
     for f in cluster.followers() {
         let got = snapshot(f.connect(db).await.unwrap(), tables.clone()).await;
         for ((t, w), (_, g)) in want.iter().zip(&got) {
-            assert_eq!(w, g, "table {db}.{t} differs on {}", f.name());
+            if w != g {
+                let only = |a: &[String], b: &[String]| -> Vec<String> {
+                    a.iter().filter(|r| b.binary_search(r).is_err()).take(10).cloned().collect()
+                };
+                panic!(
+                    "table {db}.{t} differs on {} ({} rows on the leader, {} there)\n  only on the leader: \
+                     {:#?}\n  only on {}: {:#?}",
+                    f.name(),
+                    w.len(),
+                    g.len(),
+                    only(w, g),
+                    f.name(),
+                    only(g, w)
+                );
+            }
         }
     }
 }

@@ -127,6 +127,9 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("CALL p()", "stored procedures"),
         ("DELETE FROM t; DELETE FROM t", "one at a time"),
         ("XA START 'x'", "XA"),
+        ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
+        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "REPEATABLE READ"),
+        ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "REPEATABLE READ"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");
@@ -137,6 +140,76 @@ async fn unsafe_statements_are_refused_before_they_run() {
     // Nothing ran, and the connection is still usable.
     let rows: Vec<(i32, String)> = c.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
     assert_eq!(rows, [(1, "a".into()), (2, "b".into()), (3, "c".into())]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn no_backslash_escapes_set_mid_session_is_how_chorus_reads_and_logs() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(100), u CHAR(36))").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'one', NULL)").await.unwrap();
+    // The statement right after the SET: under the new mode 'C:\' ends
+    // before the UUID(), which chorus must see (and make a literal).
+    c.query_drop("SET sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES'").await.unwrap();
+    c.query_drop(r"INSERT INTO t VALUES (2, 'C:\', UUID())").await.unwrap();
+    // A DDL of several lines, with quotes: its log entry (JSON, with
+    // backslash escapes) is written under the session's mode.
+    c.query_drop("CREATE TABLE d (\n  id INT PRIMARY KEY,\n  s VARCHAR(20) DEFAULT 'say \"hi\"'\n)").await.unwrap();
+    c.query_drop("INSERT INTO d (id) VALUES (1)").await.unwrap();
+    // A transaction's entry is written at COMMIT under the mode set just before it.
+    c.query_drop("SET sql_mode = DEFAULT").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (3, 'quote \" and \\\\ backslash', NULL)").await.unwrap();
+    c.query_drop("SET sql_mode = 'NO_BACKSLASH_ESCAPES'").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // A read that hides a write from a lexer ignorant of the mode: two
+    // statements, one writing, refused; and nothing ran anywhere.
+    c.query_drop("SET sql_mode = 'NO_BACKSLASH_ESCAPES'").await.unwrap();
+    let e = c.query_drop(r"SELECT 'x\'; DELETE FROM t; SELECT '").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1235), "{e}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    let rows: Vec<(i32, String)> = c.query("SELECT id, s FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, "one".into()), (2, r"C:\".into()), (3, r#"quote " and \ backslash"#.into())]);
+    for f in maria_cluster().followers() {
+        let mut conn = db.connect_node(f).await;
+        let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+        assert_eq!(n, Some(3), "{}", f.name());
+    }
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn temporal_parameters_replay_as_the_server_read_them() {
+    use mysql_async::Value::{Date, Time};
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(40), dt DATETIME(6), n BIGINT)").await.unwrap();
+    c.query_drop("INSERT INTO t (id, s) VALUES (1, '2024-01-02'), (2, '2024-01-02 00:00:00')").await.unwrap();
+    // Where a string or a number goes, a temporal parameter is its value with
+    // fractional digits only if it has microseconds; a TIME where a DATETIME
+    // goes is on the statement's (pinned) current date.
+    let at = Date(2024, 1, 2, 3, 4, 5, 0);
+    c.exec_drop("INSERT INTO t VALUES (?, ?, ?, ? + 0)", (3, at.clone(), Time(false, 0, 5, 6, 7, 0), at))
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO t (id, s) VALUES (?, CONCAT(?, ''))", (4, Time(true, 1, 2, 3, 4, 500))).await.unwrap();
+    c.exec_drop(
+        "INSERT INTO t (id, s, dt) VALUES (?, ?, ?)",
+        (5, Date(2024, 1, 2, 0, 0, 0, 0), Date(2024, 2, 3, 0, 0, 0, 7)),
+    )
+    .await
+    .unwrap();
+    // Compared as a DATETIME, not as a string: both spellings match.
+    c.exec_drop("UPDATE t SET n = 7 WHERE id IN (1, 2, 3, 5) AND s = ?", (Date(2024, 1, 2, 0, 0, 0, 0),))
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 3, "ids 1, 2 and 5");
+    let rows: Vec<(i32, String)> = c.query("SELECT id, s FROM t WHERE id IN (3, 4) ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(3, "2024-01-02 03:04:05".into()), (4, "-26:03:04.000500".into())]);
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
@@ -340,6 +413,83 @@ async fn a_deadlock_victims_writes_do_not_reach_the_followers() {
 }
 
 #[tokio::test]
+async fn a_statement_that_commits_nothing_leaves_the_transaction_as_it_was() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+    // As on the server: s1 waits for s2's row until s2 commits, then goes on.
+    // (DO, HANDLER, SET TRANSACTION... do not commit: the transaction's log
+    // entry must not be written, and the log's lock taken, at them.)
+    for local in ["DO 0", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "DO RELEASE_LOCK('none')"] {
+        let mut s1 = chorus.connect(db.name()).await;
+        let mut s2 = chorus.connect(db.name()).await;
+        s1.query_drop("BEGIN").await.unwrap();
+        s1.query_drop("UPDATE t SET v = v + 1 WHERE id = 1").await.unwrap();
+        let _ = s1.query_drop(local).await;
+        s2.query_drop("BEGIN").await.unwrap();
+        s2.query_drop("UPDATE t SET v = v + 10 WHERE id = 2").await.unwrap();
+        let committed = tokio::spawn(async move {
+            let r = s2.query_drop("COMMIT").await;
+            (s2, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        s1.query_drop("UPDATE t SET v = v + 1 WHERE id = 2").await.unwrap_or_else(|e| panic!("after {local}: {e}"));
+        let (_s2, r) = committed.await.unwrap();
+        r.unwrap_or_else(|e| panic!("the other session's COMMIT after {local}: {e}"));
+        s1.query_drop("COMMIT").await.unwrap();
+    }
+    // A prepared statement that commits implicitly commits what came before
+    // it, as in the text protocol: the ROLLBACK after it undoes nothing.
+    setup.query_drop("BEGIN").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 100 WHERE id = 1").await.unwrap();
+    setup.exec_drop("ANALYZE TABLE t", ()).await.unwrap();
+    setup.query_drop("ROLLBACK").await.unwrap();
+    // So does turning autocommit back on, whichever way it is spelled.
+    setup.query_drop("SET autocommit = 0").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 100 WHERE id = 2").await.unwrap();
+    setup.query_drop("SET @@session.autocommit = 1").await.unwrap();
+    setup.query_drop("ROLLBACK").await.unwrap();
+    let rows: Vec<(i32, i32)> = setup.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, 103), (2, 133)]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn a_deadlock_on_the_logs_lock_is_reported_as_a_deadlock() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+    let mut s1 = chorus.connect(db.name()).await;
+    let mut s2 = chorus.connect(db.name()).await;
+    s1.query_drop("SET autocommit = 0").await.unwrap();
+    s1.query_drop("UPDATE t SET v = 1 WHERE id = 1").await.unwrap();
+    // chorus cannot tell whether this commits (it does not, autocommit is
+    // 0 already): it logs the transaction so far, and holds the log's lock.
+    s1.query_drop("SET autocommit = 0").await.unwrap();
+    s2.query_drop("BEGIN").await.unwrap();
+    s2.query_drop("UPDATE t SET v = 2 WHERE id = 2").await.unwrap();
+    let committed = tokio::spawn(async move { s2.query_drop("COMMIT").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // s1 waits for s2's row, s2's COMMIT for the log's lock: one of them is
+    // the victim, and hears of a deadlock, whichever step of it lost.
+    let r1 = s1.query_drop("UPDATE t SET v = 1 WHERE id = 2").await;
+    // (The winner commits before the loser's answer is awaited: chorus's log
+    // steps after the one that lost the deadlock still run, now outside a
+    // transaction, and wait for the log's lock until the winner commits.)
+    s1.query_drop("COMMIT").await.unwrap();
+    let r2 = committed.await.unwrap();
+    let code = |r: &Result<(), mysql_async::Error>| r.as_ref().err().and_then(server_code);
+    assert!(matches!((code(&r1), code(&r2)), (Some(1213), None) | (None, Some(1213))), "one deadlock: {r1:?} / {r2:?}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn semi_sync_commits_return_once_a_follower_has_the_write() {
     let db = fresh_maria_database().await;
     let cluster = maria_cluster();
@@ -382,6 +532,16 @@ async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
     for i in 0..5 {
         c.query_drop(format!("INSERT INTO t VALUES ({i}, {i})")).await.unwrap();
     }
+    // Every follower has at least this once converged (other tests write too).
+    let leader_lsn: Option<i64> = cluster
+        .leader()
+        .connect(db.name())
+        .await
+        .unwrap()
+        .query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1")
+        .await
+        .unwrap();
+    let leader_lsn = leader_lsn.unwrap().to_string();
     chorus.assert_converged(cluster, db.name()).await;
     for _ in 0..4 {
         let _: Vec<(i32, i32)> = c.query("SELECT id, v FROM t").await.unwrap();
@@ -394,15 +554,6 @@ async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
     let cells: Vec<Vec<Option<String>>> =
         rows.into_iter().map(|r| (0..r.len()).map(|i| r.get::<Option<String>, _>(i).flatten()).collect()).collect();
     assert_eq!(cells.len(), 1 + cluster.followers().len(), "{cells:?}");
-    let leader_lsn: Option<i64> = cluster
-        .leader()
-        .connect(db.name())
-        .await
-        .unwrap()
-        .query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1")
-        .await
-        .unwrap();
-    let leader_lsn = leader_lsn.unwrap().to_string();
     assert_eq!(cells[0][1].as_deref(), Some("leader"), "{cells:?}");
     for (row, f) in cells[1..].iter().zip(cluster.followers()) {
         assert_eq!(row[0].as_deref(), Some(f.name()), "{cells:?}");
@@ -410,7 +561,6 @@ async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
             (row[1].as_deref(), row[2].as_deref(), row[3].as_deref()),
             (Some("follower"), Some("up"), Some("*"))
         );
-        // Another test's writes may have moved the leader on since.
         assert!(row[4].as_ref().unwrap().parse::<i64>().unwrap() >= leader_lsn.parse::<i64>().unwrap(), "{cells:?}");
     }
 

@@ -3,8 +3,11 @@
 //!
 //! Strings become `_charset X'..'` (the client's character set, so they
 //! compare and convert as the parameter did; no escaping rules apply), bytes
-//! that are not text in that character set plain `X'..'`, numbers and
-//! temporal values their canonical text.
+//! that are not text in that character set plain `X'..'`, numbers their
+//! canonical text, and temporal values typed literals (`TIMESTAMP'..'`,
+//! `DATE'..'`, `TIME'..'`) with the server's own reading of the parameter:
+//! a temporal value, not a string (it compares, converts and prints as one),
+//! with fractional digits only when it has microseconds (see [`temporal`]).
 
 use super::wire::{Malformed, Reader};
 use std::collections::HashMap;
@@ -160,27 +163,33 @@ fn value(r: &mut Reader<'_>, t: u8, unsigned: bool, charset: &str) -> Result<Str
         ty::DATE | ty::DATETIME | ty::TIMESTAMP => {
             let len = r.u8("temporal length")? as usize;
             let b = r.take(len, "temporal value")?;
-            let (y, mo, d) = if len >= 4 { (u16::from_le_bytes([b[0], b[1]]), b[2], b[3]) } else { (0, 0, 0) };
-            let (h, mi, s) = if len >= 7 { (b[4], b[5], b[6]) } else { (0, 0, 0) };
-            let us = if len >= 11 { u32::from_le_bytes([b[7], b[8], b[9], b[10]]) } else { 0 };
-            if t == ty::DATE {
-                format!("'{y:04}-{mo:02}-{d:02}'")
-            } else {
-                format!("'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}'")
+            let mut v = Temporal::default();
+            if len >= 4 {
+                (v.year, v.month, v.day) = (u16::from_le_bytes([b[0], b[1]]).into(), b[2].into(), b[3].into());
             }
+            // A DATE parameter is the date alone, whatever else was sent.
+            if len >= 7 && t != ty::DATE {
+                (v.hour, v.minute, v.second) = (b[4].into(), b[5].into(), b[6].into());
+            }
+            if len >= 11 && t != ty::DATE {
+                v.micros = u32::from_le_bytes([b[7], b[8], b[9], b[10]]);
+            }
+            temporal(v, if t == ty::DATE { Kind::Date } else { Kind::DateTime })
         }
         ty::TIME => {
             let len = r.u8("time length")? as usize;
             let b = r.take(len, "time value")?;
-            if len < 8 {
-                "'00:00:00'".to_string()
-            } else {
-                let neg = if b[0] == 1 { "-" } else { "" };
+            let mut v = Temporal::default();
+            if len >= 8 {
+                v.negative = b[0] == 1;
                 let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-                let hours = u64::from(days) * 24 + u64::from(b[5]);
-                let us = if len >= 12 { u32::from_le_bytes([b[8], b[9], b[10], b[11]]) } else { 0 };
-                format!("'{neg}{hours:02}:{:02}:{:02}.{us:06}'", b[6], b[7])
+                v.hour = u64::from(days) * 24 + u64::from(b[5]);
+                (v.minute, v.second) = (b[6].into(), b[7].into());
             }
+            if len >= 12 {
+                v.micros = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+            }
+            temporal(v, Kind::Time)
         }
         _ => {
             // DECIMAL, strings, blobs, enum, set, bit, json, geometry: length-encoded bytes.
@@ -188,6 +197,81 @@ fn value(r: &mut Reader<'_>, t: u8, unsigned: bool, charset: &str) -> Result<Str
             bytes_literal(data, t, charset)
         }
     })
+}
+
+/// A temporal parameter's fields, as the client sent them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Temporal {
+    negative: bool,
+    year: u32,
+    month: u32,
+    day: u32,
+    /// For TIME, days * 24 + hours.
+    hour: u64,
+    minute: u32,
+    second: u32,
+    micros: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Date,
+    DateTime,
+    Time,
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// The literal that gives the value the server makes of a temporal
+/// parameter (`Item_param::set_time` and `set_param_time`): a TIME over 838
+/// hours is 838:59:59; a field out of range makes the value zero (with a
+/// warning); fractional digits (6) only when the client sent microseconds,
+/// so it prints as the parameter does (`CONCAT(?, '')`). A typed literal
+/// keeps the value temporal in comparisons and conversions; a value a typed
+/// literal refuses (zero dates, 30 February: the server keeps those in a
+/// parameter) is written as a string, which the server reads the same way
+/// where a temporal value is expected.
+fn temporal(mut v: Temporal, kind: Kind) -> String {
+    let fraction = v.micros > 0;
+    if kind == Kind::Time && v.hour > 838 {
+        (v.hour, v.minute, v.second) = (838, 59, 59);
+    }
+    let max_hour = if kind == Kind::Time { 838 } else { 23 };
+    if v.year > 9999
+        || v.month > 12
+        || v.day > 31
+        || v.hour > max_hour
+        || v.minute > 59
+        || v.second > 59
+        || v.micros > 999_999
+    {
+        v = Temporal::default();
+    }
+    let time = {
+        let sign = if v.negative { "-" } else { "" };
+        let mut t = format!("{sign}{:02}:{:02}:{:02}", v.hour, v.minute, v.second);
+        if fraction {
+            t.push_str(&format!(".{:06}", v.micros));
+        }
+        t
+    };
+    let date = format!("{:04}-{:02}-{:02}", v.year, v.month, v.day);
+    let valid_date =
+        v.year >= 1 && (1..=12).contains(&v.month) && v.day >= 1 && v.day <= days_in_month(v.year, v.month);
+    match kind {
+        Kind::Time => format!("TIME'{time}'"),
+        Kind::Date if valid_date => format!("DATE'{date}'"),
+        Kind::Date => format!("'{date}'"),
+        Kind::DateTime if valid_date => format!("TIMESTAMP'{date} {time}'"),
+        Kind::DateTime => format!("'{date} {time}'"),
+    }
 }
 
 fn float(v: f64) -> Result<String, Malformed> {
@@ -288,7 +372,10 @@ mod tests {
         let payload = execute(&types, 0b0010_0000, &v);
         let mut cached = None;
         let out = literals(&payload, 7, &mut cached, &HashMap::new(), "utf8mb4").unwrap();
-        assert_eq!(out, ["-5", "255", "1.5e0", "_utf8mb4 X'612762'", "'2026-12-02 10:30:05.000123'", "NULL", "12.50"]);
+        assert_eq!(
+            out,
+            ["-5", "255", "1.5e0", "_utf8mb4 X'612762'", "TIMESTAMP'2026-12-02 10:30:05.000123'", "NULL", "12.50"]
+        );
         assert_eq!(cached.as_ref().map(Vec::len), Some(7));
 
         // The next execute sends no types: the cached ones apply.
@@ -318,6 +405,37 @@ mod tests {
         assert_eq!(&again[1..5], &99u32.to_le_bytes());
         assert_eq!(&again[5..], &first[5..], "the same packet, another statement id");
         assert_eq!(rebound(&first, 2, 99, &bound).unwrap(), again);
+    }
+
+    #[test]
+    fn temporal_parameters_are_typed_literals_with_the_servers_precision() {
+        let one = |t: u8, value: &[u8]| {
+            let mut v = vec![value.len() as u8];
+            v.extend_from_slice(value);
+            literals(&execute(&[(t, 0)], 0, &v), 1, &mut None, &HashMap::new(), "utf8mb4").unwrap().remove(0)
+        };
+        let mut dt = vec![0xE8, 0x07, 1, 2, 3, 4, 5];
+        assert_eq!(one(ty::DATETIME, &dt), "TIMESTAMP'2024-01-02 03:04:05'", "no fraction without micros");
+        assert_eq!(one(ty::DATETIME, &dt[..4]), "TIMESTAMP'2024-01-02 00:00:00'");
+        assert_eq!(one(ty::DATE, &dt), "DATE'2024-01-02'");
+        assert_eq!(one(ty::DATETIME, &[]), "'0000-00-00 00:00:00'", "zero: a string");
+        dt.extend_from_slice(&120u32.to_le_bytes());
+        assert_eq!(one(ty::TIMESTAMP, &dt), "TIMESTAMP'2024-01-02 03:04:05.000120'");
+        dt.truncate(7);
+        dt.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(one(ty::DATETIME, &dt), "TIMESTAMP'2024-01-02 03:04:05'", "zero micros sent: still none");
+        assert_eq!(one(ty::DATETIME, &[0xE8, 0x07, 2, 30]), "'2024-02-30 00:00:00'", "kept by the server, not typed");
+        assert_eq!(one(ty::DATETIME, &[0xE8, 0x07, 13, 1, 1, 0, 0]), "'0000-00-00 00:00:00'", "out of range: zero");
+        assert_eq!(one(ty::DATE, &[0xD0, 0x07, 2, 29]), "DATE'2000-02-29'");
+        assert_eq!(one(ty::DATE, &[0x6C, 0x07, 2, 29]), "'1900-02-29'");
+        let mut tm = vec![0, 0, 0, 0, 0, 5, 6, 7];
+        assert_eq!(one(ty::TIME, &tm), "TIME'05:06:07'");
+        tm[0] = 1;
+        tm[1] = 2;
+        tm.extend_from_slice(&500_000u32.to_le_bytes());
+        assert_eq!(one(ty::TIME, &tm), "TIME'-53:06:07.500000'");
+        assert_eq!(one(ty::TIME, &[0, 40, 0, 0, 0, 0, 0, 0]), "TIME'838:59:59'", "clamped as the server does");
+        assert_eq!(one(ty::TIME, &[]), "TIME'00:00:00'");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{MySession, MySessionError};
 use crate::protocol::mysql::wire::Reader;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::sql::mysql::lex::{self, Token};
-use crate::sql::mysql::{MyClass, classify};
+use crate::sql::mysql::{MyClass, classify, may_commit_implicitly};
 use crate::sql::mysql::{generate, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -74,8 +74,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
     }
 
-    fn backslash_escapes(&self) -> bool {
-        self.log.context.as_ref().is_none_or(|c| c.backslash_escapes)
+    /// Whether a backslash escapes in a string literal under the session's
+    /// sql_mode (NO_BACKSLASH_ESCAPES), for lexing `text`. After a SET or USE
+    /// (and at the start) chorus does not know the mode: when `text` has a
+    /// backslash, the only case where it matters, the session's context is
+    /// read from the server first, so that chorus splits, classifies and
+    /// rewrites the statement as the server will read it (under the mode a
+    /// `SET sql_mode` just set, `'a\'; DELETE ...` is two statements).
+    async fn backslash_escapes(&mut self, text: &[u8]) -> Result<bool, MySessionError> {
+        if self.log.context.is_none() && text.contains(&b'\\') {
+            self.context().await?;
+        }
+        Ok(self.log.context.as_ref().is_none_or(|c| c.backslash_escapes))
     }
 
     /// COM_QUERY. False when the session ended itself (KILL of its own connection).
@@ -86,8 +96,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     ) -> Result<bool, MySessionError> {
         let reply = p.seq.wrapping_add(1);
         let text = std::str::from_utf8(&p.payload[1..]);
+        let backslash = self.backslash_escapes(&p.payload[1..]).await?;
         if let (Some(after), Ok(sql)) = (after_write, text) {
-            let toks = lex::tokens(sql, self.backslash_escapes());
+            let toks = lex::tokens(sql, backslash);
             let words: Vec<String> = toks
                 .iter()
                 .filter(|t| **t != Token::End)
@@ -133,7 +144,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 // Non-UTF-8 text: fine to read; logged only once its binary
                 // literals are hex (what the leader runs too).
                 let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
-                let toks = lex::tokens(&lossy, self.backslash_escapes());
+                let toks = lex::tokens(&lossy, backslash);
                 let reads =
                     toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
                 if reads {
@@ -142,9 +153,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     return Ok(true);
                 }
                 let charset = self.context().await?.charset;
-                let text = utf8::ascii_safe(&charset)
-                    .then(|| utf8::hex_binary_literals(&p.payload[1..], self.backslash_escapes()))
-                    .flatten();
+                let text =
+                    utf8::ascii_safe(&charset).then(|| utf8::hex_binary_literals(&p.payload[1..], backslash)).flatten();
                 let Some(text) = text else {
                     self.error(reply, &not_utf8()).await?;
                     return Ok(true);
@@ -155,7 +165,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 (&rewritten, std::str::from_utf8(&rewritten.payload[1..]).expect("made UTF-8"))
             }
         };
-        let toks = lex::tokens(sql, self.backslash_escapes());
+        let toks = lex::tokens(sql, backslash);
         if let Some(stmt) = super::local::parse(&toks) {
             self.local(reply, stmt).await?;
             return Ok(true);
@@ -194,7 +204,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
                 payload.extend_from_slice(text.as_bytes());
                 let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
-                let toks = lex::tokens(&text, self.backslash_escapes());
+                let toks = lex::tokens(&text, backslash);
                 self.run_statement(&cmd, class, text.clone(), &toks).await?;
                 return Ok(true);
             }
@@ -240,11 +250,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
             }
             MyClass::Begin | MyClass::Local | MyClass::Session => {
-                // These may commit the open transaction implicitly (BEGIN, LOCK
+                // Some commit the open transaction implicitly (BEGIN, LOCK
                 // TABLES, SET autocommit = 1, ANALYZE TABLE...): what it logged
-                // so far goes into the log inside it first.
-                let commits = class != MyClass::Session
-                    || toks.iter().any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("autocommit")));
+                // so far goes into the log inside it first. Others (DO, SET
+                // TRANSACTION...) leave it open: logging at them would hold
+                // the log's lock to the end of the transaction.
+                let commits = may_commit_implicitly(&class, toks);
                 self.unpin_timestamp().await?;
                 if commits && !self.before_implicit_commit(cmd).await? {
                     return Ok(());
@@ -278,7 +289,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             self.error(reply, &not_utf8()).await?;
             return Ok(());
         };
-        let toks = lex::tokens(sql, self.backslash_escapes());
+        let toks = lex::tokens(sql, self.backslash_escapes(sql.as_bytes()).await?);
         let mut class = classify(&toks);
         if generate::substitute(sql, &toks, |_| String::new()).is_some() {
             class = MyClass::Refuse(
@@ -328,13 +339,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 };
                 self.run_statement(p, class, sql, &[]).await
             }
-            MyClass::Read | MyClass::Local => self.read_prepared(p, id).await,
+            MyClass::Read => self.read_prepared(p, id).await,
             _ => {
+                // Transaction control, SET, and statements such as ANALYZE
+                // TABLE or DO: as in a COM_QUERY (some commit implicitly).
                 let sql = stmt.sql.clone();
                 if let Some(s) = self.prepared.get_mut(&id) {
                     s.reset();
                 }
-                let toks = lex::tokens(&sql, self.backslash_escapes());
+                let toks = lex::tokens(&sql, self.backslash_escapes(sql.as_bytes()).await?);
                 self.run_statement(p, class, sql.clone(), &toks).await
             }
         }

@@ -77,7 +77,15 @@ pub(super) struct LeaderLog {
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {
     let detail = failure_detail(f);
-    MyError::new(code::UNKNOWN, format!("chorus could not log {what} for the followers ({detail}); it was rolled back"))
+    let message = format!("chorus could not log {what} for the followers ({detail}); it was rolled back");
+    match f {
+        // A deadlock on the log's lock rolled the transaction back, as any
+        // deadlock does: the client sees one, and may retry as it would.
+        InternalFailure::Statement { error, .. } if error.code == 1213 => {
+            MyError::new((error.code, &error.state), message)
+        }
+        _ => MyError::new(code::UNKNOWN, message),
+    }
 }
 
 fn failure_detail(f: &InternalFailure) -> String {

@@ -166,6 +166,41 @@ fn write(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// Does this SET choose READ COMMITTED or READ UNCOMMITTED, for the
+/// session, the next transaction or the server (`SET [GLOBAL | SESSION]
+/// TRANSACTION ISOLATION LEVEL READ ...`, `SET tx_isolation = 'READ-...'`,
+/// `transaction_isolation`, `@@...` forms, or the enum's number 0 / 1)?
+fn sets_weak_isolation(toks: &[Token<'_>]) -> bool {
+    let read = |i: usize| {
+        is_word(toks.get(i), "READ")
+            && (is_word(toks.get(i + 1), "COMMITTED") || is_word(toks.get(i + 1), "UNCOMMITTED"))
+    };
+    let level = toks
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| is_word(w.first(), "ISOLATION") && is_word(w.get(1), "LEVEL") && read(i + 2));
+    let variable = toks.iter().enumerate().any(|(i, t)| {
+        let name = match t {
+            Token::Word(w) => w.to_ascii_lowercase(),
+            Token::Variable(v) => v.trim_start_matches('@').rsplit('.').next().unwrap_or("").to_ascii_lowercase(),
+            _ => return false,
+        };
+        if name != "tx_isolation" && name != "transaction_isolation" {
+            return false;
+        }
+        let value = toks[i + 1..].iter().find(|t| !matches!(t, Token::Symbol('=' | ':')));
+        match value {
+            Some(Token::Str(s)) if s.len() >= 2 => {
+                let v: String = s[1..s.len() - 1].chars().filter(|c| c.is_ascii_alphabetic()).collect();
+                v.eq_ignore_ascii_case("READCOMMITTED") || v.eq_ignore_ascii_case("READUNCOMMITTED")
+            }
+            Some(Token::Number(n)) => *n == "0" || *n == "1",
+            _ => false,
+        }
+    });
+    level || variable
+}
+
 /// Classify one statement (its tokens, without the `;`).
 pub fn classify(toks: &[Token<'_>]) -> MyClass {
     let Some(first) = toks.first() else { return MyClass::Local };
@@ -203,6 +238,11 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         }
         "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => MyClass::Read,
         "USE" => MyClass::Session,
+        "SET" if second != "STATEMENT" && sets_weak_isolation(toks) => refuse(
+            "READ COMMITTED and READ UNCOMMITTED are not replicated: InnoDB takes no gap locks there, so \
+             concurrent writes can commit in an order in which replaying them gives other rows (as for MySQL's \
+             statement-based binlog); keep REPEATABLE READ (the default) or use SERIALIZABLE",
+        ),
         "SET" => match second.as_str() {
             "GLOBAL" | "PERSIST" | "PERSIST_ONLY" => MyClass::Local,
             "PASSWORD" | "ROLE" | "DEFAULT" => MyClass::Ddl,
@@ -276,6 +316,47 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// May a statement of this class (not a write, not DDL) commit the open
+/// transaction implicitly, as MySQL does before BEGIN, LOCK TABLES, FLUSH,
+/// ANALYZE TABLE, SET autocommit = 1...? Then chorus must log what the
+/// transaction wrote before it runs. When in doubt, yes: logging early only
+/// holds the log's lock longer (and can make a deadlock the server alone
+/// would not have), while a commit without the log entry loses the
+/// transaction's writes for the followers. The statements known to commit
+/// nothing are no.
+pub fn may_commit_implicitly(class: &MyClass, toks: &[Token<'_>]) -> bool {
+    match class {
+        MyClass::Begin => true,
+        // SET autocommit = 1 (or @@autocommit, @@session.autocommit) commits;
+        // chorus does not evaluate the value.
+        MyClass::Session => toks.iter().any(|t| match t {
+            Token::Word(w) => w.eq_ignore_ascii_case("autocommit"),
+            Token::Variable(v) => {
+                let v = v.to_ascii_lowercase();
+                v == "@@autocommit" || v.ends_with(".autocommit")
+            }
+            _ => false,
+        }),
+        MyClass::Local => {
+            let verb = toks.first().and_then(upper).unwrap_or_default();
+            match verb.as_str() {
+                // SET STATEMENT ... FOR <statement>: that statement decides.
+                "SET" if is_word(toks.get(1), "STATEMENT") => match toks.iter().position(|t| is_word(Some(t), "FOR")) {
+                    Some(i) => may_commit_implicitly(&classify(&toks[i + 1..]), &toks[i + 1..]),
+                    None => true,
+                },
+                // SET GLOBAL / PERSIST / TRANSACTION, DO, HANDLER, SQL-level
+                // PREPARE and DEALLOCATE, diagnostics, CHECKSUM TABLE, SELECT
+                // ... INTO OUTFILE. (Not EXECUTE: what it runs may commit.)
+                "SET" | "DO" | "HANDLER" | "PREPARE" | "DEALLOCATE" | "GET" | "SIGNAL" | "RESIGNAL" | "CHECKSUM"
+                | "SELECT" | "WITH" | "TABLE" | "VALUES" => false,
+                _ => true,
+            }
+        }
+        _ => false,
+    }
+}
+
 fn classify_select_like(toks: &[Token<'_>]) -> MyClass {
     match write_problem_for_select(toks) {
         Some(why) => MyClass::Refuse(why),
@@ -310,6 +391,21 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
         if let Some(why) = write_problem(toks) {
             return MyClass::Refuse(why);
         }
+        // Of the objects CREATE makes, a table (CREATE [OR REPLACE] TABLE):
+        // not a view, trigger, routine...
+        let table =
+            words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
+        let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
+        if table && reads_a_table {
+            // DDL is logged after it ran, in a transaction of its own: a
+            // write to the tables it copied that commits in between takes an
+            // earlier LSN, and the followers copy rows the leader did not.
+            return refuse(
+                "CREATE TABLE ... SELECT from a table is logged after it ran, and a write committed meanwhile \
+                 reaches the followers before it (they would copy other rows); create the table, then fill it \
+                 with INSERT ... SELECT",
+            );
+        }
     }
     MyClass::Ddl
 }
@@ -333,6 +429,10 @@ mod tests {
         assert_eq!(class("SET NAMES utf8mb4"), MyClass::Session);
         assert_eq!(class("SET @@session.sql_mode = ''"), MyClass::Session);
         assert_eq!(class("SET GLOBAL max_connections = 10"), MyClass::Local);
+        assert_eq!(class("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"), MyClass::Session);
+        assert_eq!(class("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), MyClass::Local);
+        assert_eq!(class("SET tx_isolation = 'REPEATABLE-READ'"), MyClass::Session);
+        assert_eq!(class("SET TRANSACTION READ ONLY"), MyClass::Local);
         assert_eq!(class("use shop"), MyClass::Session);
         assert_eq!(class("BEGIN"), MyClass::Begin);
         assert_eq!(class("START TRANSACTION WITH CONSISTENT SNAPSHOT"), MyClass::Begin);
@@ -371,8 +471,16 @@ mod tests {
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
             "CREATE TABLE c AS SELECT UUID() AS u",
+            "CREATE TABLE c AS SELECT * FROM t",
+            "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED, READ WRITE",
+            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET tx_isolation = 'READ-COMMITTED'",
+            "SET @@session.transaction_isolation = 'read-uncommitted'",
+            "SET autocommit = 1, @@tx_isolation = 1",
         ] {
             assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
         }
@@ -391,7 +499,10 @@ mod tests {
             "CREATE INDEX i ON t (x)",
             "CREATE DATABASE shop",
             "GRANT SELECT ON shop.* TO 'u'@'%'",
-            "CREATE TABLE c AS SELECT * FROM t",
+            "CREATE TABLE c AS SELECT 1 AS a, NOW(6) AS b",
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE OR REPLACE VIEW v AS SELECT * FROM t",
+            "CREATE TABLE c LIKE t",
         ] {
             assert_eq!(class(ddl), MyClass::Ddl, "{ddl}");
         }
@@ -406,5 +517,48 @@ mod tests {
             assert_eq!(class(local), MyClass::Local, "{local}");
         }
         assert_eq!(class("ANALYZE UPDATE t SET a = 1"), MyClass::Write { uses_last_insert_id: false });
+    }
+
+    #[test]
+    fn which_statements_commit_the_open_transaction() {
+        let commits = |sql: &str| {
+            let toks = tokens(sql, true);
+            may_commit_implicitly(&classify(&toks), &toks)
+        };
+        for yes in [
+            "BEGIN",
+            "START TRANSACTION",
+            "SET autocommit = 1",
+            "SET @@session.autocommit = 0",
+            "SET @@autocommit = 1",
+            "SET SESSION autocommit = 1",
+            "LOCK TABLES t WRITE",
+            "UNLOCK TABLES",
+            "FLUSH TABLES",
+            "ANALYZE TABLE t",
+            "OPTIMIZE TABLE t",
+            "EXECUTE s",
+            "SET STATEMENT max_statement_time = 1 FOR FLUSH TABLES",
+        ] {
+            assert!(commits(yes), "{yes}");
+        }
+        for no in [
+            "DO 0",
+            "DO RELEASE_LOCK('a')",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET GLOBAL max_connections = 10",
+            "SET NAMES utf8mb4",
+            "SET time_zone = '+00:00'",
+            "HANDLER t READ FIRST",
+            "PREPARE s FROM 'SELECT 1'",
+            "DEALLOCATE PREPARE s",
+            "GET DIAGNOSTICS @n = NUMBER",
+            "CHECKSUM TABLE t",
+            "SELECT * INTO OUTFILE '/tmp/x' FROM t",
+            "SELECT 1",
+            "SAVEPOINT a",
+        ] {
+            assert!(!commits(no), "{no}");
+        }
     }
 }

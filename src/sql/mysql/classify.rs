@@ -241,7 +241,8 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         "SET" if second != "STATEMENT" && sets_weak_isolation(toks) => refuse(
             "READ COMMITTED and READ UNCOMMITTED are not replicated: InnoDB takes no gap locks there, so \
              concurrent writes can commit in an order in which replaying them gives other rows (as for MySQL's \
-             statement-based binlog); keep REPEATABLE READ (the default) or use SERIALIZABLE",
+             statement-based binlog); keep REPEATABLE READ (the default) or use SERIALIZABLE (Django: DATABASES OPTIONS \
+             'isolation_level': 'repeatable read')",
         ),
         "SET" => match second.as_str() {
             "GLOBAL" | "PERSIST" | "PERSIST_ONLY" => MyClass::Local,

@@ -128,8 +128,7 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("DELETE FROM t; DELETE FROM t", "one at a time"),
         ("XA START 'x'", "XA"),
         ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
-        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "REPEATABLE READ"),
-        ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "REPEATABLE READ"),
+        ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "READ UNCOMMITTED"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");
@@ -368,6 +367,47 @@ async fn a_position_carries_read_your_writes_to_another_connection() {
     assert_eq!(server_code(&e), Some(1231), "{e}");
     locks.pop().unwrap().query_drop("UNLOCK TABLES").await.unwrap();
     chorus.assert_converged(cluster, db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn read_committed_writes_replay_in_the_order_the_leader_ran_them() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut setup = chorus.connect(db.name()).await;
+    // `grp` has no index: READ COMMITTED's UPDATE locks the rows it changes
+    // and no gap, so another session can insert a matching row meanwhile.
+    setup.query_drop("CREATE TABLE t (id INT PRIMARY KEY, grp INT, v INT)").await.unwrap();
+    setup.query_drop("INSERT INTO t VALUES (1, 5, 0), (2, 6, 0)").await.unwrap();
+    // The session level, and the next transaction only (which the server's
+    // variables do not show).
+    for (round, choose) in
+        ["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"]
+            .into_iter()
+            .enumerate()
+    {
+        let mut a = chorus.connect(db.name()).await;
+        let mut b = chorus.connect(db.name()).await;
+        a.query_drop(choose).await.unwrap();
+        a.query_drop("BEGIN").await.unwrap();
+        a.query_drop("UPDATE t SET v = v + 1 WHERE grp = 5").await.unwrap();
+        // b's row is one a's UPDATE would have changed, had it been there.
+        let id = 10 + round as i32;
+        let inserted = tokio::spawn(async move {
+            let r = b.query_drop(format!("INSERT INTO t VALUES ({id}, 5, 0)")).await;
+            (b, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        a.query_drop("COMMIT").await.unwrap();
+        let (_b, r) = inserted.await.unwrap();
+        r.unwrap();
+        // On the leader a's UPDATE did not see b's row; replayed after a's,
+        // b's INSERT must not meet it either.
+        chorus.assert_converged(maria_cluster(), db.name()).await;
+        let mut leader = db.connect_node(maria_cluster().leader()).await;
+        let v: Option<i32> = leader.query_first(format!("SELECT v FROM t WHERE id = {id}")).await.unwrap();
+        assert_eq!(v, Some(0), "{choose}");
+    }
     assert_no_chorus_panics();
 }
 

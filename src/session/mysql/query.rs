@@ -12,7 +12,7 @@ use crate::sql::mysql::{MyClass, classify, may_commit_implicitly};
 use crate::sql::mysql::{generate, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-fn refused(why: &str) -> MyError {
+pub(super) fn refused(why: &str) -> MyError {
     MyError::new(code::NOT_SUPPORTED, format!("chorus cannot replicate this statement: {why}"))
 }
 
@@ -180,6 +180,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
                 self.unpin_timestamp().await?;
                 let answer = self.relay(p, Expect::ResultSets).await?;
+                for s in &statements {
+                    self.log.note_isolation(s);
+                }
                 if classes.contains(&MyClass::Session) || answer.error {
                     self.log.session_changed(&toks);
                     // Replaying part of it elsewhere is not worth the risk.
@@ -261,6 +264,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     return Ok(());
                 }
                 let answer = self.relay(cmd, Expect::ResultSets).await?;
+                self.log.note_isolation(toks);
                 if class == MyClass::Session {
                     self.log.session_changed(toks);
                     if !answer.error {
@@ -302,6 +306,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             self.error(reply, &refused(why)).await?;
             return Ok(());
         }
+        // Executed later, maybe more than once: note it now.
+        self.log.note_isolation(&toks);
         let placeholders = lex::placeholders(&toks);
         let answer = self.relay(p, Expect::Prepare).await?;
         if let Some(ok) = answer.prepared {

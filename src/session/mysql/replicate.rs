@@ -5,6 +5,8 @@
 //! orders committing writers; InnoDB's locks order their conflicting writes
 //! the same way). A statement in autocommit mode runs in a transaction chorus
 //! opens and commits around it, so statement and log entry commit together.
+//! At READ COMMITTED (no gap locks) a transaction takes the LSN row's lock
+//! before its first write and holds it to its COMMIT instead.
 //! DDL commits implicitly in MySQL: what the transaction logged so far is
 //! appended before it, and the DDL is logged on its own after it succeeded.
 
@@ -15,6 +17,7 @@ use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::replication::mysql::SERVER_LOG;
 use crate::replication::mysql::entry::{LogEntry, LoggedStatement, StatementContext};
 use crate::sql::mysql::lex::Token;
+use crate::sql::mysql::{WeakIsolation, sets_weak_isolation};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Session variables that change what a statement does, re-established on
@@ -44,6 +47,8 @@ pub(super) struct Captured {
     pub backslash_escapes: bool,
     /// The leader's `max_allowed_packet`: the largest statement it takes.
     pub max_packet: usize,
+    /// The session's isolation level, when weaker than REPEATABLE READ.
+    pub weak_isolation: Option<WeakIsolation>,
 }
 
 /// What a write's answer told the client that chorus's own statements after
@@ -73,6 +78,10 @@ pub(super) struct LeaderLog {
     pub chorus_timestamp: bool,
     /// The highest LSN this session committed.
     pub wrote: i64,
+    /// The session chose READ COMMITTED for some transaction (`SET
+    /// TRANSACTION` names only the next one, which the server does not
+    /// show): its writes take the LSN before they run, from then on.
+    read_committed_chosen: bool,
 }
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {
@@ -164,6 +173,13 @@ impl LeaderLog {
         *self = LeaderLog { wrote, ..LeaderLog::default() };
     }
 
+    /// A SET (of any kind) the server accepted: note a choice of READ COMMITTED.
+    pub fn note_isolation(&mut self, toks: &[Token<'_>]) {
+        if sets_weak_isolation(toks).is_some() {
+            self.read_committed_chosen = true;
+        }
+    }
+
     pub fn savepoint(&mut self, name: &str) {
         self.savepoints.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.savepoints.push((name.to_string(), self.pending.len()));
@@ -199,7 +215,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(c.clone());
         }
         let cols: Vec<String> = SESSION_VARS.iter().map(|v| format!("@@session.{v}")).collect();
-        let sql = format!("SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet", cols.join(", "));
+        // MySQL 8 knows only the new name, MariaDB before 11.1 only the old.
+        let isolation =
+            if self.leader.hello.version.contains("MariaDB") { "tx_isolation" } else { "transaction_isolation" };
+        let sql = format!(
+            "SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet, @@session.{isolation}",
+            cols.join(", ")
+        );
         let answers = self.internal(&[sql]).await?;
         let row = answers.into_iter().next().and_then(|a| a.rows.into_iter().next()).unwrap_or_default();
         let value = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
@@ -212,6 +234,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             db: row.get(SESSION_VARS.len()).cloned().flatten(),
             timestamp: value(SESSION_VARS.len() + 1),
             max_packet: value(SESSION_VARS.len() + 2).parse().unwrap_or(usize::MAX),
+            weak_isolation: WeakIsolation::from_variable(&value(SESSION_VARS.len() + 3)),
             vars,
         };
         self.log.context = Some(captured.clone());
@@ -239,6 +262,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     ) -> Result<(), MySessionError> {
         let reply = cmd.seq.wrapping_add(1);
         let ctx = self.context().await?;
+        if ctx.weak_isolation == Some(WeakIsolation::ReadUncommitted) {
+            // The server's own default (chorus refuses choosing it).
+            let e = super::query::refused(
+                "this session runs at READ UNCOMMITTED (the server's default isolation level?); a write there \
+                 can use rows another transaction has not committed, which no replay can reproduce: SET SESSION \
+                 TRANSACTION ISOLATION LEVEL READ COMMITTED or a stronger level",
+            );
+            return self.error(reply, &e).await;
+        }
+        // READ COMMITTED takes no gap locks: a write can miss a row another
+        // transaction inserts while it runs, and if that one commits first,
+        // replaying both in commit order gives other rows. Such a transaction
+        // takes the log's lock before its first write and holds it to its
+        // COMMIT, so no other writer commits in between (as on PostgreSQL).
+        // A locking read, not the LSN's update: ROLLBACK TO SAVEPOINT keeps
+        // the lock but would undo the update.
+        let lock_log_first = !ddl
+            && !self.log.has_pending()
+            && (self.log.read_committed_chosen || ctx.weak_isolation == Some(WeakIsolation::ReadCommitted));
         if ddl && self.log.has_pending() {
             // The DDL commits the open transaction: its entry goes in first.
             if let Err(f) = self.append_pending().await {
@@ -255,6 +297,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let mut setup = Vec::new();
         if wrap {
             setup.push("START TRANSACTION".to_string());
+        }
+        if lock_log_first {
+            setup.push("SELECT lsn FROM _chorus.lsn WHERE id = 1 FOR UPDATE".to_string());
         }
         let pin = if self.log.client_timestamp { String::new() } else { format!("TIMESTAMP = {timestamp}, ") };
         setup.push(format!("SET {pin}@@rand_seed1 = {seed1}, @@rand_seed2 = {seed2}"));

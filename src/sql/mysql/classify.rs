@@ -166,39 +166,65 @@ fn write(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// An isolation level weaker than REPEATABLE READ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeakIsolation {
+    ReadCommitted,
+    ReadUncommitted,
+}
+
+impl WeakIsolation {
+    /// The level as the server names it in `@@tx_isolation`.
+    pub fn from_variable(value: &str) -> Option<WeakIsolation> {
+        let v: String = value.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+        if v.eq_ignore_ascii_case("READCOMMITTED") {
+            Some(WeakIsolation::ReadCommitted)
+        } else if v.eq_ignore_ascii_case("READUNCOMMITTED") {
+            Some(WeakIsolation::ReadUncommitted)
+        } else {
+            None
+        }
+    }
+}
+
 /// Does this SET choose READ COMMITTED or READ UNCOMMITTED, for the
 /// session, the next transaction or the server (`SET [GLOBAL | SESSION]
 /// TRANSACTION ISOLATION LEVEL READ ...`, `SET tx_isolation = 'READ-...'`,
 /// `transaction_isolation`, `@@...` forms, or the enum's number 0 / 1)?
-fn sets_weak_isolation(toks: &[Token<'_>]) -> bool {
-    let read = |i: usize| {
-        is_word(toks.get(i), "READ")
-            && (is_word(toks.get(i + 1), "COMMITTED") || is_word(toks.get(i + 1), "UNCOMMITTED"))
-    };
-    let level = toks
-        .windows(2)
-        .enumerate()
-        .any(|(i, w)| is_word(w.first(), "ISOLATION") && is_word(w.get(1), "LEVEL") && read(i + 2));
-    let variable = toks.iter().enumerate().any(|(i, t)| {
+/// The weakest level it names.
+pub fn sets_weak_isolation(toks: &[Token<'_>]) -> Option<WeakIsolation> {
+    if !is_word(toks.first(), "SET") || is_word(toks.get(1), "STATEMENT") {
+        return None;
+    }
+    let mut found = Vec::new();
+    for (i, w) in toks.windows(2).enumerate() {
+        if is_word(w.first(), "ISOLATION") && is_word(w.get(1), "LEVEL") && is_word(toks.get(i + 2), "READ") {
+            if is_word(toks.get(i + 3), "COMMITTED") {
+                found.push(WeakIsolation::ReadCommitted);
+            } else if is_word(toks.get(i + 3), "UNCOMMITTED") {
+                found.push(WeakIsolation::ReadUncommitted);
+            }
+        }
+    }
+    for (i, t) in toks.iter().enumerate() {
         let name = match t {
             Token::Word(w) => w.to_ascii_lowercase(),
             Token::Variable(v) => v.trim_start_matches('@').rsplit('.').next().unwrap_or("").to_ascii_lowercase(),
-            _ => return false,
+            _ => continue,
         };
         if name != "tx_isolation" && name != "transaction_isolation" {
-            return false;
+            continue;
         }
         let value = toks[i + 1..].iter().find(|t| !matches!(t, Token::Symbol('=' | ':')));
-        match value {
-            Some(Token::Str(s)) if s.len() >= 2 => {
-                let v: String = s[1..s.len() - 1].chars().filter(|c| c.is_ascii_alphabetic()).collect();
-                v.eq_ignore_ascii_case("READCOMMITTED") || v.eq_ignore_ascii_case("READUNCOMMITTED")
-            }
-            Some(Token::Number(n)) => *n == "0" || *n == "1",
-            _ => false,
-        }
-    });
-    level || variable
+        let level = match value {
+            Some(Token::Str(s)) if s.len() >= 2 => WeakIsolation::from_variable(&s[1..s.len() - 1]),
+            Some(Token::Number("0")) => Some(WeakIsolation::ReadUncommitted),
+            Some(Token::Number("1")) => Some(WeakIsolation::ReadCommitted),
+            _ => None,
+        };
+        found.extend(level);
+    }
+    found.iter().copied().max_by_key(|l| *l == WeakIsolation::ReadUncommitted)
 }
 
 /// Classify one statement (its tokens, without the `;`).
@@ -238,11 +264,9 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         }
         "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => MyClass::Read,
         "USE" => MyClass::Session,
-        "SET" if second != "STATEMENT" && sets_weak_isolation(toks) => refuse(
-            "READ COMMITTED and READ UNCOMMITTED are not replicated: InnoDB takes no gap locks there, so \
-             concurrent writes can commit in an order in which replaying them gives other rows (as for MySQL's \
-             statement-based binlog); keep REPEATABLE READ (the default) or use SERIALIZABLE (Django: DATABASES OPTIONS \
-             'isolation_level': 'repeatable read')",
+        "SET" if sets_weak_isolation(toks) == Some(WeakIsolation::ReadUncommitted) => refuse(
+            "READ UNCOMMITTED is not replicated: a write there can use rows another transaction has not \
+             committed (and may roll back), which no replay can reproduce; use READ COMMITTED or a stronger level",
         ),
         "SET" => match second.as_str() {
             "GLOBAL" | "PERSIST" | "PERSIST_ONLY" => MyClass::Local,
@@ -476,17 +500,45 @@ mod tests {
             "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED, READ WRITE",
-            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            "SET tx_isolation = 'READ-COMMITTED'",
             "SET @@session.transaction_isolation = 'read-uncommitted'",
-            "SET autocommit = 1, @@tx_isolation = 1",
+            "SET autocommit = 1, @@tx_isolation = 0",
         ] {
             assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
         }
         // A qualified function of the same name is not the builtin; a string is not a call.
         assert_eq!(class("INSERT INTO t VALUES (mylib.uuid(), 'UUID()')"), w);
+    }
+
+    #[test]
+    fn weak_isolation_levels() {
+        let level = |sql: &str| sets_weak_isolation(&tokens(sql, true));
+        for rc in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "set transaction isolation level read committed, read write",
+            "SET tx_isolation = 'READ-COMMITTED'",
+            "SET @@session.transaction_isolation := 'read-committed'",
+            "SET autocommit = 1, @@tx_isolation = 1",
+        ] {
+            assert_eq!(level(rc), Some(WeakIsolation::ReadCommitted), "{rc}");
+            assert!(!matches!(class(rc), MyClass::Refuse(_)), "{rc}");
+        }
+        assert_eq!(
+            level("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET tx_isolation = 'READ-UNCOMMITTED'"),
+            Some(WeakIsolation::ReadUncommitted)
+        );
+        for strong in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "SET tx_isolation = 'SERIALIZABLE'",
+            "SET @read_committed = 1",
+            "SET STATEMENT tx_isolation = 'READ-COMMITTED' FOR SELECT 1",
+            "SELECT 'ISOLATION LEVEL READ COMMITTED'",
+        ] {
+            assert_eq!(level(strong), None, "{strong}");
+        }
+        assert_eq!(WeakIsolation::from_variable("READ-COMMITTED"), Some(WeakIsolation::ReadCommitted));
+        assert_eq!(WeakIsolation::from_variable("REPEATABLE-READ"), None);
     }
 
     #[test]

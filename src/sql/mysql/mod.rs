@@ -6,4 +6,4 @@ pub mod generate;
 pub mod lex;
 pub mod utf8;
 
-pub use classify::{MyClass, classify, may_commit_implicitly};
+pub use classify::{MyClass, WeakIsolation, classify, may_commit_implicitly, sets_weak_isolation};

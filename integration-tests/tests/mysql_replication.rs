@@ -371,6 +371,41 @@ async fn a_position_carries_read_your_writes_to_another_connection() {
 }
 
 #[tokio::test]
+async fn writes_with_returning_are_logged_with_their_generated_ids() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT UNIQUE, at DATETIME(6))").await.unwrap();
+    // A rolled-back insert moves the leader's counter only: the ids below
+    // match on the followers only if chorus logged them.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (v) VALUES (100), (101)").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    // MariaDB answers these with a result set, not an OK packet.
+    let ids: Vec<i32> = c.query("INSERT INTO t (v, at) VALUES (1, NOW(6)), (2, NOW(6)) RETURNING id").await.unwrap();
+    assert_eq!(ids.len(), 2);
+    let n: Option<i64> = c.query_first("SELECT ROW_COUNT()").await.unwrap();
+    assert_eq!(n, Some(-1), "ROW_COUNT() after RETURNING, as the server has it");
+    c.query_drop("BEGIN").await.unwrap();
+    let _: Vec<(i32, i32)> =
+        c.query("INSERT INTO t (v) VALUES (2) ON DUPLICATE KEY UPDATE v = 20 RETURNING id, v").await.unwrap();
+    let _: Vec<i32> = c.exec("INSERT INTO t (v) VALUES (?) RETURNING id", (3,)).await.unwrap();
+    let none: Vec<i32> = c.query("INSERT IGNORE INTO t (v) VALUES (1) RETURNING id").await.unwrap();
+    assert!(none.is_empty());
+    c.query_drop("COMMIT").await.unwrap();
+    let _: Vec<i32> = c.query("REPLACE INTO t (id, v) VALUES (1, 10) RETURNING id").await.unwrap();
+    let gone: Vec<i32> = c.exec("DELETE FROM t WHERE v = ? RETURNING id", (3,)).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    let last: Vec<i32> = c.query("INSERT INTO t (v) VALUES (4) RETURNING id").await.unwrap();
+    // chorus reads the ids through LAST_INSERT_ID(): the client's stays the server's.
+    let _: Vec<i32> = c.query("DELETE FROM t WHERE v = 10 RETURNING id").await.unwrap();
+    let id: Option<i64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+    assert_eq!(id, Some(i64::from(last[0])));
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn read_committed_writes_replay_in_the_order_the_leader_ran_them() {
     let db = fresh_maria_database().await;
     let chorus = start_mysql_chorus(maria_cluster());

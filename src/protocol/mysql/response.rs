@@ -78,6 +78,10 @@ pub struct Response {
     pub warnings: u16,
     pub last_insert_id: u64,
     pub prepared: Option<Prepared>,
+    /// The answer held a result set (a write's, with MariaDB's RETURNING).
+    pub result_set: bool,
+    /// The rows of its result sets.
+    pub rows: u64,
 }
 
 impl Response {
@@ -100,6 +104,8 @@ impl Response {
             warnings: 0,
             last_insert_id: 0,
             prepared: None,
+            result_set: false,
+            rows: 0,
         }
     }
 
@@ -145,6 +151,7 @@ impl Response {
                 Some(0xFB) => Ok(Step::LocalInfile),
                 Some(_) => {
                     let n = Reader::new(data).lenenc("column count")?.ok_or(Malformed("column count"))?;
+                    self.result_set = true;
                     self.state = State::Columns(n);
                     Ok(Step::More)
                 }
@@ -186,6 +193,7 @@ impl Response {
                     self.state = State::Finished;
                     return Ok(Step::Done);
                 }
+                self.rows += 1;
                 Ok(Step::More)
             }
             State::PrepareParams(u16::MAX, u16::MAX) => {
@@ -338,6 +346,22 @@ mod tests {
         let mut r = Response::new(Expect::ResultSets, true);
         let steps = run(&mut r, &[b"\x01", COLDEF, b"\x011", OKEOF_IDLE]);
         assert_eq!(steps, [Step::More, Step::More, Step::More, Step::Done]);
+        assert!(r.result_set);
+        assert_eq!(r.rows, 1);
+    }
+
+    #[test]
+    fn rows_are_counted_once_however_long() {
+        let mut big = vec![0x01u8; MAX_CHUNK];
+        big[0] = 0xFE;
+        let mut r = Response::new(Expect::ResultSets, true);
+        run(&mut r, &[b"\x01", COLDEF, b"\x011", &big, b"\xfe", b"\x012", OKEOF_IDLE]);
+        assert!(r.is_done());
+        assert_eq!(r.rows, 3);
+        let mut r = Response::new(Expect::ResultSets, true);
+        run(&mut r, &[OK_IDLE]);
+        assert!(!r.result_set);
+        assert_eq!(r.rows, 0);
     }
 
     #[test]

@@ -230,8 +230,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         match class {
             MyClass::Read => self.read(cmd, toks).await?,
-            MyClass::Write { uses_last_insert_id } => self.logged_write(cmd, sql, uses_last_insert_id, false).await?,
-            MyClass::Ddl => self.logged_write(cmd, sql, false, true).await?,
+            MyClass::Write { .. } | MyClass::Ddl => self.logged_write(cmd, sql, &class).await?,
             MyClass::Commit => self.commit(cmd).await?,
             MyClass::Rollback => {
                 self.relay(cmd, Expect::ResultSets).await?;

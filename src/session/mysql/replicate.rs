@@ -17,7 +17,7 @@ use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::replication::mysql::SERVER_LOG;
 use crate::replication::mysql::entry::{LogEntry, LoggedStatement, StatementContext};
 use crate::sql::mysql::lex::Token;
-use crate::sql::mysql::{WeakIsolation, sets_weak_isolation};
+use crate::sql::mysql::{MyClass, WeakIsolation, sets_weak_isolation};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Session variables that change what a statement does, re-established on
@@ -257,9 +257,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         &mut self,
         cmd: &Packet,
         sql: String,
-        uses_last_insert_id: bool,
-        ddl: bool,
+        class: &MyClass,
     ) -> Result<(), MySessionError> {
+        let ddl = *class == MyClass::Ddl;
+        let (uses_last_insert_id, returning) = match *class {
+            MyClass::Write { uses_last_insert_id, returning } => (uses_last_insert_id, returning),
+            _ => (false, false),
+        };
         let reply = cmd.seq.wrapping_add(1);
         let ctx = self.context().await?;
         if ctx.weak_isolation == Some(WeakIsolation::ReadUncommitted) {
@@ -303,10 +307,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         let pin = if self.log.client_timestamp { String::new() } else { format!("TIMESTAMP = {timestamp}, ") };
         setup.push(format!("SET {pin}@@rand_seed1 = {seed1}, @@rand_seed2 = {seed2}"));
-        if uses_last_insert_id {
+        if uses_last_insert_id || returning {
             // Read, not tracked: OK packets report explicit ids too, which
             // LAST_INSERT_ID() does not take.
             setup.push("SELECT LAST_INSERT_ID()".to_string());
+        }
+        if returning {
+            // No OK packet will carry the first id the statement generates:
+            // LAST_INSERT_ID() will, once cleared here (0 is never generated).
+            setup.push("SELECT LAST_INSERT_ID(0)".to_string());
         }
         // The setup and the statement in one round trip: these steps do not
         // fail on a live connection, and if one did, the statement is undone
@@ -323,21 +332,43 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             return self.fail_transaction(reply, "this statement", f).await;
         }
-        if uses_last_insert_id
-            && let Some(v) = answers.last().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten())
-        {
-            self.log.last_insert_id = v.parse().unwrap_or(0);
+        let last_insert_id_before = if uses_last_insert_id || returning {
+            let at = answers.len() - 1 - usize::from(returning);
+            let v = answers[at].rows.first().and_then(|r| r.first().cloned().flatten());
+            v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        if uses_last_insert_id {
+            self.log.last_insert_id = last_insert_id_before;
         }
         self.log.chorus_timestamp = !self.log.client_timestamp;
-        let row_count = if held.response.error { -1 } else { held.response.affected as i64 };
-        let warnings = if wrap && held.response.warnings > 0 && !held.response.error {
+        // MariaDB's `... RETURNING` answers with a result set, a row per row
+        // written, and leaves ROW_COUNT() at -1 as a SELECT does.
+        let returning = held.response.result_set;
+        let changed = if returning { held.response.rows > 0 } else { held.response.affected > 0 };
+        let row_count = if held.response.error || returning { -1 } else { held.response.affected as i64 };
+        // chorus's statements after the write would clear its warnings.
+        let warnings = if (wrap || returning) && held.response.warnings > 0 && !held.response.error {
             self.leader.send(0, b"\x03SHOW WARNINGS").await?;
             Some(self.read_held(Expect::ResultSets).await?.packets)
         } else {
             None
         };
         self.after_write = Some(AfterWrite { row_count, warnings });
-        if held.response.error || (held.response.affected == 0 && !ddl) {
+        let mut insert_id = held.response.last_insert_id;
+        if returning {
+            // The first id the statement generated (0: none); then the
+            // client's LAST_INSERT_ID() as the server would have left it.
+            let steps = [
+                "SELECT LAST_INSERT_ID()".to_string(),
+                format!("SELECT LAST_INSERT_ID(IF(LAST_INSERT_ID() = 0, {last_insert_id_before}, LAST_INSERT_ID()))"),
+            ];
+            let answers = self.internal(&steps).await?;
+            let v = answers.first().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten());
+            insert_id = v.and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+        if held.response.error || (!changed && !ddl) {
             // Failed, or changed nothing: nothing to replay.
             if wrap {
                 self.internal(&["ROLLBACK".to_string()]).await?;
@@ -352,7 +383,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 timestamp,
                 rand_seed1: seed1,
                 rand_seed2: seed2,
-                insert_id: (held.response.last_insert_id != 0).then_some(held.response.last_insert_id),
+                insert_id: (insert_id != 0).then_some(insert_id),
                 last_insert_id: uses_last_insert_id.then_some(self.log.last_insert_id),
                 session: ctx.vars.clone(),
             },

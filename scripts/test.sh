@@ -53,26 +53,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# psycopg 3 (from PyPI) for integration-tests/tests/python_clients.rs.
-if ! python3 -c 'import psycopg' 2>/dev/null; then
-  log "pip install psycopg[binary]"
-  python3 -m pip install --quiet "psycopg[binary]>=3.1" 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages "psycopg[binary]>=3.1" || {
-    echo "error: cannot install psycopg 3 from PyPI (python3 -m pip install 'psycopg[binary]')" >&2
+# Python packages from PyPI: pip_need IMPORTS SPEC installs SPEC unless
+# `import IMPORTS` works (Debian's Python wants --break-system-packages).
+pip_need() {
+  python3 -c "import $1" 2>/dev/null && return 0
+  log "pip install $2"
+  python3 -m pip install --quiet "$2" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "$2" || {
+    echo "error: cannot install $2 from PyPI (python3 -m pip install '$2')" >&2
     exit 1
   }
-fi
-
-# PyMySQL (from PyPI; [rsa]: cryptography, for caching_sha2_password's full
-# authentication) for integration-tests/tests/mysql_clients.rs.
-if ! python3 -c 'import pymysql, cryptography' 2>/dev/null; then
-  log "pip install PyMySQL[rsa]"
-  python3 -m pip install --quiet "PyMySQL[rsa]>=1.1" 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages "PyMySQL[rsa]>=1.1" || {
-    echo "error: cannot install PyMySQL from PyPI (python3 -m pip install 'PyMySQL[rsa]')" >&2
-    exit 1
-  }
-fi
+}
+# psycopg 3 for integration-tests/tests/python_clients.rs and django_orm.rs.
+pip_need psycopg "psycopg[binary]>=3.1"
+# PyMySQL ([rsa]: cryptography, for caching_sha2_password's full
+# authentication) for integration-tests/tests/mysql_clients.rs and django_orm.rs.
+pip_need "pymysql, cryptography" "PyMySQL[rsa]>=1.1"
+# Django's ORM on both dialects: integration-tests/tests/django_orm.rs.
+pip_need django "Django>=4.2,<6"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091

@@ -64,13 +64,14 @@ pip_need() {
     exit 1
   }
 }
-# psycopg 3 for integration-tests/tests/python_clients.rs and django_orm.rs.
+# psycopg 3 for integration-tests/tests/python_clients.rs and python_orms.rs.
 pip_need psycopg "psycopg[binary]>=3.1"
 # PyMySQL ([rsa]: cryptography, for caching_sha2_password's full
-# authentication) for integration-tests/tests/mysql_clients.rs and django_orm.rs.
+# authentication) for integration-tests/tests/mysql_clients.rs and python_orms.rs.
 pip_need "pymysql, cryptography" "PyMySQL[rsa]>=1.1"
-# Django's ORM on both dialects: integration-tests/tests/django_orm.rs.
+# Django's and SQLAlchemy's ORMs on both dialects: integration-tests/tests/python_orms.rs.
 pip_need django "Django>=4.2,<6"
+pip_need sqlalchemy "SQLAlchemy>=2.0,<3"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091

@@ -11,7 +11,7 @@ by the schema editor under a live table. Django's own connection setup
 what is tested.
 
 Usage: django_orm.py mysql|postgresql CHORUS_URL. Run by
-integration-tests/tests/django_orm.rs, which then compares every node.
+integration-tests/tests/python_orms.rs, which then compares every node.
 Exits non-zero on any surprise."""
 
 import datetime

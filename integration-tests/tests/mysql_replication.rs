@@ -446,6 +446,91 @@ async fn read_committed_writes_replay_in_the_order_the_leader_ran_them() {
     assert_no_chorus_panics();
 }
 
+/// Keep trying `sql` on `c` while it fails with one of `until` (the table
+/// or column it needs does not exist yet); the number of tries.
+async fn hammer(c: &mut mysql_async::Conn, sql: String, until: &[u16]) -> usize {
+    for tries in 1.. {
+        match c.query_drop(&sql).await {
+            Ok(()) => return tries,
+            Err(e) if server_code(&e).is_some_and(|code| until.contains(&code)) => {}
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn writes_racing_a_ddl_replay_after_it() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut a = chorus.connect(db.name()).await;
+    // Another session writes the moment the schema allows it: its write must
+    // not reach the followers before the DDL that made it possible.
+    for round in 0..8 {
+        let mut b = chorus.connect(db.name()).await;
+        let racer =
+            tokio::spawn(
+                async move { hammer(&mut b, format!("INSERT INTO race{round} VALUES (1, 1)"), &[1146]).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        a.query_drop(format!("CREATE TABLE race{round} (id INT PRIMARY KEY, v INT)")).await.unwrap();
+        racer.await.unwrap();
+        let mut b = chorus.connect(db.name()).await;
+        let racer = tokio::spawn(async move {
+            // Busy on the table while ALTER waits for it (LOCK TABLES), then
+            // using the new column as soon as it exists.
+            hammer(&mut b, format!("INSERT INTO race{round} (id, v, w) VALUES (2, 2, 2)"), &[1054]).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        a.query_drop(format!("ALTER TABLE race{round} ADD COLUMN w INT NOT NULL DEFAULT 7")).await.unwrap();
+        racer.await.unwrap();
+    }
+    // A transaction holding a row of the table the DDL changes, whose
+    // COMMIT comes after the DDL started waiting for it.
+    a.query_drop("CREATE TABLE held (id INT PRIMARY KEY, v INT)").await.unwrap();
+    a.query_drop("INSERT INTO held VALUES (1, 0)").await.unwrap();
+    let mut b = chorus.connect(db.name()).await;
+    b.query_drop("BEGIN").await.unwrap();
+    b.query_drop("UPDATE held SET v = 1 WHERE id = 1").await.unwrap();
+    let ddl = tokio::spawn(async move {
+        a.query_drop("ALTER TABLE held ADD COLUMN w INT DEFAULT 5").await.unwrap();
+        a
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    b.query_drop("COMMIT").await.unwrap();
+    let _a = ddl.await.unwrap();
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn a_ddl_backs_off_from_a_writer_that_holds_the_log_and_waits_for_its_table() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut a = chorus.connect(db.name()).await;
+    a.query_drop("CREATE TABLE x (id INT PRIMARY KEY)").await.unwrap();
+    a.query_drop("CREATE TABLE y (id INT PRIMARY KEY)").await.unwrap();
+    // READ COMMITTED holds the log's lock from its first write on.
+    let mut r = chorus.connect(db.name()).await;
+    r.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await.unwrap();
+    r.query_drop("BEGIN").await.unwrap();
+    r.query_drop("INSERT INTO x VALUES (1)").await.unwrap();
+    let ddl = tokio::spawn(async move {
+        a.query_drop("ALTER TABLE y ADD COLUMN v INT DEFAULT 1").await.unwrap();
+        a
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The DDL holds y and waits for the log; r holds the log and now waits
+    // for y. chorus's short waits break the cycle: the DDL lets go of y,
+    // r's INSERT gets in, and the DDL runs after r commits.
+    r.query_drop("INSERT INTO y VALUES (1)").await.unwrap();
+    r.query_drop("COMMIT").await.unwrap();
+    let mut a = ddl.await.unwrap();
+    a.query_drop("INSERT INTO y VALUES (2, 2)").await.unwrap();
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
 #[tokio::test]
 async fn a_deadlock_victims_writes_do_not_reach_the_followers() {
     let db = fresh_maria_database().await;

@@ -10,6 +10,7 @@
 //! are logged for the followers ([`replicate`]), unsafe ones refused
 //! ([`query`]); plain reads go to fresh-enough followers ([`reads`]).
 
+mod ddl;
 mod internal;
 mod kill;
 mod local;

@@ -180,8 +180,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
                 self.unpin_timestamp().await?;
                 let answer = self.relay(p, Expect::ResultSets).await?;
-                for s in &statements {
+                for (s, class) in statements.iter().zip(&classes) {
                     self.log.note_isolation(s);
+                    self.log.note_table_locks(class, s);
                 }
                 if classes.contains(&MyClass::Session) || answer.error {
                     self.log.session_changed(&toks);
@@ -264,6 +265,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
                 let answer = self.relay(cmd, Expect::ResultSets).await?;
                 self.log.note_isolation(toks);
+                if !answer.error {
+                    self.log.note_table_locks(&class, toks);
+                }
                 if class == MyClass::Session {
                     self.log.session_changed(toks);
                     if !answer.error {

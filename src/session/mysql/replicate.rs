@@ -7,8 +7,8 @@
 //! opens and commits around it, so statement and log entry commit together.
 //! At READ COMMITTED (no gap locks) a transaction takes the LSN row's lock
 //! before its first write and holds it to its COMMIT instead.
-//! DDL commits implicitly in MySQL: what the transaction logged so far is
-//! appended before it, and the DDL is logged on its own after it succeeded.
+//! DDL commits implicitly in MySQL: it is logged on its own, fenced (see
+//! [`super::ddl`]).
 
 use super::internal::InternalFailure;
 use super::{MySession, MySessionError};
@@ -39,16 +39,20 @@ const SESSION_VARS: &[&str] = &[
 /// The session's context as last read from the leader.
 #[derive(Debug, Clone)]
 pub(super) struct Captured {
-    vars: Vec<(String, String)>,
+    pub vars: Vec<(String, String)>,
     pub db: Option<String>,
     /// @@timestamp as the server had it (the client's own, when it pinned one).
-    timestamp: String,
+    pub timestamp: String,
     pub charset: String,
     pub backslash_escapes: bool,
     /// The leader's `max_allowed_packet`: the largest statement it takes.
     pub max_packet: usize,
     /// The session's isolation level, when weaker than REPEATABLE READ.
     pub weak_isolation: Option<WeakIsolation>,
+    /// How long the session's statements wait for a metadata lock (s).
+    pub lock_wait_timeout: u64,
+    /// ... and for a row lock (s).
+    pub innodb_lock_wait_timeout: u64,
 }
 
 /// What a write's answer told the client that chorus's own statements after
@@ -73,7 +77,10 @@ pub(super) struct LeaderLog {
     /// the server when the write uses it).
     last_insert_id: u64,
     /// The client pinned TIMESTAMP itself: writes use its value.
-    client_timestamp: bool,
+    pub client_timestamp: bool,
+    /// The client holds tables with LOCK TABLES (chorus must not take or
+    /// release any for it).
+    pub client_locked_tables: bool,
     /// chorus pinned TIMESTAMP for a write: reset it before anything else runs.
     pub chorus_timestamp: bool,
     /// The highest LSN this session committed.
@@ -97,7 +104,7 @@ fn failure_error(what: &str, f: &InternalFailure) -> MyError {
     }
 }
 
-fn failure_detail(f: &InternalFailure) -> String {
+pub(super) fn failure_detail(f: &InternalFailure) -> String {
     match f {
         InternalFailure::Statement { sql, error } => format!("{sql:?} failed: {error}"),
         InternalFailure::Session(e) => e.to_string(),
@@ -137,7 +144,7 @@ fn utf8_literal(s: &str, backslash_escapes: bool) -> String {
     out
 }
 
-fn now_timestamp() -> String {
+pub(super) fn now_timestamp() -> String {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
@@ -180,6 +187,17 @@ impl LeaderLog {
         }
     }
 
+    /// LOCK TABLES / UNLOCK TABLES of the client's own (BEGIN releases them too).
+    pub fn note_table_locks(&mut self, class: &MyClass, toks: &[Token<'_>]) {
+        let word = |i: usize, w: &str| matches!(toks.get(i), Some(Token::Word(x)) if x.eq_ignore_ascii_case(w));
+        let tables = word(1, "TABLES") || word(1, "TABLE");
+        if *class == MyClass::Begin || word(0, "UNLOCK") && tables {
+            self.client_locked_tables = false;
+        } else if word(0, "LOCK") && tables {
+            self.client_locked_tables = true;
+        }
+    }
+
     pub fn savepoint(&mut self, name: &str) {
         self.savepoints.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.savepoints.push((name.to_string(), self.pending.len()));
@@ -219,7 +237,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let isolation =
             if self.leader.hello.version.contains("MariaDB") { "tx_isolation" } else { "transaction_isolation" };
         let sql = format!(
-            "SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet, @@session.{isolation}",
+            "SELECT {}, DATABASE(), @@session.timestamp, @@max_allowed_packet, @@session.{isolation}, \
+             @@session.lock_wait_timeout, @@session.innodb_lock_wait_timeout",
             cols.join(", ")
         );
         let answers = self.internal(&[sql]).await?;
@@ -235,6 +254,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             timestamp: value(SESSION_VARS.len() + 1),
             max_packet: value(SESSION_VARS.len() + 2).parse().unwrap_or(usize::MAX),
             weak_isolation: WeakIsolation::from_variable(&value(SESSION_VARS.len() + 3)),
+            lock_wait_timeout: value(SESSION_VARS.len() + 4).parse().unwrap_or(86400),
+            innodb_lock_wait_timeout: value(SESSION_VARS.len() + 5).parse().unwrap_or(50),
             vars,
         };
         self.log.context = Some(captured.clone());
@@ -275,6 +296,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             );
             return self.error(reply, &e).await;
         }
+        if ddl {
+            return self.run_ddl(cmd, sql, ctx).await;
+        }
         // READ COMMITTED takes no gap locks: a write can miss a row another
         // transaction inserts while it runs, and if that one commits first,
         // replaying both in commit order gives other rows. Such a transaction
@@ -282,16 +306,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // COMMIT, so no other writer commits in between (as on PostgreSQL).
         // A locking read, not the LSN's update: ROLLBACK TO SAVEPOINT keeps
         // the lock but would undo the update.
-        let lock_log_first = !ddl
-            && !self.log.has_pending()
+        let lock_log_first = !self.log.has_pending()
             && (self.log.read_committed_chosen || ctx.weak_isolation == Some(WeakIsolation::ReadCommitted));
-        if ddl && self.log.has_pending() {
-            // The DDL commits the open transaction: its entry goes in first.
-            if let Err(f) = self.append_pending().await {
-                return self.fail_transaction(reply, "the transaction before this DDL", f).await;
-            }
-        }
-        let wrap = !ddl && self.status & status::IN_TRANS == 0 && self.status & status::AUTOCOMMIT != 0;
+        let wrap = self.status & status::IN_TRANS == 0 && self.status & status::AUTOCOMMIT != 0;
         let timestamp = if self.log.client_timestamp { ctx.timestamp.clone() } else { now_timestamp() };
         let (seed1, seed2) = {
             use rand::RngExt;
@@ -368,7 +385,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let v = answers.first().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten());
             insert_id = v.and_then(|v| v.parse().ok()).unwrap_or(0);
         }
-        if held.response.error || (!changed && !ddl) {
+        if held.response.error || !changed {
             // Failed, or changed nothing: nothing to replay.
             if wrap {
                 self.internal(&["ROLLBACK".to_string()]).await?;
@@ -388,51 +405,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 session: ctx.vars.clone(),
             },
         };
-        if ddl {
-            // DROP DATABASE of the default one leaves the session without
-            // one (and DDL is rare): read the context again next time.
-            self.log.context = None;
-            let entry = LogEntry { statements: vec![statement], ddl: true };
-            let steps = ["START TRANSACTION".to_string()];
-            let logged = match self.internal_ok(&steps).await {
-                // COMMIT only after the append succeeded: pipelined with it, a
-                // COMMIT would also commit an LSN taken without its entry.
-                Ok(_) => match self.append(&entry).await {
-                    Ok(()) => self.commit_internal().await,
-                    Err(f) => Err(f),
-                },
-                Err(f) => Err(f),
-            };
-            return match logged {
-                Ok(()) => {
-                    self.await_ack().await;
-                    self.send_held(held, |s| s).await
-                }
-                Err(f) => {
-                    let message = match &f {
-                        // The log's COMMIT may or may not have happened.
-                        InternalFailure::Session(e) => format!(
-                            "the DDL ran on the leader, but chorus lost the leader connection while logging it \
-                             ({e}); check whether the followers have it before repeating it there by hand"
-                        ),
-                        f => {
-                            let _ = self.internal(&["ROLLBACK".to_string()]).await;
-                            let detail = match f {
-                                InternalFailure::Statement { error, .. } => error.to_string(),
-                                f => failure_detail(f),
-                            };
-                            format!(
-                                "the DDL ran on the leader, but chorus could not log it for the followers \
-                                 ({detail}); repeat it on each follower by hand"
-                            )
-                        }
-                    };
-                    let e = MyError::new(code::UNKNOWN, message);
-                    self.error(reply, &e).await?;
-                    end_if_lost(f)
-                }
-            };
-        }
         self.log.pending.push(statement);
         if !wrap {
             return self.send_held(held, |s| s).await;
@@ -484,7 +456,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// for at most `ack_timeout`. When the bound is hit the commit stands (it
     /// is on the leader and will reach the followers): the OK goes out and
     /// chorus logs a warning (MySQL's OK packet has no room for a message).
-    async fn await_ack(&mut self) {
+    pub(super) async fn await_ack(&mut self) {
         use crate::config::AckMode;
         let Some(lsn) = self.ack_lsn.take() else { return };
         let cfg = &self.ctx.config.replication;
@@ -519,7 +491,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 
     /// Take an LSN and append the pending statements as one entry (inside
     /// the open transaction).
-    async fn append_pending(&mut self) -> Result<(), InternalFailure> {
+    pub(super) async fn append_pending(&mut self) -> Result<(), InternalFailure> {
         let entry = LogEntry { statements: std::mem::take(&mut self.log.pending), ddl: false };
         self.log.savepoints.clear();
         self.append(&entry).await
@@ -554,7 +526,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         Ok(())
     }
 
-    async fn commit_internal(&mut self) -> Result<(), InternalFailure> {
+    pub(super) async fn commit_internal(&mut self) -> Result<(), InternalFailure> {
         self.internal_ok(&["COMMIT".to_string()]).await?;
         self.after_commit();
         Ok(())
@@ -580,7 +552,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 
     /// Logging `what` failed: roll the whole transaction back and tell the
     /// client (then end the session if the leader connection failed).
-    async fn fail_transaction(&mut self, seq: u8, what: &str, f: InternalFailure) -> Result<(), MySessionError> {
+    pub(super) async fn fail_transaction(
+        &mut self,
+        seq: u8,
+        what: &str,
+        f: InternalFailure,
+    ) -> Result<(), MySessionError> {
         if !f.lost_connection() {
             let _ = self.internal(&["ROLLBACK".to_string()]).await;
         }

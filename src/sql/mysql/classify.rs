@@ -455,13 +455,14 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
             words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
         let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
         if table && reads_a_table {
-            // DDL is logged after it ran, in a transaction of its own: a
-            // write to the tables it copied that commits in between takes an
-            // earlier LSN, and the followers copy rows the leader did not.
+            // MySQL commits around it, so its copy cannot be a write's: the
+            // rows it reads, locked by transactions that commit only through
+            // the log's lock, which the DDL fence holds, make it wait out
+            // every such writer (and fail) instead of running in their order.
             return refuse(
-                "CREATE TABLE ... SELECT from a table is logged after it ran, and a write committed meanwhile \
-                 reaches the followers before it (they would copy other rows); create the table, then fill it \
-                 with INSERT ... SELECT",
+                "CREATE TABLE ... SELECT from a table is not replicated (MySQL commits around it, so its copy \
+                 cannot be ordered with the writes to the rows it reads); create the table, then fill it with \
+                 INSERT ... SELECT",
             );
         }
     }

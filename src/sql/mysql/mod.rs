@@ -2,6 +2,7 @@
 //! replicates by.
 
 pub mod classify;
+pub mod ddl;
 pub mod generate;
 pub mod lex;
 pub mod utf8;

@@ -93,8 +93,9 @@ public class MariadbJdbcClient {
             // A batch (autocommit): one row per entry, or one multi-row INSERT,
             // as the driver's options say; the keys come back either way. With
             // rewriteBatchedStatements and generated keys the driver sends one
-            // query of several INSERTs instead, which chorus refuses before any
-            // of them runs; without generated keys, one multi-row INSERT.
+            // query of several INSERTs instead (chorus logs each with its id;
+            // refused, if the last argument says so, none of it may have run);
+            // without generated keys, one multi-row INSERT.
             String batchInsert = "INSERT INTO " + t + " (name, price, data) VALUES (?, ?, ?)";
             try (PreparedStatement p = c.prepareStatement(batchInsert, Statement.RETURN_GENERATED_KEYS)) {
                 addRows(p);
@@ -120,8 +121,7 @@ public class MariadbJdbcClient {
             check(leaderLong(leaderUrl, "SELECT MAX(id) - MIN(id) + 1 = COUNT(*) AND COUNT(*) = 100 FROM " + t
                     + " WHERE name LIKE 'b%'") == 1, "the batch's rows, with consecutive ids");
             // Other batches: with rewriteBatchedStatements the driver sends them
-            // as one query of several statements, which chorus refuses before
-            // any of them runs.
+            // as one query of several statements.
             try (PreparedStatement p = c.prepareStatement("UPDATE " + t + " SET n = n + ?, at = NOW(6) WHERE name = ?")) {
                 for (int i = 0; i < 20; i++) {
                     p.setInt(1, i + 1);

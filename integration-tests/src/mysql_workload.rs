@@ -127,7 +127,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("UPDATE w_refuse SET s = @@hostname WHERE id = 1", "@@hostname"),
     ("INSERT INTO w_refuse (id, v) VALUES (302, RELEASE_LOCK('w'))", "RELEASE_LOCK"),
     ("CREATE TEMPORARY TABLE w_temp (a INT)", "temporary"),
-    ("INSERT INTO w_refuse (id, v) VALUES (303, 1); DELETE FROM w_refuse", "one at a time"),
+    ("INSERT INTO w_refuse (id, v) VALUES (303, 1); DELETE FROM w_refuse WHERE id = LAST_INSERT_ID()", "one at a time"),
     ("UPDATE w_refuse SET v = 0 WHERE id = 1; SELECT 1", "one at a time"),
     ("LOAD DATA INFILE '/nonexistent' INTO TABLE w_refuse", "LOAD DATA"),
     ("CALL w_no_such_procedure()", "stored procedures"),

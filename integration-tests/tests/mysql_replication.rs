@@ -125,7 +125,8 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("UPDATE t SET v = @x", "@x"),
         ("CREATE TEMPORARY TABLE tmp (a INT)", "temporary"),
         ("CALL p()", "stored procedures"),
-        ("DELETE FROM t; DELETE FROM t", "one at a time"),
+        ("DELETE FROM t WHERE id = 1; SELECT 1", "one at a time"),
+        ("UPDATE t SET v = 'x' WHERE id = 1; UPDATE t SET v = RAND() WHERE id = 2", "on its own"),
         ("XA START 'x'", "XA"),
         ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
         ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "READ UNCOMMITTED"),
@@ -401,6 +402,41 @@ async fn writes_with_returning_are_logged_with_their_generated_ids() {
     let _: Vec<i32> = c.query("DELETE FROM t WHERE v = 10 RETURNING id").await.unwrap();
     let id: Option<i64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
     assert_eq!(id, Some(i64::from(last[0])));
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
+async fn queries_of_several_writes_are_logged_statement_by_statement() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT UNIQUE, u CHAR(36), at DATETIME(6))")
+        .await
+        .unwrap();
+    // Rolled-back ids: each statement's own id must be logged.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (v) VALUES (100), (101), (102)").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    c.query_drop(
+        "INSERT INTO t (v, u, at) VALUES (1, UUID(), NOW(6)); INSERT INTO t (v, at) VALUES (2, NOW(6)), (3, NOW(6)); \
+         UPDATE t SET u = 'x' WHERE v = 2; DELETE FROM t WHERE v = 3",
+    )
+    .await
+    .unwrap();
+    // In a transaction, with RAND() in its first statement.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (v, u) VALUES (4, RAND()); UPDATE t SET v = v + 10 WHERE v = 4").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // The second statement fails: the first ran (and commits, in autocommit
+    // mode, as on the server), the third never runs.
+    let e = c
+        .query_drop("INSERT INTO t (v) VALUES (5); INSERT INTO t (v) VALUES (1); INSERT INTO t (v) VALUES (6)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), Some(1062), "{e}");
+    let vs: Vec<i32> = c.query("SELECT v FROM t ORDER BY v").await.unwrap();
+    assert_eq!(vs, [1, 2, 5, 14]);
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }

@@ -82,6 +82,9 @@ pub struct Response {
     pub result_set: bool,
     /// The rows of its result sets.
     pub rows: u64,
+    /// Affected rows and last insert id of each OK result, in order (one
+    /// per statement of a multi-statement query up to its first error).
+    pub oks: Vec<(u64, u64)>,
 }
 
 impl Response {
@@ -106,6 +109,7 @@ impl Response {
             prepared: None,
             result_set: false,
             rows: 0,
+            oks: Vec::new(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Response {
             State::Start => match data.first() {
                 Some(0x00) => {
                     self.ok(data)?;
+                    self.oks.push((self.affected, self.last_insert_id));
                     Ok(self.after_result())
                 }
                 Some(0xFF) => {
@@ -369,6 +374,7 @@ mod tests {
         let mut r = Response::new(Expect::ResultSets, false);
         let steps = run(&mut r, &[OK_MORE, b"\x01", COLDEF, EOF_IDLE, EOF_MORE_IN_TRANS, OK_IDLE]);
         assert_eq!(steps, [Step::More, Step::More, Step::More, Step::More, Step::More, Step::Done]);
+        assert_eq!(r.oks, [(1, 0), (0, 0)]);
         let mut r = Response::new(Expect::ResultSets, false);
         assert_eq!(run(&mut r, &[OK_MORE, b"\xff\x28\x04#42000oops"]), [Step::More, Step::Done]);
         assert!(r.error);

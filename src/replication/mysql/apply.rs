@@ -523,7 +523,7 @@ fn is_unknown_database(e: &mysql_async::Error) -> bool {
 fn drops_own_database(stmt: &LoggedStatement) -> bool {
     use crate::sql::mysql::lex::{Token, tokens};
     let Some(db) = &stmt.db else { return false };
-    let toks: Vec<Token<'_>> = tokens(&stmt.sql, true).into_iter().filter(|t| *t != Token::End).collect();
+    let toks: Vec<Token<'_>> = tokens(&stmt.sql, true).into_iter().filter(|t| !matches!(t, Token::End(_))).collect();
     let word = |i: usize, w: &str| matches!(toks.get(i), Some(Token::Word(x)) if x.eq_ignore_ascii_case(w));
     if !(word(0, "DROP") && (word(1, "DATABASE") || word(1, "SCHEMA"))) {
         return false;

@@ -29,7 +29,7 @@ pub(super) fn parse(toks: &[Token<'_>]) -> Option<Local> {
     if !(word(1, "chorus") && toks.get(2) == Some(&Token::Symbol('.'))) {
         return None;
     }
-    let rest: Vec<&Token<'_>> = toks[4..].iter().filter(|t| **t != Token::End).collect();
+    let rest: Vec<&Token<'_>> = toks[4..].iter().filter(|t| !matches!(t, Token::End(_))).collect();
     if word(0, "SHOW") && word(3, "status") && rest.is_empty() {
         return Some(Local::ShowStatus);
     }

@@ -240,7 +240,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 // The old commands for CREATE / DROP DATABASE: replicated as those.
                 let name = String::from_utf8_lossy(&p.payload[1..]).replace('`', "``");
                 let verb = if cmd == com::CREATE_DB { "CREATE" } else { "DROP" };
-                self.logged_write(&p, format!("{verb} DATABASE `{name}`"), &crate::sql::mysql::MyClass::Ddl).await?;
+                self.logged_write(&p, vec![format!("{verb} DATABASE `{name}`")], &crate::sql::mysql::MyClass::Ddl)
+                    .await?;
             }
             com::REFRESH | com::STATISTICS | com::SET_OPTION => {
                 self.relay(&p, Expect::Single).await?;

@@ -8,7 +8,7 @@ use super::{MySession, MySessionError};
 use crate::protocol::mysql::wire::Reader;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::sql::mysql::lex::{self, Token};
-use crate::sql::mysql::{MyClass, classify, may_commit_implicitly};
+use crate::sql::mysql::{MyClass, classify, may_commit_implicitly, multi_write_problem};
 use crate::sql::mysql::{generate, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -36,7 +36,7 @@ fn row_count_inlined(sql: &str, toks: &[Token<'_>], n: i64) -> Option<String> {
         let item_start = matches!(toks.get(i.wrapping_sub(1)), Some(Token::Symbol(',')))
             || matches!(toks.get(i.wrapping_sub(1)), Some(Token::Word(k)) if k.eq_ignore_ascii_case("SELECT"));
         let item_end = match toks.get(i + 3) {
-            None | Some(Token::End) | Some(Token::Symbol(',')) => true,
+            None | Some(Token::End(_)) | Some(Token::Symbol(',')) => true,
             Some(Token::Word(k)) => k.eq_ignore_ascii_case("FROM"),
             _ => false,
         };
@@ -101,7 +101,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let toks = lex::tokens(sql, backslash);
             let words: Vec<String> = toks
                 .iter()
-                .filter(|t| **t != Token::End)
+                .filter(|t| !matches!(t, Token::End(_)))
                 .map(|t| match t {
                     Token::Word(w) => w.to_ascii_uppercase(),
                     Token::Symbol(c) => c.to_string(),
@@ -145,8 +145,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 // literals are hex (what the leader runs too).
                 let lossy = String::from_utf8_lossy(&p.payload[1..]).into_owned();
                 let toks = lex::tokens(&lossy, backslash);
-                let reads =
-                    toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).all(|s| classify(s) == MyClass::Read);
+                let reads = toks
+                    .split(|t| matches!(t, Token::End(_)))
+                    .filter(|s| !s.is_empty())
+                    .all(|s| classify(s) == MyClass::Read);
                 if reads {
                     self.unpin_timestamp().await?;
                     self.relay(p, Expect::ResultSets).await?;
@@ -174,7 +176,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             // User variables live on the leader connection only.
             self.reads.pin_to_leader();
         }
-        let statements: Vec<&[Token<'_>]> = toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).collect();
+        let statements: Vec<&[Token<'_>]> =
+            toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
         if statements.len() > 1 {
             let classes: Vec<MyClass> = statements.iter().map(|s| classify(s)).collect();
             if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
@@ -189,12 +192,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     // Replaying part of it elsewhere is not worth the risk.
                     self.reads.pin_to_leader();
                 }
+            } else if let Some(why) = multi_write_problem(&statements, &classes) {
+                crate::metrics::error("refused");
+                self.error(reply, &refused(&why)).await?;
             } else {
-                let e = refused(
-                    "a query of several statements that changes data or transactions; send its statements one \
-                     at a time",
-                );
-                self.error(reply, &e).await?;
+                // Plain writes (Connector/J's rewritten batches...): each
+                // logged as the statement it is, with its own id.
+                self.ctx.metrics.request(self.ctx.topology.leader(), self.leader_route());
+                let plain = MyClass::Write { uses_last_insert_id: false, returning: false };
+                let generated = generate::substitute(sql, &toks, |f| {
+                    if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
+                });
+                let (cmd, text) = match generated {
+                    Some(text) => {
+                        let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
+                        payload.extend_from_slice(text.as_bytes());
+                        (Packet { seq: p.seq, payload: bytes::Bytes::from(payload) }, text)
+                    }
+                    None => (p.clone(), sql.to_string()),
+                };
+                let texts: Vec<String> =
+                    lex::statement_texts(&text, &lex::tokens(&text, backslash)).into_iter().map(String::from).collect();
+                if texts.len() != statements.len() {
+                    let e = refused("chorus could not split this query of several statements; send them one at a time");
+                    self.error(reply, &e).await?;
+                } else {
+                    self.logged_write(&cmd, texts, &plain).await?;
+                }
             }
             return Ok(true);
         }
@@ -231,7 +255,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         match class {
             MyClass::Read => self.read(cmd, toks).await?,
-            MyClass::Write { .. } | MyClass::Ddl => self.logged_write(cmd, sql, &class).await?,
+            MyClass::Write { .. } | MyClass::Ddl => self.logged_write(cmd, vec![sql], &class).await?,
             MyClass::Commit => self.commit(cmd).await?,
             MyClass::Rollback => {
                 self.relay(cmd, Expect::ResultSets).await?;

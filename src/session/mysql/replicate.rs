@@ -277,7 +277,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     pub(super) async fn logged_write(
         &mut self,
         cmd: &Packet,
-        sql: String,
+        sqls: Vec<String>,
         class: &MyClass,
     ) -> Result<(), MySessionError> {
         let ddl = *class == MyClass::Ddl;
@@ -297,7 +297,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return self.error(reply, &e).await;
         }
         if ddl {
-            return self.run_ddl(cmd, sql, ctx).await;
+            return self.run_ddl(cmd, sqls.into_iter().next().unwrap_or_default(), ctx).await;
         }
         // READ COMMITTED takes no gap locks: a write can miss a row another
         // transaction inserts while it runs, and if that one commits first,
@@ -363,7 +363,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // MariaDB's `... RETURNING` answers with a result set, a row per row
         // written, and leaves ROW_COUNT() at -1 as a SELECT does.
         let returning = held.response.result_set;
-        let changed = if returning { held.response.rows > 0 } else { held.response.affected > 0 };
+        // Per statement run (several in a multi-statement query, up to the
+        // first error): did it change rows, and the first id it generated.
+        let mut results: Vec<(bool, u64)> = match (returning, held.response.error) {
+            (true, true) => Vec::new(),
+            (true, false) => vec![(held.response.rows > 0, 0)],
+            (false, _) => held.response.oks.iter().map(|&(affected, id)| (affected > 0, id)).collect(),
+        };
         let row_count = if held.response.error || returning { -1 } else { held.response.affected as i64 };
         // chorus's statements after the write would clear its warnings.
         let warnings = if (wrap || returning) && held.response.warnings > 0 && !held.response.error {
@@ -373,7 +379,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             None
         };
         self.after_write = Some(AfterWrite { row_count, warnings });
-        let mut insert_id = held.response.last_insert_id;
         if returning {
             // The first id the statement generated (0: none); then the
             // client's LAST_INSERT_ID() as the server would have left it.
@@ -383,9 +388,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             ];
             let answers = self.internal(&steps).await?;
             let v = answers.first().and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten());
-            insert_id = v.and_then(|v| v.parse().ok()).unwrap_or(0);
+            if let Some(first) = results.first_mut() {
+                first.1 = v.and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
         }
-        if held.response.error || !changed {
+        if held.response.error_code == Some(1213) {
+            // The deadlock rolled back the whole transaction, chorus's too.
+            results.clear();
+        }
+        let statements: Vec<LoggedStatement> = sqls
+            .into_iter()
+            .zip(results)
+            .filter(|(_, (changed, _))| *changed)
+            .map(|(sql, (_, insert_id))| LoggedStatement {
+                sql,
+                db: ctx.db.clone(),
+                ctx: StatementContext {
+                    timestamp: timestamp.clone(),
+                    rand_seed1: seed1,
+                    rand_seed2: seed2,
+                    insert_id: (insert_id != 0).then_some(insert_id),
+                    last_insert_id: uses_last_insert_id.then_some(self.log.last_insert_id),
+                    session: ctx.vars.clone(),
+                },
+            })
+            .collect();
+        if statements.is_empty() {
             // Failed, or changed nothing: nothing to replay.
             if wrap {
                 self.internal(&["ROLLBACK".to_string()]).await?;
@@ -393,19 +421,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             return self.send_held(held, |s| s).await;
         }
-        let statement = LoggedStatement {
-            sql,
-            db: ctx.db.clone(),
-            ctx: StatementContext {
-                timestamp,
-                rand_seed1: seed1,
-                rand_seed2: seed2,
-                insert_id: (insert_id != 0).then_some(insert_id),
-                last_insert_id: uses_last_insert_id.then_some(self.log.last_insert_id),
-                session: ctx.vars.clone(),
-            },
-        };
-        self.log.pending.push(statement);
+        self.log.pending.extend(statements);
         if !wrap {
             return self.send_held(held, |s| s).await;
         }

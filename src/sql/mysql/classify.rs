@@ -199,6 +199,33 @@ fn write(toks: &[Token<'_>]) -> MyClass {
     }
 }
 
+/// Why a query of several statements that writes cannot be replicated, if it
+/// cannot: chorus logs one made only of plain writes (each with its own
+/// AUTO_INCREMENT id, all at one pinned time), so not one that mixes in
+/// other statements, calls LAST_INSERT_ID() or uses RETURNING, or calls
+/// RAND() after its first statement (the followers reseed before each).
+pub fn multi_write_problem(statements: &[&[Token<'_>]], classes: &[MyClass]) -> Option<String> {
+    if let Some(MyClass::Refuse(why)) = classes.iter().find(|c| matches!(c, MyClass::Refuse(_))) {
+        return Some(why.clone());
+    }
+    let plain = MyClass::Write { uses_last_insert_id: false, returning: false };
+    if classes.iter().any(|c| *c != plain) {
+        return Some(
+            "a query of several statements that writes is replicated only when every statement is an INSERT, \
+             REPLACE, UPDATE or DELETE without RETURNING or LAST_INSERT_ID(); send its statements one at a time"
+                .into(),
+        );
+    }
+    let rand_later = statements.iter().skip(1).any(|toks| {
+        toks.windows(2).any(|w| matches!(w, [Token::Word(f), Token::Symbol('(')] if f.eq_ignore_ascii_case("RAND")))
+    });
+    rand_later.then(|| {
+        "RAND() after the first statement of a query of several statements is not replicated; send that \
+         statement on its own"
+            .into()
+    })
+}
+
 /// An isolation level weaker than REPEATABLE READ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeakIsolation {
@@ -551,6 +578,33 @@ mod tests {
         }
         // A qualified function of the same name is not the builtin; a string is not a call.
         assert_eq!(class("INSERT INTO t VALUES (mylib.uuid(), 'UUID()')"), w);
+    }
+
+    #[test]
+    fn multi_statement_writes() {
+        let problem = |sql: &str| {
+            let toks = tokens(sql, true);
+            let statements: Vec<&[Token<'_>]> =
+                toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
+            let classes: Vec<MyClass> = statements.iter().map(|s| classify(s)).collect();
+            multi_write_problem(&statements, &classes)
+        };
+        assert_eq!(problem("UPDATE t SET a = 1 WHERE id = 1; UPDATE t SET a = 2 WHERE id = 2"), None);
+        assert_eq!(
+            problem("INSERT INTO t VALUES (RAND()); DELETE FROM t WHERE id = 3; REPLACE INTO t VALUES (4)"),
+            None
+        );
+        for bad in [
+            "UPDATE t SET a = 1; SELECT 1",
+            "BEGIN; UPDATE t SET a = 1",
+            "UPDATE t SET a = 1; CREATE TABLE u (a INT)",
+            "INSERT INTO t VALUES (1); INSERT INTO u VALUES (LAST_INSERT_ID())",
+            "INSERT INTO t VALUES (1) RETURNING id; DELETE FROM t",
+            "DELETE FROM t; UPDATE t SET a = rand()",
+            "UPDATE t SET a = 1; DELETE FROM t LIMIT 1",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

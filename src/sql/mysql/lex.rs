@@ -23,8 +23,8 @@ pub enum Token<'a> {
     Placeholder(usize),
     /// Any other character: punctuation, operators.
     Symbol(char),
-    /// `;`, ending a statement.
-    End,
+    /// `;`, ending a statement, at this byte offset.
+    End(usize),
 }
 
 /// Tokens of `sql`; `backslash_escapes` is false under NO_BACKSLASH_ESCAPES.
@@ -82,7 +82,7 @@ pub fn tokens(sql: &str, backslash_escapes: bool) -> Vec<Token<'_>> {
                 i += 1;
             }
             b';' => {
-                out.push(Token::End);
+                out.push(Token::End(i));
                 i += 1;
             }
             b'@' => {
@@ -154,7 +154,27 @@ pub(crate) fn string_end(b: &[u8], i: usize, backslash_escapes: bool) -> usize {
 
 /// How many statements `sql` holds (empty ones between `;`s not counted).
 pub fn statement_count(toks: &[Token<'_>]) -> usize {
-    toks.split(|t| *t == Token::End).filter(|s| !s.is_empty()).count()
+    toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).count()
+}
+
+/// The text of each statement of `sql` (`toks` are its tokens), without
+/// its `;`, trimmed; empty ones left out. A comment between statements goes
+/// with the statement after it.
+pub fn statement_texts<'a>(sql: &'a str, toks: &[Token<'_>]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let ends = toks.iter().filter_map(|t| match t {
+        Token::End(at) => Some(*at),
+        _ => None,
+    });
+    for end in ends.chain(std::iter::once(sql.len())) {
+        let text = sql[start..end].trim();
+        if !text.is_empty() {
+            out.push(text);
+        }
+        start = (end + 1).min(sql.len());
+    }
+    out
 }
 
 /// Byte offsets of the `?` placeholders, in order.
@@ -171,6 +191,18 @@ pub fn placeholders(toks: &[Token<'_>]) -> Vec<usize> {
 mod tests {
     use super::*;
     use Token::*;
+
+    #[test]
+    fn statements_of_a_multi_statement_query() {
+        let sql =
+            "UPDATE t SET s = 'a;b' WHERE id = 1; ;\n DELETE FROM t WHERE id = 2 /* ; */;INSERT INTO t VALUES (3)";
+        let texts = statement_texts(sql, &tokens(sql, true));
+        assert_eq!(
+            texts,
+            ["UPDATE t SET s = 'a;b' WHERE id = 1", "DELETE FROM t WHERE id = 2 /* ; */", "INSERT INTO t VALUES (3)"]
+        );
+        assert_eq!(statement_texts("SELECT 1;", &tokens("SELECT 1;", true)), ["SELECT 1"]);
+    }
 
     #[test]
     fn strings_comments_and_identifiers_hide_what_is_inside_them() {

@@ -7,4 +7,4 @@ pub mod generate;
 pub mod lex;
 pub mod utf8;
 
-pub use classify::{MyClass, WeakIsolation, classify, may_commit_implicitly, sets_weak_isolation};
+pub use classify::{MyClass, WeakIsolation, classify, may_commit_implicitly, multi_write_problem, sets_weak_isolation};

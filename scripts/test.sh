@@ -38,6 +38,8 @@ command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)   # the JDBC
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v sysbench >/dev/null 2>&1 || missing+=(sysbench) # the MySQL load-tool tests
+command -v node >/dev/null 2>&1 || missing+=(nodejs)      # the Node.js client tests
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -72,6 +74,16 @@ pip_need "pymysql, cryptography" "PyMySQL[rsa]>=1.1"
 # Django's and SQLAlchemy's ORMs on both dialects: integration-tests/tests/python_orms.rs.
 pip_need django "Django>=4.2,<6"
 pip_need sqlalchemy "SQLAlchemy>=2.0,<3"
+
+# Node.js drivers (from npm, versions in integration-tests/node/package-lock.json)
+# for integration-tests/tests/node_clients.rs.
+if [ ! -d integration-tests/node/node_modules/mysql2 ] || [ ! -d integration-tests/node/node_modules/pg ]; then
+  log "npm install (integration-tests/node)"
+  npm install --prefix integration-tests/node --no-audit --no-fund --silent || {
+    echo "error: cannot install the Node.js drivers from npm (npm install --prefix integration-tests/node)" >&2
+    exit 1
+  }
+fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091

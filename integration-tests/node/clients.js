@@ -71,8 +71,9 @@ async function mysql() {
   // Errors leave the connection usable.
   await expectError("ER_DUP_ENTRY", () => c.execute("INSERT INTO nd (name) VALUES (?)", ["p1"]));
   await expectError("ER_NO_SUCH_TABLE", () => c.query("SELECT * FROM no_such_table"));
-  // A statement chorus cannot classify is refused before it runs (it might write).
-  await expectError("ER_NOT_SUPPORTED_YET", () => c.query("SELEC 1"));
+  // A typo gets the server's parse error (chorus asks the leader to parse
+  // what it does not know, without running it).
+  await expectError("ER_PARSE_ERROR", () => c.query("SELEC 1"));
   await c.ping();
   const [[one]] = await c.query({ sql: "SELECT 1 + 1", rowsAsArray: true });
   check(one[0] === 2, "rowsAsArray");

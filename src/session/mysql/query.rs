@@ -307,10 +307,35 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             MyClass::Refuse(why) => {
                 crate::metrics::error("refused");
-                self.error(reply, &refused(&why)).await?
+                let malformed = if crate::sql::mysql::classify::refused_as_unknown(&why) {
+                    self.parse_error(&sql).await?
+                } else {
+                    None
+                };
+                self.error(reply, &malformed.unwrap_or_else(|| refused(&why))).await?
             }
         }
         Ok(())
+    }
+
+    /// The leader's error for `sql` if it does not even parse (a typo): a
+    /// COM_STMT_PREPARE parses without running anything. None when it
+    /// parses, or cannot be prepared at all.
+    async fn parse_error(&mut self, sql: &str) -> Result<Option<MyError>, MySessionError> {
+        /// ER_UNSUPPORTED_PS: valid, but not in the prepared-statement protocol.
+        const UNSUPPORTED_PS: u16 = 1295;
+        let mut payload = vec![crate::protocol::mysql::consts::com::STMT_PREPARE];
+        payload.extend_from_slice(sql.as_bytes());
+        self.leader.send(0, &payload).await?;
+        let held = self.read_held(Expect::Prepare).await?;
+        if let Some(ok) = held.response.prepared {
+            let mut close = vec![crate::protocol::mysql::consts::com::STMT_CLOSE];
+            close.extend_from_slice(&ok.statement_id.to_le_bytes());
+            self.leader.send(0, &close).await?;
+            return Ok(None);
+        }
+        let error = held.packets.first().and_then(|p| MyError::parse(&p.payload));
+        Ok(error.filter(|e| e.code != UNSUPPORTED_PS))
     }
 
     /// COM_STMT_PREPARE: refused statements never reach the server.

@@ -37,6 +37,15 @@ pub enum MyClass {
     Refuse(String),
 }
 
+/// How the reason for refusing a statement chorus does not know begins.
+const UNKNOWN: &str = "chorus does not know";
+
+/// Was a statement refused for `why` only because chorus does not know it
+/// (it may well be malformed, which the server can tell)?
+pub fn refused_as_unknown(why: &str) -> bool {
+    why.starts_with(UNKNOWN)
+}
+
 fn upper(t: &Token<'_>) -> Option<String> {
     match t {
         Token::Word(w) => Some(w.to_ascii_uppercase()),
@@ -293,7 +302,7 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
     if *first == Token::Symbol('(') {
         return MyClass::Read;
     }
-    let Some(verb) = upper(first) else { return refuse("chorus cannot tell what this statement does; it was not run") };
+    let Some(verb) = upper(first) else { return refuse(format!("{UNKNOWN} what this statement does; it was not run")) };
     let second = toks.get(1).and_then(upper).unwrap_or_default();
     match verb.as_str() {
         "SELECT" | "TABLE" | "VALUES" => {
@@ -397,7 +406,7 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
             refuse(format!("{verb} is not available through chorus; connect to the server directly"))
         }
         "START" => refuse(format!("START {second} is not available through chorus; connect to the server directly")),
-        _ => refuse(format!("chorus does not know whether {verb} changes data, so it was not run")),
+        _ => refuse(format!("{UNKNOWN} whether {verb} changes data, so it was not run")),
     }
 }
 

@@ -107,8 +107,11 @@ with pymysql.connect(**params(url, autocommit=True)) as c:
     check(isinstance(e, pymysql.err.IntegrityError), f"1062 is an IntegrityError: {type(e)}")
     expect_error(1146, lambda: cur.execute("SELECT * FROM no_such_table"))
     expect_error(1064, lambda: cur.execute("SELECT FROM WHERE"))
-    # A statement chorus cannot classify is refused before it runs.
-    expect_error(1235, lambda: cur.execute("SELEKT 1"))
+    # A typo: chorus does not know it, and the leader's parser says why.
+    e = expect_error(1064, lambda: cur.execute("SELEKT 1"))
+    check(isinstance(e, pymysql.err.ProgrammingError), f"1064 is a ProgrammingError: {type(e)}")
+    # Valid, but chorus does not know whether it writes: refused before it runs.
+    expect_error(1235, lambda: cur.execute("BACKUP STAGE START"))
     expect_error(1048, lambda: cur.execute("INSERT INTO pm (name) VALUES (NULL)"))
     c.ping(reconnect=False)
     cur.execute("SELECT COUNT(*) FROM pm")

@@ -51,6 +51,18 @@ pub fn psql(url: &str, args: &[&str], stdin: Option<&[u8]>) -> CommandOutput {
     run_with_timeout(&mut cmd, stdin, Duration::from_secs(60)).unwrap_or_else(|e| panic!("cannot run psql: {e}"))
 }
 
+/// Run an external client program (a Python, Node.js or Java test client,
+/// sysbench, ...) with a timeout of `timeout_secs` and return its output;
+/// panics if it cannot start (`install` says what provides it) or if it exits
+/// non-zero (with its stdout and stderr).
+pub fn run_client(cmd: &mut Command, install: &str, timeout_secs: u64) -> CommandOutput {
+    let what = format!("{:?}", cmd.get_program());
+    let out = run_with_timeout(cmd, None, Duration::from_secs(timeout_secs))
+        .unwrap_or_else(|e| panic!("cannot run {what} ({install}): {e}"));
+    assert!(out.success(), "{cmd:?} failed ({:?}):\n{}\n{}", out.status, out.stdout, out.stderr);
+    out
+}
+
 /// Run `sql` with psql in unaligned, tuples-only mode and return its stdout
 /// (trimmed); panics with psql's stderr if it fails.
 pub fn psql_sql(url: &str, sql: &str) -> String {

@@ -4,22 +4,17 @@
 
 use integration_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 const DRIVER: &str = "/usr/share/java/postgresql.jar";
 
 /// `postgres://user:password@host:port/db` as a JDBC URL.
+const JDK: &str = "scripts/test.sh installs a JDK";
+
 fn jdbc_url(url: &str) -> String {
     let rest = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")).expect("a postgres URL");
     let (auth, target) = rest.split_once('@').expect("credentials in the URL");
     let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
     format!("jdbc:postgresql://{target}?user={user}&password={password}")
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = chorus::localcluster::run_with_timeout(cmd, None, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("cannot run {what} (scripts/test.sh installs a JDK): {e}"));
-    assert!(out.success(), "{what} failed:\n{}\n{}", out.stdout, out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,10 +26,10 @@ async fn pgjdbc_batches_generated_keys_and_transactions_converge() {
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/java/JdbcClient.java");
     let classes = std::env::temp_dir().join(format!("chorus-jdbc-{}", std::process::id()));
     std::fs::create_dir_all(&classes).unwrap();
-    run(Command::new("javac").arg("-d").arg(&classes).arg(source), "javac");
+    run_client(Command::new("javac").arg("-d").arg(&classes).arg(source), JDK, 180);
     let classpath = format!("{DRIVER}:{}", classes.display());
     let (url, leader) = (jdbc_url(&chorus.url(db.name())), jdbc_url(&db.leader_url()));
-    run(Command::new("java").arg("-cp").arg(&classpath).arg("JdbcClient").arg(url).arg(leader), "JdbcClient");
+    run_client(Command::new("java").arg("-cp").arg(&classpath).arg("JdbcClient").arg(url).arg(leader), JDK, 180);
     let _ = std::fs::remove_dir_all(&classes);
     assert_converged(&db).await;
 }

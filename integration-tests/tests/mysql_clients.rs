@@ -7,7 +7,6 @@
 use chorus::config::{AuthMethod, Config, MysqlAuth, User};
 use integration_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 const CONNECTOR_J: &str = "/usr/share/java/mariadb-java-client.jar";
 
@@ -27,12 +26,6 @@ fn pinned_users(c: &mut Config) {
     }
 }
 
-fn run(cmd: &mut Command, what: &str, install: &str) {
-    let out = chorus::localcluster::run_with_timeout(cmd, None, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("cannot run {what} ({install}): {e}"));
-    assert!(out.success(), "{what} failed:\n{}\n{}", out.stdout, out.stderr);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymysql_parameters_transactions_errors_and_logins_converge() {
     init_logging_from_env();
@@ -41,7 +34,7 @@ async fn pymysql_parameters_transactions_errors_and_logins_converge() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/pymysql_client.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).arg(chorus.url(db.name())).arg(db.leader_url()).arg(SHA2_USER).arg(NATIVE_USER);
-    run(&mut cmd, script, "scripts/test.sh installs python3 and PyMySQL");
+    run_client(&mut cmd, "scripts/test.sh installs python3 and PyMySQL", 180);
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
@@ -61,7 +54,7 @@ async fn connector_j_prepares_batches_keys_transactions_and_metadata_converge() 
     let classes = tests_root().join(format!("mariadb-jdbc-{}-{}", std::process::id(), db.name()));
     std::fs::create_dir_all(&classes).unwrap();
     let install = "scripts/test.sh installs a JDK";
-    run(Command::new("javac").arg("-d").arg(&classes).arg(source), "javac", install);
+    run_client(Command::new("javac").arg("-d").arg(&classes).arg(source), install, 180);
     let classpath = format!("{CONNECTOR_J}:{}", classes.display());
     let leader = maria_cluster().leader();
     // Each way the driver prepares and batches: server-side prepares (binary
@@ -82,7 +75,7 @@ async fn connector_j_prepares_batches_keys_transactions_and_metadata_converge() 
         let direct = jdbc_url(leader.port(), db.name(), leader.user(), leader.password(), "");
         let mut cmd = Command::new("java");
         cmd.arg("-cp").arg(&classpath).arg("MariadbJdbcClient").arg(url).arg(direct).arg(table);
-        run(&mut cmd, &format!("MariadbJdbcClient ({options})"), install);
+        run_client(&mut cmd, install, 180);
     }
     let _ = std::fs::remove_dir_all(&classes);
     chorus.assert_converged(maria_cluster(), db.name()).await;

@@ -7,10 +7,7 @@ use mysql_async::prelude::*;
 use std::time::Duration;
 
 fn run(cmd: &mut std::process::Command) -> CommandOutput {
-    let out = chorus::localcluster::run_with_timeout(cmd, None, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (apt-get install sysbench mariadb-client): {e}"));
-    assert!(out.success(), "{cmd:?} failed: {out:?}");
-    out
+    run_client(cmd, "apt-get install sysbench mariadb-client", 180)
 }
 
 #[tokio::test]

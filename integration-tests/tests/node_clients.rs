@@ -5,15 +5,12 @@
 
 use integration_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 fn run_node(dialect: &str, url: String) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/node");
     let mut cmd = Command::new("node");
     cmd.current_dir(dir).arg("clients.js").arg(dialect).arg(url);
-    let out = chorus::localcluster::run_with_timeout(&mut cmd, None, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("cannot run node (scripts/test.sh installs it and the drivers): {e}"));
-    assert!(out.success(), "clients.js {dialect} failed:\n{}\n{}", out.stdout, out.stderr);
+    run_client(&mut cmd, "scripts/test.sh installs node and the drivers", 120);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,6 @@
 
 use integration_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_executemany_pipelines_and_temporary_staging_converge() {
@@ -13,8 +12,6 @@ async fn psycopg3_executemany_pipelines_and_temporary_staging_converge() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/psycopg3_pipelines.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).arg(chorus.url(db.name())).arg(db.leader_url());
-    let out = chorus::localcluster::run_with_timeout(&mut cmd, None, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/test.sh installs it with psycopg): {e}"));
-    assert!(out.success(), "{script} failed:\n{}\n{}", out.stdout, out.stderr);
+    run_client(&mut cmd, "scripts/test.sh installs python3 and psycopg", 120);
     assert_converged(&db).await;
 }

@@ -9,16 +9,13 @@
 
 use integration_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 /// Run integration-tests/python/`script` for `dialect` against chorus at `url`.
 fn run_script(script: &str, dialect: &str, url: String) {
     let script = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("python3");
     cmd.arg(&script).arg(dialect).arg(url);
-    let out = chorus::localcluster::run_with_timeout(&mut cmd, None, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/test.sh installs it and the ORMs): {e}"));
-    assert!(out.success(), "{script} {dialect} failed:\n{}\n{}", out.stdout, out.stderr);
+    run_client(&mut cmd, "scripts/test.sh installs python3 and the ORMs", 180);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

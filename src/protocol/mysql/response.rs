@@ -10,6 +10,7 @@
 use super::consts::status;
 use super::packet::{MAX_CHUNK, Packet};
 use super::wire::{Malformed, Reader};
+use smallvec::SmallVec;
 
 /// What kind of answer a command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,8 @@ pub struct Response {
     pub rows: u64,
     /// Affected rows and last insert id of each OK result, in order (one
     /// per statement of a multi-statement query up to its first error).
-    pub oks: Vec<(u64, u64)>,
+    /// Inline for the usual single OK: no allocation per relayed write.
+    pub oks: SmallVec<[(u64, u64); 1]>,
 }
 
 impl Response {
@@ -109,7 +111,7 @@ impl Response {
             prepared: None,
             result_set: false,
             rows: 0,
-            oks: Vec::new(),
+            oks: SmallVec::new(),
         }
     }
 
@@ -374,7 +376,7 @@ mod tests {
         let mut r = Response::new(Expect::ResultSets, false);
         let steps = run(&mut r, &[OK_MORE, b"\x01", COLDEF, EOF_IDLE, EOF_MORE_IN_TRANS, OK_IDLE]);
         assert_eq!(steps, [Step::More, Step::More, Step::More, Step::More, Step::More, Step::Done]);
-        assert_eq!(r.oks, [(1, 0), (0, 0)]);
+        assert_eq!(r.oks.as_slice(), [(1, 0), (0, 0)]);
         let mut r = Response::new(Expect::ResultSets, false);
         assert_eq!(run(&mut r, &[OK_MORE, b"\xff\x28\x04#42000oops"]), [Step::More, Step::Done]);
         assert!(r.error);

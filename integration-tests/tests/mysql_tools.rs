@@ -4,7 +4,6 @@
 
 use integration_tests::*;
 use mysql_async::prelude::*;
-use std::time::Duration;
 
 fn run(cmd: &mut std::process::Command) -> CommandOutput {
     run_client(cmd, "apt-get install sysbench mariadb-client", 180)

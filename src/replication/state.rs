@@ -100,6 +100,28 @@ impl DbProgress {
         }
     }
 
+    /// One of this chorus's sessions committed `lsn` and its flush step
+    /// confirmed the WAL flush past that commit. The LSN row lock orders
+    /// commits, so every lower LSN is committed and flushed too: the
+    /// appliers may fetch up to it now, without waiting for the feed's
+    /// notification and its own look at the flush position.
+    pub fn note_flushed(&self, lsn: Lsn) {
+        self.advance_leader(lsn);
+    }
+
+    /// Move the flushed leader LSN forward (never back: the feed's read may
+    /// have started before a session published a later one).
+    fn advance_leader(&self, lsn: Lsn) {
+        self.record_commit_time(lsn);
+        self.leader.send_if_modified(|v| {
+            let newer = v.is_none_or(|c| c < lsn);
+            if newer {
+                *v = Some(lsn);
+            }
+            newer
+        });
+    }
+
     /// An upper bound of the state a read on `node` saw, if it ended now:
     /// what the follower's applier may have committed, or, for the leader
     /// (any node that is not a follower here), its last known commit.
@@ -236,15 +258,10 @@ impl ReplicationState {
         p.applied.iter().map(|a| *a.borrow()).try_fold(Lsn::MAX, |m, v| v.map(|v| m.min(v)))
     }
 
-    /// Record the leader's last committed LSN.
+    /// Record the leader's last committed (and flushed) LSN; an older one
+    /// than already known is ignored.
     pub fn set_leader_lsn(&self, db: &str, lsn: Lsn) {
-        let p = self.db(db);
-        p.record_commit_time(lsn);
-        p.leader.send_if_modified(|v| {
-            let changed = *v != Some(lsn);
-            *v = Some(lsn);
-            changed
-        });
+        self.db(db).advance_leader(lsn);
     }
 
     pub fn leader_lsn(&self, db: &str) -> Option<Lsn> {
@@ -330,6 +347,22 @@ mod tests {
         state.set_applied("db", 1, 3);
         assert_eq!(state.applied("db", 1), Some(7));
         assert_eq!(state.applied("other", 1), None);
+    }
+
+    #[test]
+    fn the_flushed_leader_lsn_only_moves_forward_and_wakes_appliers() {
+        let state = ReplicationState::new(vec![1]);
+        let p = state.progress("db");
+        let mut watch = state.subscribe_leader("db");
+        p.note_flushed(7);
+        assert!(watch.has_changed().unwrap());
+        watch.mark_unchanged();
+        // The feed's read that started before the session's commit.
+        state.set_leader_lsn("db", 5);
+        assert_eq!(state.leader_lsn("db"), Some(7));
+        assert!(!watch.has_changed().unwrap(), "no wake-up for an older LSN");
+        state.set_leader_lsn("db", 9);
+        assert_eq!(state.leader_lsn("db"), Some(9));
     }
 
     #[test]

@@ -195,6 +195,11 @@ pub struct Session<R, W> {
     temps: temps::TempObjects,
     /// A committed LSN the client's ReadyForQuery waits on (semi-sync / sync).
     pending_ack: Option<i64>,
+    /// The LSN of the last commit, which the next successful flush step
+    /// makes durable (published to the appliers then, see `note_flushed`).
+    unflushed: Option<i64>,
+    /// The flush step in flight commits synchronously (its row said so).
+    flush_waits: bool,
     /// SQL-level prepared statements (PREPARE name AS ...): does each write?
     sql_prepared: std::collections::HashMap<String, bool>,
     /// This session marked the database's sequences dirty: sync them once idle.
@@ -267,6 +272,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             owed_commit_tag: false,
             chunked: None,
             committing: None,
+            unflushed: None,
+            flush_waits: false,
             txn_facts: Default::default(),
             internal_error: None,
             finish_pending: false,

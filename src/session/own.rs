@@ -98,8 +98,12 @@ impl Own {
             // everything before it (one with an xid and no other WAL does
             // not). A transactional logical message is both, and touches no
             // table; logical decoding consumers see it under the prefix
-            // `chorus.flush`, with empty content.
-            Own::FlushWal => "SELECT pg_catalog.pg_logical_emit_message(true, 'chorus.flush', '')",
+            // `chorus.flush`, with empty content. The setting says whether
+            // this commit waits for the flush at all (not with `off`).
+            Own::FlushWal => {
+                "SELECT pg_catalog.pg_logical_emit_message(true, 'chorus.flush', ''), \
+                 pg_catalog.current_setting('synchronous_commit')"
+            }
         })
     }
 

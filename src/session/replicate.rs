@@ -442,6 +442,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     t.micros = Some(micros);
                 }
             }
+            b'D' if kind == Internal::Flush => self.flush_waits = txnlog::flush_row_waits(m.body()),
             b'E' => {
                 let front = self.inflight.front_mut().expect("internal request in flight");
                 if !front.failed {
@@ -542,6 +543,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     // The commit stands; only its flush is not confirmed here.
                     tracing::warn!(?error, "chorus's WAL flush step after a commit failed");
                 }
+                // The WAL is flushed past the last commit: its LSN (and every
+                // earlier one) may go to the followers at once.
+                if !failed && std::mem::take(&mut self.flush_waits)
+                    && let Some(lsn) = self.unflushed.take()
+                {
+                    self.progress.note_flushed(lsn);
+                }
                 match self.committing.take() {
                     Some(super::Committing::Request(done, commit_status)) => {
                         self.log_request_done(&done, commit_status);
@@ -596,6 +604,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if let Some(lsn) = t.lsn {
                 self.position.wrote(lsn);
                 self.progress.note_committed(lsn);
+                self.unflushed = Some(lsn);
             }
             if self.ctx.config.replication.ack != AckMode::Async {
                 self.pending_ack = t.lsn;

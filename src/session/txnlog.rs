@@ -457,6 +457,21 @@ fn oid_array_text(types: &[u32]) -> String {
 
 /// The take-LSN step's DataRow: the LSN, the transaction timestamp and the
 /// captured sequences' `setval` script (empty when not captured).
+/// The flush step's row (the logical message's position, the session's
+/// `synchronous_commit`): does its commit wait for the WAL flush?
+pub fn flush_row_waits(body: &[u8]) -> bool {
+    let mut f = crate::protocol::Fields::new(body);
+    if f.i16() != Some(2) {
+        return false;
+    }
+    let mut next = || -> Option<&[u8]> {
+        let n = usize::try_from(f.i32()?).ok()?;
+        f.bytes(n)
+    };
+    let (_, setting) = (next(), next());
+    setting.is_some_and(|v| v != b"off")
+}
+
 pub fn parse_lsn_row(body: &[u8]) -> Option<(i64, i64, String)> {
     let mut f = crate::protocol::Fields::new(body);
     if f.i16()? != 3 {
@@ -479,6 +494,22 @@ pub fn parse_lsn_row(body: &[u8]) -> Option<(i64, i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flush_row_says_whether_the_commit_waited() {
+        let row = |setting: &[u8]| {
+            let mut b = vec![0, 2, 0, 0, 0, 9];
+            b.extend_from_slice(b"0/16B3748");
+            b.extend_from_slice(&(setting.len() as i32).to_be_bytes());
+            b.extend_from_slice(setting);
+            b
+        };
+        assert!(flush_row_waits(&row(b"on")));
+        assert!(flush_row_waits(&row(b"local")));
+        assert!(flush_row_waits(&row(b"remote_apply")));
+        assert!(!flush_row_waits(&row(b"off")));
+        assert!(!flush_row_waits(&[0, 1, 0, 0, 0, 2, b'o', b'n']), "the old one-column row");
+    }
 
     #[test]
     fn user_type_oids_become_unspecified() {

@@ -137,6 +137,7 @@ impl MysqlContext {
         let leader = self.config.nodes.iter().position(|n| n.role == crate::config::Role::Leader).expect("validated");
         let conn = crate::backend::mysql::MyServerConn::connect(leader, &self.config.nodes[leader], opts).await?;
         if self.leader_hello.read().as_ref().is_none_or(|h| h.version != conn.hello.version) {
+            crate::sql::mysql::lex::set_server_version(&conn.hello.version);
             *self.leader_hello.write() = Some(conn.hello.clone());
         }
         Ok(conn)

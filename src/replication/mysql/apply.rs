@@ -545,6 +545,7 @@ mod tests {
     fn a_drop_of_the_statements_own_database_is_recognized() {
         let stmt = |sql: &str, db: Option<&str>| LoggedStatement {
             sql: sql.into(),
+            raw: None,
             db: db.map(String::from),
             ctx: Default::default(),
         };

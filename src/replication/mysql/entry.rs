@@ -17,7 +17,13 @@ pub struct LogEntry {
 /// One statement as the leader ran it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedStatement {
+    /// The statement's text; when `raw` is set, its lossy UTF-8 reading
+    /// (for messages only).
     pub sql: String,
+    /// The statement's bytes when they are not UTF-8 (a string literal of
+    /// raw bytes, as mariadb-dump writes BLOBs): what the follower runs.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes")]
+    pub raw: Option<Vec<u8>>,
     /// The session's default database (`USE`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<String>,
@@ -44,6 +50,38 @@ pub struct StatementContext {
     /// set and collation, foreign_key_checks, unique_checks...
     #[serde(default)]
     pub session: Vec<(String, String)>,
+}
+
+impl LoggedStatement {
+    /// What the follower runs: the bytes the leader ran.
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.sql.as_bytes())
+    }
+}
+
+/// `Option<Vec<u8>>` as a hex string in the JSON entry.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+        if text.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl LogEntry {
@@ -109,12 +147,24 @@ mod tests {
         let e = LogEntry {
             statements: vec![LoggedStatement {
                 sql: "INSERT INTO t (v) VALUES (NOW())".into(),
+                raw: None,
                 db: Some("shop".into()),
                 ctx: ctx.clone(),
             }],
             ddl: false,
         };
         assert_eq!(LogEntry::decode(&e.encode()).unwrap(), e);
+        assert_eq!(e.statements[0].bytes(), b"INSERT INTO t (v) VALUES (NOW())");
+        // Bytes that are not UTF-8 travel as hex, beside their lossy text.
+        let raw = b"INSERT INTO t (b) VALUES ('\\0\xff\x10')".to_vec();
+        let mut binary = e.clone();
+        binary.statements[0].raw = Some(raw.clone());
+        binary.statements[0].sql = String::from_utf8_lossy(&raw).into_owned();
+        let encoded = binary.encode();
+        assert!(std::str::from_utf8(&encoded).is_ok());
+        let decoded = LogEntry::decode(&encoded).unwrap();
+        assert_eq!((decoded.statements[0].bytes(), &decoded), (&raw[..], &binary));
+        assert!(!String::from_utf8_lossy(&e.encode()).contains("raw"), "absent when the text is UTF-8");
         assert_eq!(
             context_sql(&ctx),
             "SET @@session.sql_mode = CONVERT(X'5354524943545F5452414E535F5441424C4553' USING utf8mb4), \

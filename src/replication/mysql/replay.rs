@@ -77,7 +77,7 @@ impl Session {
         // follower under the logged character_set_client as the leader read them.
         conn.query_drop(context).await.map_err(failed("setting the statement's context"))?;
         self.client_charset = client_charset(stmt);
-        conn.query_drop(stmt.sql.as_str()).await.map_err(failed(STATEMENT))
+        conn.query_drop(stmt.bytes()).await.map_err(failed(STATEMENT))
     }
 
     /// Variables an earlier context set that this one does not mention go

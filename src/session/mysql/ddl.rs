@@ -238,6 +238,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         self.log.context = None; // DROP DATABASE of the default one, USE-like effects
         let statement = LoggedStatement {
             sql: sql.to_string(),
+            raw: None,
             db: ctx.db.clone(),
             ctx: StatementContext {
                 timestamp,

@@ -158,6 +158,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 let text =
                     utf8::ascii_safe(&charset).then(|| utf8::hex_binary_literals(&p.payload[1..], backslash)).flatten();
                 let Some(text) = text else {
+                    if utf8::ascii_safe(&charset) && single_plain_write(&toks) {
+                        // A string literal of raw bytes without an introducer
+                        // (mariadb-dump's BLOBs): logged as the very bytes the
+                        // leader runs (see `logged_write`). The charset keeps
+                        // every ASCII byte itself, so the lossy text lexes as
+                        // the server reads the bytes.
+                        let stmt = toks.split(|t| matches!(t, Token::End(_))).find(|s| !s.is_empty());
+                        let class = stmt.map_or(MyClass::Local, classify);
+                        self.run_statement(p, class, lossy.clone(), &toks).await?;
+                        return Ok(true);
+                    }
                     self.error(reply, &not_utf8()).await?;
                     return Ok(true);
                 };
@@ -441,4 +452,15 @@ mod tests {
         let sql = "SELECT 'ROW_COUNT()'";
         assert_eq!(row_count_inlined(sql, &lex::tokens(sql, true), 3), None);
     }
+}
+
+/// One statement, a write that generates no UUID() chorus must replace:
+/// what can be logged as the client's own bytes.
+fn single_plain_write(toks: &[Token<'_>]) -> bool {
+    let statements: Vec<&[Token<'_>]> = toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
+    let uses_uuid = toks.iter().enumerate().any(|(i, t)| {
+        matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("UUID") || w.eq_ignore_ascii_case("UUID_SHORT"))
+            && toks.get(i + 1) == Some(&Token::Symbol('('))
+    });
+    statements.len() == 1 && !uses_uuid && matches!(classify(statements[0]), MyClass::Write { .. })
 }

@@ -12,7 +12,7 @@
 
 use super::internal::InternalFailure;
 use super::{MySession, MySessionError};
-use crate::protocol::mysql::consts::status;
+use crate::protocol::mysql::consts::{com, status};
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::replication::mysql::SERVER_LOG;
 use crate::replication::mysql::entry::{LogEntry, LoggedStatement, StatementContext};
@@ -396,12 +396,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             // The deadlock rolled back the whole transaction, chorus's too.
             results.clear();
         }
+        // A query whose text is not UTF-8 (query.rs lets only single plain
+        // writes through) is logged as its bytes, `sql` being its lossy text.
+        let raw = (cmd.payload.first() == Some(&com::QUERY) && std::str::from_utf8(&cmd.payload[1..]).is_err())
+            .then(|| cmd.payload[1..].to_vec());
         let statements: Vec<LoggedStatement> = sqls
             .into_iter()
             .zip(results)
             .filter(|(_, (changed, _))| *changed)
             .map(|(sql, (_, insert_id))| LoggedStatement {
                 sql,
+                raw: raw.clone(),
                 db: ctx.db.clone(),
                 ctx: StatementContext {
                     timestamp: timestamp.clone(),

@@ -480,17 +480,17 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
     if has("EVENT") {
         return refuse("events run on every server on their own; create them on each server directly");
     }
-    if verb == "CREATE" && toks.iter().any(|t| is_word(Some(t), "SELECT")) {
+    // Of the objects CREATE makes, a table (CREATE [OR REPLACE] TABLE): not
+    // a view, trigger, routine..., whose SELECTs run later, where they are used.
+    let table = verb == "CREATE"
+        && words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
+    if table && toks.iter().any(|t| is_word(Some(t), "SELECT")) {
         // CREATE TABLE ... SELECT: its query must replay like a write's.
         if let Some(why) = write_problem(toks) {
             return MyClass::Refuse(why);
         }
-        // Of the objects CREATE makes, a table (CREATE [OR REPLACE] TABLE):
-        // not a view, trigger, routine...
-        let table =
-            words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
         let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
-        if table && reads_a_table {
+        if reads_a_table {
             // MySQL commits around it, so its copy cannot be a write's: the
             // rows it reads, locked by transactions that commit only through
             // the log's lock, which the DDL fence holds, make it wait out
@@ -662,6 +662,10 @@ mod tests {
             "CREATE VIEW v AS SELECT * FROM t",
             "CREATE OR REPLACE VIEW v AS SELECT * FROM t",
             "CREATE TABLE c LIKE t",
+            // The SELECTs of views and stored programs run where they are used.
+            "CREATE VIEW recent AS SELECT * FROM t WHERE at > NOW() - INTERVAL 1 DAY",
+            "CREATE DEFINER=`root`@`localhost` PROCEDURE `p1`()\nBEGIN SELECT @x := 1; END",
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW BEGIN SET NEW.a = (SELECT MAX(a) FROM t); END",
         ] {
             assert_eq!(class(ddl), MyClass::Ddl, "{ddl}");
         }

@@ -63,6 +63,14 @@ pub fn run_client(cmd: &mut Command, install: &str, timeout_secs: u64) -> Comman
     out
 }
 
+/// Run another program of the installed PostgreSQL (pg_dump, pg_restore)
+/// with `args`, in the tests' client environment, under a 2-minute guard.
+pub fn pg_program(program: &str, args: &[&str]) -> CommandOutput {
+    let mut cmd = client_command(program);
+    cmd.args(args);
+    run_with_timeout(&mut cmd, None, Duration::from_secs(120)).unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
 /// Run `sql` with psql in unaligned, tuples-only mode and return its stdout
 /// (trimmed); panics with psql's stderr if it fails.
 pub fn psql_sql(url: &str, sql: &str) -> String {

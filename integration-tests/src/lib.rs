@@ -42,7 +42,7 @@ mod workload;
 pub use chorus::localcluster::{ClusterOptions, CommandOutput, PgCluster, PgNode};
 pub use chorus::localcluster::{MariaCluster, MariaNode, MariaOptions};
 pub use cli::{chorus_binary, run_chorus};
-pub use clients::{PgbenchRun, connect, pgbench, psql, psql_sql, run_client, try_connect};
+pub use clients::{PgbenchRun, connect, pg_program, pgbench, psql, psql_sql, run_client, try_connect};
 pub use logging::init_logging_from_env;
 pub use mariadb::{
     MariaDb, fresh_maria_database, fresh_maria_database_on, maria_cluster, mariadb_cli, mariadb_sql,

@@ -390,3 +390,70 @@ async fn psql_session_matches_the_leader() {
     // Through chorus the script's writes (basket, created and dropped) replicated.
     assert_converged(&through_db).await;
 }
+
+/// A pg_dump of a database with the usual objects, restored through chorus
+/// as an operator would: the plain script with psql, then the custom format
+/// with pg_restore --clean; then pg_dump through chorus (its read-only
+/// REPEATABLE READ transaction and SQL-level PREPAREs land on a follower).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pg_dump_restores_through_chorus_and_dumps_back() {
+    let db = fresh_database().await;
+    let source = fresh_database().await;
+    let setup = r#"
+        CREATE SCHEMA app;
+        CREATE TYPE app.mood AS ENUM ('sad', 'ok', 'happy');
+        CREATE TABLE app.customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE,
+            created timestamptz DEFAULT now(), mood app.mood, tags text[], data jsonb, pic bytea,
+            u uuid DEFAULT gen_random_uuid());
+        CREATE TABLE app.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            customer_id int NOT NULL REFERENCES app.customers (id) ON DELETE CASCADE, total float8, note text);
+        CREATE INDEX ON app.orders (total);
+        INSERT INTO app.customers (name, email, mood, tags, data, pic) VALUES
+            ('ann', 'a@x', 'happy', '{a,b}', '{"k": [1, 2]}', '\x00ff10'), ('bob', NULL, NULL, '{}', NULL, NULL),
+            (E'日本 "q" ''s'' \\ \t', 'c@x', 'ok', NULL, '{}', decode(repeat('7a', 3000), 'hex'));
+        INSERT INTO app.orders (customer_id, total, note) SELECT id, id * 1.5, 'n' || id FROM app.customers;
+        CREATE VIEW app.big AS SELECT c.name, sum(o.total) AS t FROM app.customers c JOIN app.orders o ON o.customer_id = c.id GROUP BY c.name;
+        CREATE MATERIALIZED VIEW app.mv AS SELECT count(*) AS n FROM app.orders;
+        CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := coalesce(NEW.note, 'none'); RETURN NEW; END $$;
+        CREATE TRIGGER orders_bi BEFORE INSERT ON app.orders FOR EACH ROW EXECUTE FUNCTION app.touch();
+        CREATE SEQUENCE app.s START 100;
+        SELECT nextval('app.s');
+        COMMENT ON TABLE app.customers IS 'the customers';
+        CREATE TABLE public.plain (a int, b text);
+        INSERT INTO public.plain SELECT g, md5(g::text) FROM generate_series(1, 2000) g;
+    "#;
+    // The source exists on the leader only, written directly.
+    let out = psql(&source.leader_url(), &["-q"], Some(setup.as_bytes()));
+    assert!(out.success(), "{out:?}");
+    let chorus = start_chorus(cluster());
+    let dir = tests_root();
+    let plain = dir.join(format!("{}.sql", db.name()));
+    let custom = dir.join(format!("{}.dump", db.name()));
+    let plain_arg = format!("--file={}", plain.display());
+    let custom_arg = format!("--file={}", custom.display());
+    for (format, file) in [("--format=plain", &plain_arg), ("--format=custom", &custom_arg)] {
+        let out = pg_program("pg_dump", &[format, "--no-owner", file, &source.leader_url()]);
+        assert!(out.success(), "{out:?}");
+    }
+    let through = chorus.url(db.name());
+    let out = psql(&through, &["-q", "-f", plain.to_str().unwrap()], None);
+    assert!(out.success(), "restoring the plain dump through chorus: {out:?}");
+    assert_converged(&db).await;
+    let dbname = format!("--dbname={through}");
+    let out = pg_program("pg_restore", &["--clean", "--if-exists", "--no-owner", "--exit-on-error", &dbname, custom.to_str().unwrap()]);
+    assert!(out.success(), "pg_restore --clean through chorus: {out:?}");
+    assert_converged(&db).await;
+    let count = "SELECT (SELECT count(*) FROM app.orders WHERE note LIKE 'n%'), (SELECT last_value FROM app.s), \
+                 (SELECT md5(string_agg(encode(pic, 'hex'), ',' ORDER BY id)) FROM app.customers)";
+    assert_eq!(psql_sql(&through, count), psql_sql(&source.leader_url(), count));
+    // The trigger came along and works on the copy.
+    psql_sql(&through, "INSERT INTO app.orders (customer_id) VALUES (1)");
+    assert_eq!(psql_sql(&through, "SELECT note FROM app.orders ORDER BY id DESC LIMIT 1"), "none");
+    assert_converged(&db).await;
+    // A backup through chorus, leaving chorus's own schema out.
+    let out = pg_program("pg_dump", &["--exclude-schema=_chorus", &through]);
+    assert!(out.success(), "pg_dump through chorus: {out:?}");
+    assert!(out.stdout.contains("CREATE TABLE app.customers") && out.stdout.contains("CREATE TRIGGER orders_bi"));
+    assert!(!out.stdout.contains("_chorus."), "the bookkeeping schema is excluded");
+    assert_no_chorus_panics();
+}

@@ -144,7 +144,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if !class.ops.contains(&StmtOp::MaybeWrite) {
             return Cow::Borrowed(&class.ops);
         }
-        let volatile = !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
+        // A transaction on a follower is read-only (its connection's default,
+        // and chorus routes only read-only ones there): whatever the
+        // functions are, the server lets them write nothing, so there is
+        // nothing to log (and no LSN to take, there of all places).
+        let volatile = !self.txn_on_follower() && !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
         Cow::Owned(
             class
                 .ops
@@ -156,6 +160,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 })
                 .collect(),
         )
+    }
+
+    /// The transaction runs on a follower: read-only (its connection's
+    /// default, and chorus routes only read-only ones there).
+    pub(super) fn txn_on_follower(&self) -> bool {
+        self.txn_node.is_some_and(|n| n != self.ctx.topology.leader())
     }
 
     /// A ROLLBACK (or ROLLBACK TO, which may undo the LSN itself) of a writing
@@ -182,7 +192,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             || starts_with_word(sql, &SESSION_WORDS)
             || (ops.len() > 1 && SESSION_WORDS.iter().any(|w| mentions_word(sql, w)))
         {
-            self.sql_prepared_statements(sql, ops.to_mut());
+            self.sql_prepared_statements(sql, ops.to_mut()).await;
         }
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
@@ -379,7 +389,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// statement does, and resolve an EXECUTE to a read or a refusal. chorus
     /// cannot replay an EXECUTE (the follower has no such prepared statement),
     /// so executing a prepared write is refused.
-    fn sql_prepared_statements(&mut self, sql: &str, ops: &mut [StmtOp]) {
+    async fn sql_prepared_statements(&mut self, sql: &str, ops: &mut [StmtOp]) {
         let n = ops.len();
         let texts = || crate::sql::statements(sql).filter(|t| t.len() == n);
         if ops.contains(&StmtOp::Execute) {
@@ -390,7 +400,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 let name = prepared_name(text, 1);
                 *op = match name.and_then(|n| self.sql_prepared.get(&n)) {
-                    Some(true) => {
+                    // A read-only transaction on a follower writes nothing.
+                    Some(true) if !self.txn_on_follower() => {
                         StmtOp::NotReplicable("EXECUTE of an SQL-level prepared write; use the extended protocol")
                     }
                     // Unknown names fail on the server (26000).
@@ -405,8 +416,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             match w.first().map(String::as_str) {
                 Some("prepare") if w.get(1).map(String::as_str) != Some("transaction") => {
                     let Some(name) = prepared_name(text, 1) else { continue };
-                    let writes = prepared_body(text)
-                        .is_none_or(|body| self.ctx.classify.get(body).ops.iter().any(|o| !matches!(o, StmtOp::Read)));
+                    // As its EXECUTE would run it (functions the catalog
+                    // knows as safe make a SELECT a read: pg_dump's PREPAREs).
+                    let writes = match prepared_body(text) {
+                        Some(body) => {
+                            let class = self.ctx.classify.get(body);
+                            let volatile = !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
+                            class.ops.iter().any(|o| match o {
+                                StmtOp::Read => false,
+                                StmtOp::MaybeWrite => volatile,
+                                _ => true,
+                            })
+                        }
+                        None => true,
+                    };
                     self.sql_prepared.insert(name, writes);
                 }
                 Some("deallocate") => {

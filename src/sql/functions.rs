@@ -125,6 +125,9 @@ fn is_harmless(name: &str) -> bool {
             | "nth_value"
             // conditionals
             | "coalesce" | "nullif" | "greatest" | "least"
+            // ARRAY(subquery), which the parser reads as a call of `array`
+            // (a reserved word: no user function has that name unquoted)
+            | "array"
             // strings
             | "lower" | "upper" | "initcap" | "length" | "char_length" | "character_length" | "octet_length"
             | "substr" | "substring" | "left" | "right" | "trim" | "btrim" | "ltrim" | "rtrim" | "lpad"

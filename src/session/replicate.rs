@@ -545,7 +545,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 // The WAL is flushed past the last commit: its LSN (and every
                 // earlier one) may go to the followers at once.
-                if !failed && std::mem::take(&mut self.flush_waits)
+                let waited = std::mem::take(&mut self.flush_waits);
+                if !failed
+                    && waited
                     && let Some(lsn) = self.unflushed.take()
                 {
                     self.progress.note_flushed(lsn);

@@ -801,7 +801,9 @@ async fn status_and_metrics_show_the_mysql_nodes_and_routes() {
 /// Drivers that interpolate parameters themselves (Connector/J's client-side
 /// prepares, mysqlclient) send bytes as `_binary'...'` with the raw bytes in
 /// the text: not UTF-8, yet legal SQL. chorus logs (and runs) them as
-/// `_binary X'..'`; other text that is not UTF-8 is still refused.
+/// `_binary X'..'`. A single write with other bytes that are not UTF-8
+/// (mariadb-dump's BLOBs, in plain string literals) is logged as its bytes;
+/// a query of several such statements is refused.
 #[tokio::test]
 async fn binary_literals_in_statement_text_replicate() {
     let db = fresh_maria_database().await;
@@ -824,9 +826,16 @@ async fn binary_literals_in_statement_text_replicate() {
     let want: Vec<(i32, Vec<u8>)> =
         vec![(1, b"\x00\xff\xfe\x00'\\\n'".to_vec()), (2, b"\x80\x81\\%\\_\xc3\x28".to_vec()), (3, b"\xff".to_vec())];
     assert_eq!(rows, want, "the leader stored the bytes the client meant");
-    // A string without an introducer is text: not UTF-8, it is refused.
-    let e = c.query_drop(&b"INSERT INTO t VALUES (4, '\xff', NULL)"[..]).await.unwrap_err();
+    // Without an introducer: logged as the bytes the client sent.
+    c.query_drop(&b"INSERT INTO t VALUES (4, '\xff\\0\x80', NULL)"[..]).await.unwrap();
+    let b: Option<Vec<u8>> = leader.query_first("SELECT b FROM t WHERE id = 4").await.unwrap();
+    assert_eq!(b.as_deref(), Some(&b"\xff\x00\x80"[..]));
+    // Several statements of such bytes in one query: refused, none ran.
+    let two = &b"INSERT INTO t VALUES (5, '\xff', NULL); INSERT INTO t VALUES (6, '\xfe', NULL)"[..];
+    let e = c.query_drop(two).await.unwrap_err();
     assert_eq!(server_code(&e), Some(1366), "{e}");
+    let n: Option<i64> = leader.query_first("SELECT COUNT(*) FROM t WHERE id > 4").await.unwrap();
+    assert_eq!(n, Some(0));
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }

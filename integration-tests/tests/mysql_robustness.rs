@@ -231,7 +231,8 @@ async fn bad_mysql_clients_get_errors_or_a_close_and_nothing_half_done_replicate
     assert!(raw.error_or_close().await.is_some(), "an execute whose string is cut short");
     raw.ping().await;
 
-    // A write whose text is not UTF-8: refused (it could not be logged), no row.
+    // A write whose text is not UTF-8, into a utf8mb4 column: chorus would log
+    // its bytes, but the server (strict mode) refuses the string itself: no row.
     let mut q = vec![0x03];
     q.extend_from_slice(b"INSERT INTO t VALUES (1, '\xff\xfe')");
     raw.send(0, &q).await;

@@ -165,7 +165,7 @@ fn parse_server_version(v: &str) -> Option<(u32, bool)> {
 
 /// If `/*` at `i` opens an executable comment the server runs, where its
 /// code starts (after `/*!`, `/*M!` and the version number).
-fn executable_comment(b: &[u8], i: usize) -> Option<usize> {
+pub(crate) fn executable_comment(b: &[u8], i: usize) -> Option<usize> {
     code_start(b, i, SERVER_VERSION.load(Ordering::Relaxed), SERVER_IS_MARIADB.load(Ordering::Relaxed))
 }
 
@@ -356,7 +356,10 @@ mod tests {
             assert_eq!(statement_count(&tokens(sql, true)), 1, "{sql}");
         }
         // Other statements before one still split; the program takes the rest.
-        assert_eq!(statement_count(&tokens("DROP PROCEDURE IF EXISTS p; CREATE PROCEDURE p() BEGIN SELECT 1; END", true)), 2);
+        assert_eq!(
+            statement_count(&tokens("DROP PROCEDURE IF EXISTS p; CREATE PROCEDURE p() BEGIN SELECT 1; END", true)),
+            2
+        );
         assert_eq!(statement_count(&tokens("CREATE TABLE function (a INT); SELECT 1", true)), 2);
         assert_eq!(statement_count(&tokens("CREATE VIEW v AS SELECT 1; SELECT 2", true)), 2);
     }
@@ -383,7 +386,8 @@ mod tests {
         assert_eq!(mysql("/*!80037 x */"), None);
         assert_eq!(maria("/* plain */"), None);
         // mariadb-dump's first line, as the mariadb CLI sends it with the next statement.
-        let sql = "/*M!999999 enable the sandbox mode */ \n/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */";
+        let sql =
+            "/*M!999999 enable the sandbox mode */ \n/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */";
         let t = tokens(sql, true);
         assert_eq!(t[0], Word("SET"), "{t:?}");
         assert_eq!(statement_count(&t), 1);

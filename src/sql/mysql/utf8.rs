@@ -56,17 +56,11 @@ pub fn hex_binary_literals(sql: &[u8], backslash_escapes: bool) -> Option<String
             b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) => {
                 i = line_end(b, i)
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                if b.get(i + 2) == Some(&b'!') || (b.get(i + 2) == Some(&b'M') && b.get(i + 3) == Some(&b'!')) {
-                    // Executable comment: its content is code.
-                    i += if b[i + 2] == b'!' { 3 } else { 4 };
-                    while i < b.len() && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                } else {
-                    i = b[i + 2..].windows(2).position(|w| w == b"*/").map_or(b.len(), |k| i + 2 + k + 2);
-                }
-            }
+            b'/' if b.get(i + 1) == Some(&b'*') => match super::lex::executable_comment(b, i) {
+                // An executable comment the server runs: its content is code.
+                Some(code) => i = code,
+                None => i = b[i + 2..].windows(2).position(|w| w == b"*/").map_or(b.len(), |k| i + 2 + k + 2),
+            },
             b'\'' | b'"' => {
                 let end = string_end(b, i, backslash_escapes);
                 let literal = &b[i..end];

@@ -141,14 +141,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// The ops of a classification with functions only the catalog can judge
     /// resolved: a volatile (or unknown) function makes its statement a write.
     pub(super) async fn resolve_ops<'c>(&self, class: &'c Classification) -> Cow<'c, [StmtOp]> {
-        if !class.ops.contains(&StmtOp::MaybeWrite) {
-            return Cow::Borrowed(&class.ops);
-        }
         // A transaction on a follower is read-only (its connection's default,
         // and chorus routes only read-only ones there): whatever the
         // functions are, the server lets them write nothing, so there is
         // nothing to log (and no LSN to take, there of all places).
-        let volatile = !self.txn_on_follower() && !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
+        self.resolve_ops_where(class, self.txn_on_follower()).await
+    }
+
+    /// [`resolve_ops`] for a statement run `read_only` or not.
+    async fn resolve_ops_where<'c>(&self, class: &'c Classification, read_only: bool) -> Cow<'c, [StmtOp]> {
+        if !class.ops.contains(&StmtOp::MaybeWrite) {
+            return Cow::Borrowed(&class.ops);
+        }
+        let volatile = !read_only && !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
         Cow::Owned(
             class
                 .ops
@@ -420,13 +425,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     // knows as safe make a SELECT a read: pg_dump's PREPAREs).
                     let writes = match prepared_body(text) {
                         Some(body) => {
+                            // Wherever the PREPARE runs, its EXECUTE may run on the leader.
                             let class = self.ctx.classify.get(body);
-                            let volatile = !self.ctx.catalog.all_safe(&self.database, &class.functions).await;
-                            class.ops.iter().any(|o| match o {
-                                StmtOp::Read => false,
-                                StmtOp::MaybeWrite => volatile,
-                                _ => true,
-                            })
+                            self.resolve_ops_where(&class, false).await.iter().any(|o| *o != StmtOp::Read)
                         }
                         None => true,
                     };

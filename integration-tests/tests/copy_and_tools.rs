@@ -440,7 +440,10 @@ async fn a_pg_dump_restores_through_chorus_and_dumps_back() {
     assert!(out.success(), "restoring the plain dump through chorus: {out:?}");
     assert_converged(&db).await;
     let dbname = format!("--dbname={through}");
-    let out = pg_program("pg_restore", &["--clean", "--if-exists", "--no-owner", "--exit-on-error", &dbname, custom.to_str().unwrap()]);
+    let out = pg_program(
+        "pg_restore",
+        &["--clean", "--if-exists", "--no-owner", "--exit-on-error", &dbname, custom.to_str().unwrap()],
+    );
     assert!(out.success(), "pg_restore --clean through chorus: {out:?}");
     assert_converged(&db).await;
     let count = "SELECT (SELECT count(*) FROM app.orders WHERE note LIKE 'n%'), (SELECT last_value FROM app.s), \

@@ -9,6 +9,7 @@
 //! is always correct.
 
 pub(crate) mod load;
+pub mod mysql;
 
 use crate::config::Node;
 use crate::sql::routine::Nature;

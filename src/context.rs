@@ -89,6 +89,8 @@ pub struct MysqlContext {
     pub policies: Arc<PolicySet>,
     /// Requests per node and route, read fallbacks.
     pub metrics: crate::metrics::Metrics,
+    /// What the leader's triggers, routines and defaults mean for replay.
+    pub catalog: crate::catalog::mysql::MyCatalog,
     /// The leader's version, capabilities and collation from its last greeting:
     /// chorus greets clients with them, so they see the server they expect.
     leader_hello: parking_lot::RwLock<Option<crate::backend::mysql::ServerHello>>,
@@ -106,7 +108,9 @@ impl MysqlContext {
             Some(Arc::new(crate::replication::mysql::MyReplication::new(config.clone(), topology.clone())));
         let policies = Arc::new(config.load_policies().map_err(|e| e.to_string())?);
         crate::metrics::init();
+        let leader = config.nodes.iter().find(|n| n.role == crate::config::Role::Leader).expect("validated").clone();
         Ok(MysqlContext {
+            catalog: crate::catalog::mysql::MyCatalog::new(leader, config.limits.connect_timeout),
             metrics: crate::metrics::Metrics::new(&topology),
             policies,
             topology,

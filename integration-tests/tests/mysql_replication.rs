@@ -893,3 +893,79 @@ async fn sql_mode_changed_before_commit_does_not_corrupt_the_log_entry() {
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }
+
+#[tokio::test]
+async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    for ddl in [
+        "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, msg VARCHAR(100))",
+        "CREATE TABLE counters (name VARCHAR(20) PRIMARY KEY, n INT)",
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT, at DATETIME(6), token VARCHAR(40))",
+        "CREATE TABLE history (item INT, v INT, at DATETIME(6), PRIMARY KEY (item, v))",
+        // Deterministic triggers run again on the followers, with the leader's clock.
+        "CREATE TRIGGER items_ins BEFORE INSERT ON items FOR EACH ROW SET NEW.at = NOW(6)",
+        "CREATE TRIGGER items_upd AFTER UPDATE ON items FOR EACH ROW BEGIN \
+           INSERT INTO history VALUES (NEW.id, NEW.v, NOW(6)); \
+           UPDATE counters SET n = n + 1 WHERE name = 'updates'; END",
+        "CREATE TABLE tokens (id INT PRIMARY KEY, token CHAR(36))",
+        "CREATE TRIGGER tokens_ins BEFORE INSERT ON tokens FOR EACH ROW SET NEW.token = UUID()",
+        "CREATE TABLE logged (id INT PRIMARY KEY)",
+        "CREATE TRIGGER logged_ins AFTER INSERT ON logged FOR EACH ROW INSERT INTO audit (msg) VALUES ('in')",
+        "CREATE VIEW recent_tokens AS SELECT id, token FROM tokens WHERE id > 100",
+        "CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
+        "CREATE FUNCTION stamp() RETURNS VARCHAR(40) NOT DETERMINISTIC RETURN CONCAT('at ', SYSDATE(6))",
+        "CREATE FUNCTION bump(k VARCHAR(20)) RETURNS INT MODIFIES SQL DATA BEGIN \
+           UPDATE counters SET n = n + 1 WHERE name = k; RETURN (SELECT n FROM counters WHERE name = k); END",
+        "CREATE TABLE docs (id INT PRIMARY KEY, u CHAR(36) DEFAULT (UUID()), at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6))",
+        "CREATE TABLE stamped (id INT PRIMARY KEY, at DATETIME(6) DEFAULT (SYSDATE(6)))",
+    ] {
+        c.query_drop(ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
+    }
+    c.query_drop("INSERT INTO counters VALUES ('updates', 0), ('calls', 0)").await.unwrap();
+    c.query_drop("INSERT INTO items (id, v) VALUES (1, 10), (2, 20)").await.unwrap();
+    c.query_drop("UPDATE items SET v = v + 1").await.unwrap();
+    c.query_drop("UPDATE items SET v = twice(v) WHERE id = 1").await.unwrap();
+    c.query_drop("INSERT INTO docs (id, u) VALUES (1, 'given')").await.unwrap();
+    // An omitted DEFAULT (UUID()) is written out, one value per row (an ORM's insert).
+    c.query_drop("INSERT INTO docs (id) VALUES (2), (3)").await.unwrap();
+    let us: Vec<String> = c.query("SELECT u FROM docs WHERE id > 1 ORDER BY id").await.unwrap();
+    assert!(us.len() == 2 && us[0] != us[1] && us[0].len() == 36, "{us:?}");
+    // A read that writes through a function runs on the leader and is replicated.
+    let n: Option<i64> = c.query_first("SELECT bump('calls')").await.unwrap();
+    assert_eq!(n, Some(1));
+    let n: Option<i64> = c.exec_first("SELECT bump(?)", ("calls",)).await.unwrap();
+    assert_eq!(n, Some(2));
+    let n: Option<i64> = c.query_first("SELECT twice(21)").await.unwrap();
+    assert_eq!(n, Some(42));
+
+    for (sql, says) in [
+        ("INSERT INTO tokens (id) VALUES (1)", "its trigger tokens_ins"),
+        ("INSERT INTO recent_tokens (id) VALUES (101)", "its trigger tokens_ins"),
+        ("INSERT INTO logged VALUES (1)", "AUTO_INCREMENT"),
+        ("UPDATE items SET token = stamp()", "stamp()"),
+        ("INSERT INTO docs (id) SELECT 4", "column u"),
+        ("INSERT INTO docs VALUES (5, DEFAULT, DEFAULT)", "column u"),
+        ("INSERT INTO stamped (id) VALUES (1)", "SYSDATE()"),
+        ("DO bump('calls')", "SELECT"),
+    ] {
+        let e = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");
+        assert!(e.to_string().contains(says), "{sql}: {e}");
+    }
+    let e = c.prep("INSERT INTO docs (id) VALUES (?)").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1235), "{e}");
+
+    // A trigger made after chorus read the catalog counts from the next write on.
+    c.query_drop("CREATE TRIGGER docs_upd BEFORE UPDATE ON docs FOR EACH ROW SET NEW.u = UUID()").await.unwrap();
+    let e = c.query_drop("UPDATE docs SET at = NOW(6)").await.unwrap_err();
+    assert!(e.to_string().contains("docs_upd"), "{e}");
+    c.query_drop("DROP TRIGGER docs_upd").await.unwrap();
+    c.query_drop("UPDATE docs SET at = NOW(6)").await.unwrap();
+
+    let rows: Vec<(String, i64)> = c.query("SELECT name, n FROM counters ORDER BY name").await.unwrap();
+    assert_eq!(rows, [("calls".to_string(), 2), ("updates".to_string(), 3)]);
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}

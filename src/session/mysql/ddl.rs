@@ -147,6 +147,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
         };
         let _ = fence.disconnect().await;
+        // It may have made a trigger, routine or default a later write must be judged by.
+        self.ctx.catalog.invalidate();
         result
     }
 

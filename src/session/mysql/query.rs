@@ -8,8 +8,9 @@ use super::{MySession, MySessionError};
 use crate::protocol::mysql::wire::Reader;
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::sql::mysql::lex::{self, Token};
+use crate::sql::mysql::safety::{self, Verdict};
 use crate::sql::mysql::{MyClass, classify, may_commit_implicitly, multi_write_problem};
-use crate::sql::mysql::{generate, utf8};
+use crate::sql::mysql::{defaults, generate, targets, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) fn refused(why: &str) -> MyError {
@@ -53,6 +54,14 @@ fn row_count_inlined(sql: &str, toks: &[Token<'_>], n: i64) -> Option<String> {
     }
     out.push_str(&sql[from..]);
     Some(out)
+}
+
+/// A COM_QUERY of `text`.
+fn query_packet(seq: u8, text: &str) -> Packet {
+    let mut payload = Vec::with_capacity(text.len() + 1);
+    payload.push(crate::protocol::mysql::consts::com::QUERY);
+    payload.extend_from_slice(text.as_bytes());
+    Packet { seq, payload: bytes::Bytes::from(payload) }
 }
 
 fn not_utf8() -> MyError {
@@ -119,9 +128,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             if words.first() == Some(&"SELECT")
                 && let Some(rewritten) = row_count_inlined(sql, &toks, after.row_count)
             {
-                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
-                payload.extend_from_slice(rewritten.as_bytes());
-                let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                let cmd = query_packet(p.seq, &rewritten);
                 self.unpin_timestamp().await?;
                 self.relay(&cmd, Expect::ResultSets).await?;
                 return Ok(true);
@@ -165,16 +172,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                         // every ASCII byte itself, so the lossy text lexes as
                         // the server reads the bytes.
                         let stmt = toks.split(|t| matches!(t, Token::End(_))).find(|s| !s.is_empty());
-                        let class = stmt.map_or(MyClass::Local, classify);
+                        let class = match stmt {
+                            Some(s) => self.judged(s, classify(s)).await?,
+                            None => MyClass::Local,
+                        };
                         self.run_statement(p, class, lossy.clone(), &toks).await?;
                         return Ok(true);
                     }
                     self.error(reply, &not_utf8()).await?;
                     return Ok(true);
                 };
-                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
-                payload.extend_from_slice(text.as_bytes());
-                rewritten = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                rewritten = query_packet(p.seq, &text);
                 (&rewritten, std::str::from_utf8(&rewritten.payload[1..]).expect("made UTF-8"))
             }
         };
@@ -190,7 +198,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let statements: Vec<&[Token<'_>]> =
             toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
         if statements.len() > 1 {
-            let classes: Vec<MyClass> = statements.iter().map(|s| classify(s)).collect();
+            let mut classes = Vec::with_capacity(statements.len());
+            for s in &statements {
+                classes.push(self.judged(s, classify(s)).await?);
+            }
             if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
                 self.unpin_timestamp().await?;
                 let answer = self.relay(p, Expect::ResultSets).await?;
@@ -215,11 +226,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
                 });
                 let (cmd, text) = match generated {
-                    Some(text) => {
-                        let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
-                        payload.extend_from_slice(text.as_bytes());
-                        (Packet { seq: p.seq, payload: bytes::Bytes::from(payload) }, text)
-                    }
+                    Some(text) => (query_packet(p.seq, &text), text),
                     None => (p.clone(), sql.to_string()),
                 };
                 let texts: Vec<String> =
@@ -233,16 +240,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             return Ok(true);
         }
-        let class = statements.first().map_or(MyClass::Local, |s| classify(s));
+        // An INSERT that leaves a column to DEFAULT (UUID()) gets the call
+        // written out, to be made a literal below.
+        let written_out = match statements.first() {
+            Some(s) if matches!(classify(s), MyClass::Write { .. }) => self.filled_defaults(sql, s).await?,
+            _ => None,
+        };
+        let filled;
+        let (p, sql, toks) = match &written_out {
+            Some(text) => {
+                filled = query_packet(p.seq, text);
+                (&filled, text.as_str(), lex::tokens(text, backslash))
+            }
+            None => (p, sql, toks),
+        };
+        let class = match toks.split(|t| matches!(t, Token::End(_))).find(|s| !s.is_empty()) {
+            Some(s) => self.judged(s, classify(s)).await?,
+            None => MyClass::Local,
+        };
         if matches!(class, MyClass::Write { .. }) {
             let generated = generate::substitute(sql, &toks, |f| {
                 if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
             });
             if let Some(text) = generated {
                 // The leader runs the same literals the followers will.
-                let mut payload = vec![crate::protocol::mysql::consts::com::QUERY];
-                payload.extend_from_slice(text.as_bytes());
-                let cmd = Packet { seq: p.seq, payload: bytes::Bytes::from(payload) };
+                let cmd = query_packet(p.seq, &text);
                 let toks = lex::tokens(&text, backslash);
                 self.run_statement(&cmd, class, text.clone(), &toks).await?;
                 return Ok(true);
@@ -250,6 +272,43 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         self.run_statement(p, class, sql.to_string(), &toks).await?;
         Ok(true)
+    }
+
+    /// `sql` (one INSERT, tokens `toks`) with the generated defaults of the
+    /// columns it leaves out written out (`sql::mysql::defaults`), if any.
+    async fn filled_defaults(&mut self, sql: &str, toks: &[Token<'_>]) -> Result<Option<String>, MySessionError> {
+        let facts = self.ctx.catalog.facts().await;
+        if facts.volatile_defaults.is_empty() || targets::insert_shape(toks).is_none() {
+            return Ok(None);
+        }
+        let db = self.context().await?.db;
+        Ok(defaults::fill_generated_defaults(&facts, sql, toks, db.as_deref()))
+    }
+
+    /// `class` as the leader's catalog has it for `toks` (one statement):
+    /// refused when a trigger, stored function or DEFAULT that runs with it
+    /// would compute other values on a follower; a write when it is a read
+    /// that writes through a stored function (`sql::mysql::safety`). Reads
+    /// that call nothing skip the look-up.
+    async fn judged(&mut self, toks: &[Token<'_>], class: MyClass) -> Result<MyClass, MySessionError> {
+        let write = matches!(class, MyClass::Write { .. });
+        if !write && !matches!(class, MyClass::Read | MyClass::Local | MyClass::Session) {
+            return Ok(class);
+        }
+        let calls = targets::calls(toks);
+        if !write && calls.is_empty() {
+            return Ok(class);
+        }
+        let facts = self.ctx.catalog.facts().await;
+        if facts.is_empty() || !write && !facts.may_call_routine(&calls) {
+            return Ok(class);
+        }
+        let db = self.context().await?.db;
+        Ok(match safety::judge(&facts, toks, &class, db.as_deref()) {
+            Verdict::Fine => class,
+            Verdict::Refuse(why) => MyClass::Refuse(why),
+            Verdict::LoggedRead => MyClass::Write { uses_last_insert_id: false, returning: true },
+        })
     }
 
     /// Run a statement of `class` (`cmd` as the client sent it, `sql` as it is logged).
@@ -365,6 +424,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     .into(),
             );
         }
+        let class = self.judged(&toks, class).await?;
         if let MyClass::Refuse(why) = &class {
             self.error(reply, &refused(why)).await?;
             return Ok(());
@@ -435,6 +495,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     }
 }
 
+/// One statement, a write that generates no UUID() chorus must replace:
+/// what can be logged as the client's own bytes.
+fn single_plain_write(toks: &[Token<'_>]) -> bool {
+    let statements: Vec<&[Token<'_>]> = toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
+    let uses_uuid = toks.iter().enumerate().any(|(i, t)| {
+        matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("UUID") || w.eq_ignore_ascii_case("UUID_SHORT"))
+            && toks.get(i + 1) == Some(&Token::Symbol('('))
+    });
+    statements.len() == 1 && !uses_uuid && matches!(classify(statements[0]), MyClass::Write { .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,15 +523,4 @@ mod tests {
         let sql = "SELECT 'ROW_COUNT()'";
         assert_eq!(row_count_inlined(sql, &lex::tokens(sql, true), 3), None);
     }
-}
-
-/// One statement, a write that generates no UUID() chorus must replace:
-/// what can be logged as the client's own bytes.
-fn single_plain_write(toks: &[Token<'_>]) -> bool {
-    let statements: Vec<&[Token<'_>]> = toks.split(|t| matches!(t, Token::End(_))).filter(|s| !s.is_empty()).collect();
-    let uses_uuid = toks.iter().enumerate().any(|(i, t)| {
-        matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("UUID") || w.eq_ignore_ascii_case("UUID_SHORT"))
-            && toks.get(i + 1) == Some(&Token::Symbol('('))
-    });
-    statements.len() == 1 && !uses_uuid && matches!(classify(statements[0]), MyClass::Write { .. })
 }

@@ -103,7 +103,15 @@ const NONDETERMINISTIC: &[(&str, &str)] = &[
 /// Why a data-changing statement cannot be replayed as it is, if it cannot.
 fn write_problem(toks: &[Token<'_>]) -> Option<String> {
     // In a VALUES list chorus gives each UUID() a literal of its own.
-    let generated_ok = super::generate::values_only(toks);
+    nondeterminism(toks, super::generate::values_only(toks))
+}
+
+/// Why running `toks` again on a follower may compute other values: a
+/// function from [`NONDETERMINISTIC`] (UUID() and UUID_SHORT() not, when
+/// `generated_ok`: chorus replaces them), a system or user variable, a
+/// sequence, LIMIT without ORDER BY. Also judges the bodies of triggers and
+/// stored functions (`routine`), statement by statement.
+pub(crate) fn nondeterminism(toks: &[Token<'_>], generated_ok: bool) -> Option<String> {
     for (i, t) in toks.iter().enumerate() {
         match t {
             Token::Word(w) => {

@@ -3,8 +3,12 @@
 
 pub mod classify;
 pub mod ddl;
+pub mod defaults;
 pub mod generate;
 pub mod lex;
+pub mod routine;
+pub mod safety;
+pub mod targets;
 pub mod utf8;
 
 pub use classify::{MyClass, WeakIsolation, classify, may_commit_implicitly, multi_write_problem, sets_weak_isolation};

@@ -1,0 +1,226 @@
+//! Pure: what the leader's catalog (triggers, stored functions, column
+//! defaults, views; see `catalog::mysql`) says about replaying one
+//! statement. The classifier judges a statement's own text; this judges
+//! what runs with it that the text does not show:
+//!
+//! - a write whose table has a trigger, or that calls a stored function,
+//!   that would compute other values on a follower is refused;
+//! - an INSERT that leaves a column to a DEFAULT that differs per server
+//!   (`DEFAULT (UUID())`), or sets it to DEFAULT, is refused;
+//! - a read (`SELECT f()`) that calls a function that writes is a write:
+//!   it runs on the leader and is logged, so the followers run it too.
+
+use super::MyClass;
+use super::lex::Token;
+use super::routine::Nature;
+use super::targets::{self, Name};
+use std::collections::HashMap;
+
+/// One server's catalog, as far as replay cares (keys `db.name`, folded).
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// Stored functions and procedures, settled (`routine::settle`).
+    pub routines: HashMap<String, Nature>,
+    /// Per table, what its triggers do together, settled; the reason names the trigger.
+    pub triggers: HashMap<String, Nature>,
+    /// Per table, the columns whose DEFAULT differs per server.
+    pub volatile_defaults: HashMap<String, Vec<VolatileDefault>>,
+    /// Per view, the tables (and views) it reads: a write through it writes them.
+    pub views: HashMap<String, Vec<String>>,
+}
+
+impl Facts {
+    /// Nothing here could change a verdict.
+    pub fn is_empty(&self) -> bool {
+        self.routines.is_empty() && self.triggers.is_empty() && self.volatile_defaults.is_empty()
+    }
+
+    /// Do any of these names (ignoring their databases) name a stored routine?
+    pub fn may_call_routine(&self, calls: &[Name]) -> bool {
+        !calls.is_empty()
+            && self.routines.keys().any(|k| calls.iter().any(|c| k.rsplit('.').next() == Some(c.name.as_str())))
+    }
+
+    /// `table` and, when it is a view, the tables below it.
+    fn bases(&self, table: String) -> Vec<String> {
+        let mut out = vec![];
+        let mut todo = vec![table];
+        while let Some(t) = todo.pop() {
+            if out.contains(&t) || out.len() > 64 {
+                continue;
+            }
+            if let Some(below) = self.views.get(&t) {
+                todo.extend(below.iter().cloned());
+            }
+            out.push(t);
+        }
+        out
+    }
+}
+
+/// A column whose DEFAULT a follower would compute anew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolatileDefault {
+    /// Folded.
+    pub column: String,
+    /// As information_schema prints it (`uuid()`).
+    pub expression: String,
+    /// Why it differs per server.
+    pub why: String,
+}
+
+/// What to do with a statement, beyond its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// As classified.
+    Fine,
+    /// Refused, saying why and what to do.
+    Refuse(String),
+    /// A read that writes through a function: run on the leader and logged
+    /// (answered with rows, like a write with RETURNING).
+    LoggedRead,
+}
+
+/// Judge `toks` (one statement of class `class`, run with default
+/// database `db`) by `facts`.
+pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str>) -> Verdict {
+    if facts.is_empty() {
+        return Verdict::Fine;
+    }
+    let routines = || {
+        targets::calls(toks)
+            .into_iter()
+            .filter_map(|c| c.key(db))
+            .filter_map(|k| facts.routines.get(&k).map(|n| (k, n)))
+            .collect::<Vec<_>>()
+    };
+    match class {
+        MyClass::Write { .. } => {
+            for (key, n) in routines() {
+                if let Some(why) = &n.nondeterministic {
+                    return Verdict::Refuse(format!(
+                        "the stored function {key}() runs again on every follower, and it {why}; make it \
+                         deterministic (NOW() and RAND() are fine: chorus replays the leader's clock and seeds) or \
+                         pass its value as a literal"
+                    ));
+                }
+            }
+            let written: Vec<String> =
+                targets::written_tables(toks).iter().filter_map(|t| t.key(db)).flat_map(|t| facts.bases(t)).collect();
+            for table in &written {
+                if let Some(why) = facts.triggers.get(table).and_then(|n| n.nondeterministic.as_ref()) {
+                    return Verdict::Refuse(format!(
+                        "a trigger on {table} runs again on every follower, and {why}; make it deterministic \
+                         (NOW() and RAND() are fine: chorus replays the leader's clock and seeds), or compute the \
+                         value in the statement"
+                    ));
+                }
+            }
+            let explicit_default =
+                toks.iter().any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("DEFAULT")));
+            let given = targets::insert_shape(toks).map(|s| s.columns);
+            for table in &written {
+                for VolatileDefault { column, why, .. } in facts.volatile_defaults.get(table).into_iter().flatten() {
+                    let omitted = matches!(&given, Some(Some(cols)) if !cols.contains(column));
+                    if omitted || explicit_default {
+                        return Verdict::Refuse(format!(
+                            "column {column} of {table} takes its DEFAULT here, which a follower computes anew: \
+                             {why}; give {column} a value in the statement"
+                        ));
+                    }
+                }
+            }
+            Verdict::Fine
+        }
+        MyClass::Read | MyClass::Local | MyClass::Session => {
+            let writing: Vec<_> = routines().into_iter().filter(|(_, n)| n.writes).collect();
+            let Some((key, _)) = writing.first() else { return Verdict::Fine };
+            if let Some((key, why)) = writing.iter().find_map(|(k, n)| n.nondeterministic.as_ref().map(|w| (k, w))) {
+                return Verdict::Refuse(format!(
+                    "the stored function {key}() changes data, and it {why}, so the followers cannot run it again"
+                ));
+            }
+            let select = matches!(toks.first(), Some(Token::Symbol('(')))
+                || ["SELECT", "WITH", "VALUES", "TABLE"]
+                    .iter()
+                    .any(|w| matches!(toks.first(), Some(Token::Word(x)) if x.eq_ignore_ascii_case(w)));
+            if *class == MyClass::Read && select {
+                Verdict::LoggedRead
+            } else {
+                Verdict::Refuse(format!(
+                    "the stored function {key}() changes data, which chorus replicates only from a SELECT (or \
+                     INSERT / UPDATE / DELETE) that calls it; call it as SELECT {key}(...)"
+                ))
+            }
+        }
+        _ => Verdict::Fine,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::mysql::lex::tokens;
+    use crate::sql::mysql::routine::{judge_body, judge_default, settle};
+
+    fn facts() -> Facts {
+        let mut routines = HashMap::from([
+            ("s.stamp".to_string(), judge_body("RETURN SYSDATE()", "s")),
+            ("s.bump".to_string(), judge_body("BEGIN UPDATE counter SET n = n + 1; RETURN 1; END", "s")),
+            ("s.twice".to_string(), judge_body("RETURN x * 2", "s")),
+        ]);
+        let mut triggers = HashMap::from([
+            ("s.orders".to_string(), judge_body("SET NEW.token = UUID()", "s")),
+            ("s.items".to_string(), judge_body("SET NEW.at = NOW()", "s")),
+        ]);
+        settle(&mut routines, &mut triggers, &HashMap::new());
+        let why = judge_default("uuid()", "s").nondeterministic.unwrap();
+        Facts {
+            routines,
+            triggers,
+            volatile_defaults: HashMap::from([(
+                "s.docs".to_string(),
+                vec![VolatileDefault { column: "u".into(), expression: "uuid()".into(), why }],
+            )]),
+            views: HashMap::from([("s.recent_orders".to_string(), vec!["s.orders".to_string()])]),
+        }
+    }
+
+    fn verdict(sql: &str) -> Verdict {
+        let toks = tokens(sql, true);
+        judge(&facts(), &toks, &crate::sql::mysql::classify(&toks), Some("s"))
+    }
+
+    fn refused(sql: &str, says: &str) {
+        match verdict(sql) {
+            Verdict::Refuse(why) => assert!(why.contains(says), "{sql}: {why}"),
+            v => panic!("{sql}: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_are_judged_by_what_runs_with_them() {
+        refused("INSERT INTO orders (id) VALUES (1)", "a trigger on s.orders");
+        refused("UPDATE s.recent_orders SET id = 2", "a trigger on s.orders");
+        refused("UPDATE t SET at = stamp()", "s.stamp()");
+        refused("INSERT INTO docs (id) VALUES (1)", "column u of s.docs");
+        refused("INSERT INTO docs VALUES (1, DEFAULT)", "column u of s.docs");
+        refused("INSERT INTO docs () VALUES ()", "column u of s.docs");
+        assert_eq!(verdict("INSERT INTO docs (id, u) VALUES (1, 'x')"), Verdict::Fine);
+        assert_eq!(verdict("INSERT INTO docs VALUES (1, 'x')"), Verdict::Fine);
+        assert_eq!(verdict("INSERT INTO items (id) VALUES (1)"), Verdict::Fine);
+        assert_eq!(verdict("INSERT INTO other.orders (id) VALUES (1)"), Verdict::Fine);
+        assert_eq!(verdict("UPDATE t SET v = twice(v)"), Verdict::Fine);
+        // Reading the table is not writing it.
+        assert_eq!(verdict("INSERT INTO items SELECT * FROM orders"), Verdict::Fine);
+    }
+
+    #[test]
+    fn reads_that_write_through_a_function_are_logged() {
+        assert_eq!(verdict("SELECT bump()"), Verdict::LoggedRead);
+        assert_eq!(verdict("SELECT s.bump() FROM dual"), Verdict::LoggedRead);
+        assert_eq!(verdict("SELECT twice(2), stamp()"), Verdict::Fine);
+        refused("DO bump()", "call it as SELECT");
+        refused("SET @x = bump()", "call it as SELECT");
+    }
+}

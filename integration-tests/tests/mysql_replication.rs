@@ -941,8 +941,8 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
     assert_eq!(n, Some(42));
 
     for (sql, says) in [
-        ("INSERT INTO tokens (id) VALUES (1)", "its trigger tokens_ins"),
-        ("INSERT INTO recent_tokens (id) VALUES (101)", "its trigger tokens_ins"),
+        ("INSERT INTO tokens (id) VALUES (1)", "trigger tokens_ins"),
+        ("INSERT INTO recent_tokens (id) VALUES (101)", "trigger tokens_ins"),
         ("INSERT INTO logged VALUES (1)", "AUTO_INCREMENT"),
         ("UPDATE items SET token = stamp()", "stamp()"),
         ("INSERT INTO docs (id) SELECT 4", "column u"),

@@ -125,27 +125,30 @@ impl MyCatalog {
             routines.insert(format!("{}.{}", schema.to_ascii_lowercase(), name.to_ascii_lowercase()), nature);
         }
 
-        let rows: Vec<(String, String, String, String, String)> = c
+        let rows: Vec<(String, String, String, String, String, String)> = c
             .query(format!(
-                "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_STATEMENT \
-                 FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
+                "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, EVENT_MANIPULATION, \
+                 ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
             ))
             .await
             .map_err(q("reading triggers"))?;
+        // Per table (what a body's write of it fires) and per table and event.
         let mut triggers: HashMap<String, Nature> = HashMap::new();
-        for (schema, name, table_schema, table, body) in rows {
+        for (schema, name, table_schema, table, event, body) in rows {
             let mut n = routine::judge_body(&body, &schema.to_ascii_lowercase());
-            n.nondeterministic = n.nondeterministic.map(|why| format!("its trigger {name} {why}"));
-            let all = triggers
-                .entry(format!("{}.{}", table_schema.to_ascii_lowercase(), table.to_ascii_lowercase()))
-                .or_default();
-            if all.nondeterministic.is_none() {
-                all.nondeterministic = n.nondeterministic;
+            n.nondeterministic = n.nondeterministic.map(|why| format!("trigger {name}: {why}"));
+            let table = format!("{}.{}", table_schema.to_ascii_lowercase(), table.to_ascii_lowercase());
+            let on_event = format!("{table}/{}", event.to_ascii_lowercase());
+            for key in [table, on_event] {
+                let all = triggers.entry(key).or_default();
+                if all.nondeterministic.is_none() {
+                    all.nondeterministic = n.nondeterministic.clone();
+                }
+                all.writes |= n.writes;
+                all.calls.extend(n.calls.iter().cloned());
+                all.writes_tables.extend(n.writes_tables.iter().cloned());
+                all.inserts.extend(n.inserts.iter().cloned());
             }
-            all.writes |= n.writes;
-            all.calls.extend(n.calls);
-            all.writes_tables.extend(n.writes_tables);
-            all.inserts.extend(n.inserts);
         }
 
         // MariaDB prints a literal DEFAULT quoted and an expression as it is;

@@ -133,10 +133,11 @@ pub fn settle(
         let facts: HashMap<&str, (&Option<String>, bool)> =
             snapshot.iter().map(|(k, n, w)| (k.as_str(), (n, *w))).collect();
         for nature in routines.values_mut().chain(triggers.values_mut()) {
-            let reached =
-                nature.calls.iter().map(|c| (format!("r:{c}"), format!("calls {c}(), which"))).chain(
-                    nature.writes_tables.iter().map(|t| (format!("t:{t}"), format!("writes {t}, whose trigger"))),
-                );
+            let reached = nature
+                .calls
+                .iter()
+                .map(|c| (format!("r:{c}"), format!("calls {c}()")))
+                .chain(nature.writes_tables.iter().map(|t| (format!("t:{t}"), format!("writes {t}"))));
             for (node, via) in reached {
                 let Some((why, writes)) = facts.get(node.as_str()) else { continue };
                 if *writes && !nature.writes {
@@ -144,7 +145,7 @@ pub fn settle(
                     changed = true;
                 }
                 if let (None, Some(why)) = (&nature.nondeterministic, why) {
-                    nature.nondeterministic = Some(format!("{via} {why}"));
+                    nature.nondeterministic = Some(format!("{via}: {why}"));
                     changed = true;
                 }
             }
@@ -202,13 +203,13 @@ mod tests {
         ]);
         let auto = HashMap::from([("s.audit".to_string(), "id".to_string())]);
         settle(&mut routines, &mut triggers, &auto);
-        assert!(routines["s.wrap"].nondeterministic.as_deref().unwrap().starts_with("calls s.stamp(), which"));
+        assert!(routines["s.wrap"].nondeterministic.as_deref().unwrap().starts_with("calls s.stamp(): UUID()"));
         assert!(routines["s.log"].nondeterministic.as_deref().unwrap().contains("AUTO_INCREMENT"));
         assert!(routines["s.log"].writes);
         assert_eq!(routines["s.pure"].nondeterministic, None);
         // t writes u, whose trigger calls wrap(), which calls stamp().
         let t = triggers["s.t"].nondeterministic.as_deref().unwrap();
-        assert!(t.starts_with("writes s.u, whose trigger calls s.wrap(), which calls s.stamp()"), "{t}");
+        assert!(t.starts_with("writes s.u: calls s.wrap(): calls s.stamp(): UUID()"), "{t}");
         assert_eq!(triggers["s.plain"].nondeterministic, None);
     }
 }

@@ -81,6 +81,31 @@ pub enum Verdict {
     LoggedRead,
 }
 
+/// The trigger events a write fires (as information_schema names them,
+/// folded): REPLACE deletes and inserts, ON DUPLICATE KEY UPDATE updates.
+fn events(toks: &[Token<'_>]) -> Vec<&'static str> {
+    let word = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word(x)) if x.eq_ignore_ascii_case(w));
+    let verb = toks
+        .iter()
+        .find_map(|t| match t {
+            Token::Word(w) if ["INSERT", "REPLACE", "UPDATE", "DELETE"].iter().any(|v| w.eq_ignore_ascii_case(v)) => {
+                Some(w.to_ascii_uppercase())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    match verb.as_str() {
+        "INSERT" if toks.windows(2).any(|w| word(w.first(), "DUPLICATE") && word(w.get(1), "KEY")) => {
+            vec!["insert", "update"]
+        }
+        "INSERT" => vec!["insert"],
+        "REPLACE" => vec!["insert", "delete"],
+        "UPDATE" => vec!["update"],
+        "DELETE" => vec!["delete"],
+        _ => vec!["insert", "update", "delete"],
+    }
+}
+
 /// Judge `toks` (one statement of class `class`, run with default
 /// database `db`) by `facts`.
 pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str>) -> Verdict {
@@ -99,20 +124,22 @@ pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str
             for (key, n) in routines() {
                 if let Some(why) = &n.nondeterministic {
                     return Verdict::Refuse(format!(
-                        "the stored function {key}() runs again on every follower, and it {why}; make it \
-                         deterministic (NOW() and RAND() are fine: chorus replays the leader's clock and seeds) or \
-                         pass its value as a literal"
+                        "the stored function {key}() runs again on every follower, where it would compute other \
+                         values ({why}); make it deterministic (NOW() and RAND() are fine: chorus replays the \
+                         leader's clock and seeds) or pass its value as a literal"
                     ));
                 }
             }
+            let events = events(toks);
             let written: Vec<String> =
                 targets::written_tables(toks).iter().filter_map(|t| t.key(db)).flat_map(|t| facts.bases(t)).collect();
             for table in &written {
-                if let Some(why) = facts.triggers.get(table).and_then(|n| n.nondeterministic.as_ref()) {
+                let fired = events.iter().filter_map(|e| facts.triggers.get(&format!("{table}/{e}")));
+                if let Some(why) = fired.filter_map(|n| n.nondeterministic.as_ref()).next() {
                     return Verdict::Refuse(format!(
-                        "a trigger on {table} runs again on every follower, and {why}; make it deterministic \
-                         (NOW() and RAND() are fine: chorus replays the leader's clock and seeds), or compute the \
-                         value in the statement"
+                        "a trigger on {table} runs again on every follower, where it would compute other values \
+                         ({why}); make it deterministic (NOW() and RAND() are fine: chorus replays the leader's \
+                         clock and seeds), or compute the value in the statement"
                     ));
                 }
             }
@@ -137,7 +164,8 @@ pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str
             let Some((key, _)) = writing.first() else { return Verdict::Fine };
             if let Some((key, why)) = writing.iter().find_map(|(k, n)| n.nondeterministic.as_ref().map(|w| (k, w))) {
                 return Verdict::Refuse(format!(
-                    "the stored function {key}() changes data, and it {why}, so the followers cannot run it again"
+                    "the stored function {key}() changes data, and the followers cannot run it again: it would \
+                     compute other values ({why})"
                 ));
             }
             let select = matches!(toks.first(), Some(Token::Symbol('(')))
@@ -170,8 +198,10 @@ mod tests {
             ("s.twice".to_string(), judge_body("RETURN x * 2", "s")),
         ]);
         let mut triggers = HashMap::from([
-            ("s.orders".to_string(), judge_body("SET NEW.token = UUID()", "s")),
-            ("s.items".to_string(), judge_body("SET NEW.at = NOW()", "s")),
+            ("s.orders/insert".to_string(), judge_body("SET NEW.token = UUID()", "s")),
+            ("s.orders/update".to_string(), judge_body("SET NEW.token = UUID()", "s")),
+            ("s.items/insert".to_string(), judge_body("SET NEW.at = NOW()", "s")),
+            ("s.items/delete".to_string(), judge_body("SET @gone = UUID()", "s")),
         ]);
         settle(&mut routines, &mut triggers, &HashMap::new());
         let why = judge_default("uuid()", "s").nondeterministic.unwrap();
@@ -209,6 +239,10 @@ mod tests {
         assert_eq!(verdict("INSERT INTO docs (id, u) VALUES (1, 'x')"), Verdict::Fine);
         assert_eq!(verdict("INSERT INTO docs VALUES (1, 'x')"), Verdict::Fine);
         assert_eq!(verdict("INSERT INTO items (id) VALUES (1)"), Verdict::Fine);
+        // Only the triggers of the events a statement fires count.
+        refused("DELETE FROM items WHERE id = 1", "a trigger on s.items");
+        refused("REPLACE INTO items (id) VALUES (1)", "a trigger on s.items");
+        assert_eq!(verdict("UPDATE items SET v = 1"), Verdict::Fine);
         assert_eq!(verdict("INSERT INTO other.orders (id) VALUES (1)"), Verdict::Fine);
         assert_eq!(verdict("UPDATE t SET v = twice(v)"), Verdict::Fine);
         // Reading the table is not writing it.

@@ -96,6 +96,20 @@ fn schema() -> Vec<String> {
          d DATE, tm TIME(6), y YEAR, e ENUM('a','b','c'), j JSON, ts TIMESTAMP(6) NULL, \
          created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))",
         "CREATE TABLE w_refuse (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(100), at DATETIME(6))",
+        // Triggers, stored functions and volatile defaults run again on the
+        // followers: deterministic ones replay, the others are refused.
+        "CREATE FUNCTION w_twice(x BIGINT) RETURNS BIGINT DETERMINISTIC RETURN x * 2",
+        "CREATE TABLE w_seq_audit (seq_id INT PRIMARY KEY, session INT NOT NULL, at DATETIME(6), twice BIGINT)",
+        "CREATE TRIGGER w_seq_audit_ins AFTER INSERT ON w_seq FOR EACH ROW \
+         INSERT INTO w_seq_audit VALUES (NEW.id, NEW.session, NOW(6), w_twice(NEW.id))",
+        "CREATE TABLE w_docs (id BIGINT PRIMARY KEY, session INT NOT NULL, u CHAR(36) DEFAULT (UUID()), \
+         made DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6))",
+        "CREATE TABLE w_counter (id INT PRIMARY KEY, n BIGINT NOT NULL)",
+        "INSERT INTO w_counter VALUES (1, 0)",
+        "CREATE FUNCTION w_bump(by_n INT) RETURNS BIGINT MODIFIES SQL DATA BEGIN \
+         UPDATE w_counter SET n = n + by_n WHERE id = 1; RETURN by_n; END",
+        "CREATE TABLE w_refuse_trg (id INT PRIMARY KEY, token CHAR(36))",
+        "CREATE TRIGGER w_refuse_trg_ins BEFORE INSERT ON w_refuse_trg FOR EACH ROW SET NEW.token = UUID()",
         "INSERT INTO w_refuse VALUES (1, 10, 'one', '2020-01-01 00:00:00'), (2, 20, 'two', NULL), (3, 30, NULL, NULL)",
     ]
     .iter()
@@ -138,6 +152,8 @@ const REFUSED: &[(&str, &str)] = &[
     // A write could use rows of a transaction that then rolls back.
     ("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", "READ UNCOMMITTED"),
     ("SET @@session.tx_isolation = 'READ-UNCOMMITTED'", "READ UNCOMMITTED"),
+    ("INSERT INTO w_refuse_trg (id) VALUES (1)", "trigger w_refuse_trg_ins"),
+    ("INSERT INTO w_docs (id, session) SELECT 1, 1", "column u"),
 ];
 
 /// Strings that are hard to quote: quotes, backslashes, SQL in a string,
@@ -824,7 +840,18 @@ impl Worker {
     /// Values that differ per server unless chorus pins or generates them.
     async fn nondeterministic(&mut self) -> R<Outcome> {
         let me = self.id;
-        match self.rng.below(7) {
+        match self.rng.below(9) {
+            7 => {
+                // DEFAULT (UUID()) left out: chorus writes a literal per row.
+                let (a, b) = (self.fresh_id(), self.fresh_id());
+                self.q(format!("INSERT INTO w_docs (id, session) VALUES ({a}, {me}), ({b}, {me})")).await?
+            }
+            8 => {
+                // A read that writes through a function: logged like a write.
+                let by = 1 + self.rng.below(5);
+                let got: Vec<u64> = self.read(format!("SELECT w_bump({by})")).await?;
+                assert_eq!(got, [by], "session {me}: SELECT w_bump({by})");
+            }
             0 => {
                 self.q(format!(
                     "INSERT INTO w_rand (session, u, us, r, at, unix, note) VALUES \

@@ -304,6 +304,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             return Ok(class);
         }
         let db = self.context().await?.db;
+        if write && safety::fires_writing_triggers(&facts, toks, db.as_deref()) {
+            self.log.log_unchanged = true;
+        }
         Ok(match safety::judge(&facts, toks, &class, db.as_deref()) {
             Verdict::Fine => class,
             Verdict::Refuse(why) => MyClass::Refuse(why),

@@ -89,6 +89,9 @@ pub(super) struct LeaderLog {
     /// TRANSACTION` names only the next one, which the server does not
     /// show): its writes take the LSN before they run, from then on.
     read_committed_chosen: bool,
+    /// The next write fires triggers that write other tables: logged even
+    /// when it changes no row of its own (set by `query::judged`).
+    pub log_unchanged: bool,
 }
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {
@@ -365,10 +368,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let returning = held.response.result_set;
         // Per statement run (several in a multi-statement query, up to the
         // first error): did it change rows, and the first id it generated.
+        // A write whose triggers write other tables counts as changing rows
+        // even when it changed none of its own (they ran).
+        let unchanged_too = std::mem::take(&mut self.log.log_unchanged);
         let mut results: Vec<(bool, u64)> = match (returning, held.response.error) {
             (true, true) => Vec::new(),
             (true, false) => vec![(held.response.rows > 0, 0)],
-            (false, _) => held.response.oks.iter().map(|&(affected, id)| (affected > 0, id)).collect(),
+            (false, _) => held.response.oks.iter().map(|&(affected, id)| (affected > 0 || unchanged_too, id)).collect(),
         };
         let row_count = if held.response.error || returning { -1 } else { held.response.affected as i64 };
         // chorus's statements after the write would clear its warnings.

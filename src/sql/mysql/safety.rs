@@ -106,6 +106,22 @@ fn events(toks: &[Token<'_>]) -> Vec<&'static str> {
     }
 }
 
+/// Does a write fire triggers that change other rows? Then it must be
+/// logged even when it changed no row of its own (an UPDATE that matched
+/// rows but left them as they were, an INSERT IGNORE that skipped one): the
+/// triggers ran on the leader all the same.
+pub fn fires_writing_triggers(facts: &Facts, toks: &[Token<'_>], db: Option<&str>) -> bool {
+    if facts.triggers.is_empty() {
+        return false;
+    }
+    let events = events(toks);
+    targets::written_tables(toks)
+        .iter()
+        .filter_map(|t| t.key(db))
+        .flat_map(|t| facts.bases(t))
+        .any(|table| events.iter().any(|e| facts.triggers.get(&format!("{table}/{e}")).is_some_and(|n| n.writes)))
+}
+
 /// Judge `toks` (one statement of class `class`, run with default
 /// database `db`) by `facts`.
 pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str>) -> Verdict {
@@ -202,6 +218,7 @@ mod tests {
             ("s.orders/update".to_string(), judge_body("SET NEW.token = UUID()", "s")),
             ("s.items/insert".to_string(), judge_body("SET NEW.at = NOW()", "s")),
             ("s.items/delete".to_string(), judge_body("SET @gone = UUID()", "s")),
+            ("s.counted/update".to_string(), judge_body("UPDATE counter SET n = n + 1", "s")),
         ]);
         settle(&mut routines, &mut triggers, &HashMap::new());
         let why = judge_default("uuid()", "s").nondeterministic.unwrap();
@@ -243,6 +260,11 @@ mod tests {
         refused("DELETE FROM items WHERE id = 1", "a trigger on s.items");
         refused("REPLACE INTO items (id) VALUES (1)", "a trigger on s.items");
         assert_eq!(verdict("UPDATE items SET v = 1"), Verdict::Fine);
+        let f = facts();
+        let fires = |sql: &str| fires_writing_triggers(&f, &tokens(sql, true), Some("s"));
+        assert!(
+            fires("UPDATE s.counted SET v = v") && !fires("DELETE FROM counted") && !fires("UPDATE items SET v = 1")
+        );
         assert_eq!(verdict("INSERT INTO other.orders (id) VALUES (1)"), Verdict::Fine);
         assert_eq!(verdict("UPDATE t SET v = twice(v)"), Verdict::Fine);
         // Reading the table is not writing it.

@@ -653,8 +653,20 @@ async fn a_statement_that_commits_nothing_leaves_the_transaction_as_it_was() {
     setup.query_drop("UPDATE t SET v = v + 100 WHERE id = 2").await.unwrap();
     setup.query_drop("SET @@session.autocommit = 1").await.unwrap();
     setup.query_drop("ROLLBACK").await.unwrap();
+    // A DDL that does not parse commits nothing, as on the server; one that
+    // parses commits what came before it even when it then fails.
+    setup.query_drop("BEGIN").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 1000 WHERE id = 1").await.unwrap();
+    let e = setup.query_drop("ALTER TABLE t ADD COLUMN (w INT").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1064), "{e}");
+    setup.query_drop("ROLLBACK").await.unwrap();
+    setup.query_drop("BEGIN").await.unwrap();
+    setup.query_drop("UPDATE t SET v = v + 1 WHERE id = 1").await.unwrap();
+    let e = setup.query_drop("ALTER TABLE no_such_table ADD COLUMN w INT").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1146), "{e}");
+    setup.query_drop("ROLLBACK").await.unwrap();
     let rows: Vec<(i32, i32)> = setup.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
-    assert_eq!(rows, [(1, 103), (2, 133)]);
+    assert_eq!(rows, [(1, 104), (2, 133)]);
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }

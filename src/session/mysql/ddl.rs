@@ -42,6 +42,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// ER_LOCK_WAIT_TIMEOUT: a row lock or a metadata lock waited too long.
 const LOCK_WAIT_TIMEOUT: u16 = 1205;
 
+/// Errors the server's parser gives (ER_PARSE_ERROR, ER_SYNTAX_ERROR,
+/// MariaDB's ER_UNKNOWN_DATA_TYPE): the statement never ran.
+const PARSE_ERRORS: &[u16] = &[1064, 1149, 4161];
+
 /// How long the fence and the DDL wait for a lock before chorus suspects a
 /// cycle through the log's lock and starts over.
 const STEP_WAIT_SECS: u32 = 1;
@@ -90,14 +94,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// Run the client's DDL `cmd` (`sql` as the followers will run it) fenced.
     pub(super) async fn run_ddl(&mut self, cmd: &Packet, sql: String, ctx: Captured) -> Result<(), MySessionError> {
         let reply = cmd.seq.wrapping_add(1);
+        if self.status & status::IN_TRANS != 0 || self.log.has_pending() {
+            // A statement that does not even parse commits nothing on the
+            // server (the implicit commit comes after parsing): the leader
+            // prepares it first, so a typo leaves the transaction open.
+            if let Some(e) = self.parse_error(&sql).await?
+                && PARSE_ERRORS.contains(&e.code)
+            {
+                return self.error(reply, &e).await;
+            }
+        }
         if self.log.has_pending()
             && let Err(f) = self.append_pending().await
         {
             return self.fail_transaction(reply, "the transaction before this DDL", f).await;
         }
         if self.status & status::IN_TRANS != 0 {
-            // (A DDL the server then rejects as malformed would not have
-            // committed it; one that runs would have, before it starts.)
+            // (As the server does before any DDL that parses, also one
+            // that then fails.)
             if let Err(f) = self.commit_internal().await {
                 return self.fail_transaction(reply, "the transaction before this DDL", f).await;
             }

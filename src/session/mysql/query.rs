@@ -394,7 +394,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// The leader's error for `sql` if it does not even parse (a typo): a
     /// COM_STMT_PREPARE parses without running anything. None when it
     /// parses, or cannot be prepared at all.
-    async fn parse_error(&mut self, sql: &str) -> Result<Option<MyError>, MySessionError> {
+    pub(super) async fn parse_error(&mut self, sql: &str) -> Result<Option<MyError>, MySessionError> {
         /// ER_UNSUPPORTED_PS: valid, but not in the prepared-statement protocol.
         const UNSUPPORTED_PS: u16 = 1295;
         let mut payload = vec![crate::protocol::mysql::consts::com::STMT_PREPARE];

@@ -176,17 +176,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         tables: &mut Option<Vec<String>>,
     ) -> Result<Try, MySessionError> {
         let reply = cmd.seq.wrapping_add(1);
-        // 2. The DDL's tables, waiting as long as the client would.
+        // 2. The DDL's tables, waiting briefly: while LOCK TABLES waits, its
+        // pending metadata lock holds up every new user of the tables, also
+        // a READ COMMITTED transaction that holds the log's lock, which the
+        // transaction LOCK TABLES waits for may need to commit (a cycle
+        // through the log's lock no server sees whole).
         let mut locked = false;
         if let Some(names) = tables.as_ref() {
-            let lock = format!("LOCK TABLES {} WRITE", names.join(" WRITE, "));
-            let answer = self.internal(&[lock]).await?.pop().unwrap_or_default();
+            let steps = [
+                format!("SET @@session.lock_wait_timeout = {STEP_WAIT_SECS}"),
+                format!("LOCK TABLES {} WRITE", names.join(" WRITE, ")),
+                format!("SET @@session.lock_wait_timeout = {}", ctx.lock_wait_timeout),
+            ];
+            let answer = self.internal(&steps).await?.into_iter().nth(1).unwrap_or_default();
             match answer.error {
                 None => locked = true,
-                Some(e) if e.code == LOCK_WAIT_TIMEOUT => {
-                    self.error(reply, &e).await?;
-                    return Ok(Try::Done);
-                }
+                Some(e) if e.code == LOCK_WAIT_TIMEOUT => return Ok(Try::Again),
                 // A table that does not exist (DROP TABLE IF EXISTS...) or
                 // cannot be locked: the DDL runs unlocked, and says so itself.
                 Some(_) => *tables = None,

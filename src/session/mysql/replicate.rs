@@ -100,7 +100,8 @@ fn failure_error(what: &str, f: &InternalFailure) -> MyError {
     match f {
         // A deadlock on the log's lock rolled the transaction back, as any
         // deadlock does: the client sees one, and may retry as it would.
-        InternalFailure::Statement { error, .. } if error.code == 1213 => {
+        // So does a lock wait that ran out there (chorus rolled back).
+        InternalFailure::Statement { error, .. } if error.code == 1213 || error.code == 1205 => {
             MyError::new((error.code, &error.state), message)
         }
         _ => MyError::new(code::UNKNOWN, message),
@@ -365,6 +366,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         self.log.chorus_timestamp = !self.log.client_timestamp;
         // MariaDB's `... RETURNING` answers with a result set, a row per row
         // written, and leaves ROW_COUNT() at -1 as a SELECT does.
+        let class_returning = returning;
         let returning = held.response.result_set;
         // Per statement run (several in a multi-statement query, up to the
         // first error): did it change rows, and the first id it generated.
@@ -373,7 +375,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let unchanged_too = std::mem::take(&mut self.log.log_unchanged);
         let mut results: Vec<(bool, u64)> = match (returning, held.response.error) {
             (true, true) => Vec::new(),
-            (true, false) => vec![(held.response.rows > 0, 0)],
+            (true, false) => vec![(held.response.rows > 0 || unchanged_too, 0)],
             (false, _) => held.response.oks.iter().map(|&(affected, id)| (affected > 0 || unchanged_too, id)).collect(),
         };
         let row_count = if held.response.error || returning { -1 } else { held.response.affected as i64 };
@@ -385,7 +387,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             None
         };
         self.after_write = Some(AfterWrite { row_count, warnings });
-        if returning {
+        if returning && class_returning {
             // The first id the statement generated (0: none); then the
             // client's LAST_INSERT_ID() as the server would have left it.
             let steps = [

@@ -124,7 +124,6 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("INSERT INTO t VALUES (11, CURRENT_USER())", "CURRENT_USER()"),
         ("UPDATE t SET v = @x", "@x"),
         ("CREATE TEMPORARY TABLE tmp (a INT)", "temporary"),
-        ("CALL p()", "stored procedures"),
         ("DELETE FROM t WHERE id = 1; SELECT 1", "one at a time"),
         ("UPDATE t SET v = 'x' WHERE id = 1; UPDATE t SET v = RAND() WHERE id = 2", "on its own"),
         ("XA START 'x'", "XA"),
@@ -932,6 +931,10 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
            UPDATE counters SET n = n + 1 WHERE name = k; RETURN (SELECT n FROM counters WHERE name = k); END",
         "CREATE TABLE docs (id INT PRIMARY KEY, u CHAR(36) DEFAULT (UUID()), at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6))",
         "CREATE TABLE stamped (id INT PRIMARY KEY, at DATETIME(6) DEFAULT (SYSDATE(6)))",
+        "CREATE PROCEDURE add_item(i INT, val INT) BEGIN INSERT INTO items (id, v) VALUES (i, val); \
+           UPDATE counters SET n = n + 1 WHERE name = 'calls'; SELECT n FROM counters WHERE name = 'calls'; END",
+        "CREATE PROCEDURE tokenize() BEGIN UPDATE items SET token = UUID(); END",
+        "CREATE PROCEDURE committing() BEGIN UPDATE items SET v = 1; COMMIT; END",
     ] {
         c.query_drop(ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
     }
@@ -951,6 +954,12 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
     assert_eq!(n, Some(1));
     let n: Option<i64> = c.exec_first("SELECT bump(?)", ("calls",)).await.unwrap();
     assert_eq!(n, Some(2));
+    // Deterministic procedures are replicated as their CALL, text or prepared.
+    let n: Option<i64> = c.query_first("CALL add_item(10, 100)").await.unwrap();
+    assert_eq!(n, Some(3));
+    c.exec_drop("CALL add_item(?, ?)", (11, 110)).await.unwrap();
+    let e = c.query_drop("CALL no_such_procedure()").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1305), "{e}");
     let n: Option<i64> = c.query_first("SELECT twice(21)").await.unwrap();
     assert_eq!(n, Some(42));
 
@@ -963,6 +972,8 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
         ("INSERT INTO docs VALUES (5, DEFAULT, DEFAULT)", "column u"),
         ("INSERT INTO stamped (id) VALUES (1)", "SYSDATE()"),
         ("DO bump('calls')", "SELECT"),
+        ("CALL tokenize()", "tokenize()"),
+        ("CALL committing()", "transaction"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");
@@ -979,7 +990,7 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
     c.query_drop("UPDATE docs SET at = NOW(6)").await.unwrap();
 
     let rows: Vec<(String, i64)> = c.query("SELECT name, n FROM counters ORDER BY name").await.unwrap();
-    assert_eq!(rows, [("calls".to_string(), 2), ("updates".to_string(), 4)]);
+    assert_eq!(rows, [("calls".to_string(), 4), ("updates".to_string(), 4)]);
     chorus.assert_converged(maria_cluster(), db.name()).await;
     assert_no_chorus_panics();
 }

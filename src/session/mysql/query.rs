@@ -299,7 +299,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if !write && calls.is_empty() {
             return Ok(class);
         }
-        let facts = self.ctx.catalog.facts().await;
+        let call = matches!(toks.first(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("CALL"));
+        let mut facts = self.ctx.catalog.facts().await;
+        if call {
+            // Its affected rows are its last statement's: whatever it wrote
+            // before that must reach the followers too.
+            self.log.log_unchanged = true;
+            if !facts.may_call_routine(&calls) {
+                // Made since chorus last read the catalog (or does not exist,
+                // which the server will say): read it again before judging.
+                self.ctx.catalog.invalidate();
+                facts = self.ctx.catalog.facts().await;
+            }
+        }
         if facts.is_empty() || !write && !facts.may_call_routine(&calls) {
             return Ok(class);
         }

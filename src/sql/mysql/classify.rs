@@ -226,7 +226,8 @@ pub fn multi_write_problem(statements: &[&[Token<'_>]], classes: &[MyClass]) -> 
         return Some(why.clone());
     }
     let plain = MyClass::Write { uses_last_insert_id: false, returning: false };
-    if classes.iter().any(|c| *c != plain) {
+    let call = statements.iter().any(|s| matches!(s.first(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("CALL")));
+    if call || classes.iter().any(|c| *c != plain) {
         return Some(
             "a query of several statements that writes is replicated only when every statement is an INSERT, \
              REPLACE, UPDATE or DELETE without RETURNING or LAST_INSERT_ID(); send its statements one at a time"
@@ -380,7 +381,8 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         "XA" => refuse("XA (two-phase) transactions are not replicated; use plain transactions"),
         "INSERT" | "REPLACE" | "UPDATE" | "DELETE" => write(toks),
         "LOAD" => refuse("LOAD DATA / LOAD XML are not replicated yet; insert the rows with INSERT"),
-        "CALL" => refuse("stored procedures are not replicated yet; run their statements directly"),
+        // The procedure's body is judged by the leader's catalog (`safety`).
+        "CALL" => write(toks),
         "HANDLER" => MyClass::Local,
         "DO" => MyClass::Local,
         "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" | "GRANT" | "REVOKE" => ddl(toks, &verb),
@@ -578,7 +580,7 @@ mod tests {
             "INSERT INTO t VALUES (NEXT VALUE FOR s)",
             "SELECT NEXTVAL(s)",
             "LOAD DATA INFILE 'x' INTO TABLE t",
-            "CALL p()",
+            "CALL p(@out)",
             "XA START 'x'",
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",

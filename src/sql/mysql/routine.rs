@@ -57,9 +57,32 @@ pub fn judge_body(body: &str, schema: &str) -> Nature {
             if !at_statement_start(seg, i) {
                 continue;
             }
-            let verb = ["INSERT", "REPLACE", "UPDATE", "DELETE", "CALL", "PREPARE", "EXECUTE"]
-                .into_iter()
-                .find(|w| word_is(t, w) && seg.get(i + 1) != Some(&Token::Symbol('(')));
+            let verb = [
+                "INSERT", "REPLACE", "UPDATE", "DELETE", "CALL", "PREPARE", "EXECUTE", "COMMIT", "ROLLBACK", "START",
+                "SET", "LOCK", "UNLOCK", "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "XA",
+            ]
+            .into_iter()
+            .find(|w| word_is(t, w) && seg.get(i + 1) != Some(&Token::Symbol('(')));
+            let next = seg.get(i + 1);
+            let ends_transaction = match verb {
+                Some(
+                    "COMMIT" | "ROLLBACK" | "LOCK" | "UNLOCK" | "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE"
+                    | "XA",
+                ) => true,
+                Some("START") => next.is_some_and(|n| word_is(n, "TRANSACTION")),
+                Some("SET") => next.is_some_and(|n| word_is(n, "autocommit") || word_is(n, "@@autocommit")),
+                _ => false,
+            } || word_is(t, "BEGIN") && next.is_some_and(|n| word_is(n, "WORK"));
+            if ends_transaction {
+                // A procedure's COMMIT (or statement that commits implicitly)
+                // would commit chorus's transaction before its log entry.
+                nature.nondeterministic.get_or_insert_with(|| {
+                    "controls the transaction (COMMIT, ROLLBACK, LOCK TABLES or DDL inside), which chorus cannot \
+                     log as one entry"
+                        .into()
+                });
+                continue;
+            }
             match verb {
                 Some("PREPARE" | "EXECUTE") => {
                     nature.nondeterministic.get_or_insert_with(|| {
@@ -67,7 +90,7 @@ pub fn judge_body(body: &str, schema: &str) -> Nature {
                     });
                     nature.writes = true;
                 }
-                Some(_) => {
+                Some("INSERT" | "REPLACE" | "UPDATE" | "DELETE" | "CALL") => {
                     nature.writes = true;
                     let rest = &seg[i..];
                     nature.writes_tables.extend(targets::written_tables(rest).iter().filter_map(key));
@@ -77,9 +100,18 @@ pub fn judge_body(body: &str, schema: &str) -> Nature {
                         nature.inserts.push((table, shape.columns));
                     }
                 }
-                None => {}
+                _ => {}
             }
         }
+    }
+    let session_value = toks.windows(2).find_map(|w| match w {
+        [Token::Word(f), Token::Symbol('(')] if f.eq_ignore_ascii_case("LAST_INSERT_ID") => Some(f),
+        _ => None,
+    });
+    if let Some(f) = session_value {
+        nature.nondeterministic.get_or_insert_with(|| {
+            format!("reads {f}(), the session's own value (another on the follower's connection)")
+        });
     }
     nature.calls = targets::calls(&toks).iter().filter_map(key).collect();
     nature
@@ -181,6 +213,17 @@ mod tests {
         assert!(judge_body("BEGIN PREPARE s FROM 'DELETE FROM t'; EXECUTE s; END", "s").nondeterministic.is_some());
         // NOW() and RAND() replay with the leader's timestamp and seeds.
         assert_eq!(judge_body("SET NEW.at = NOW(), NEW.r = RAND()", "s").nondeterministic, None);
+        // A procedure that ends the transaction chorus logs it in.
+        for body in [
+            "BEGIN START TRANSACTION; UPDATE t SET a = 1; COMMIT; END",
+            "BEGIN UPDATE t SET a = 1; ROLLBACK; END",
+            "BEGIN CREATE TABLE x (a INT); END",
+            "BEGIN SET autocommit = 1; END",
+        ] {
+            assert!(judge_body(body, "s").nondeterministic.unwrap().contains("transaction"), "{body}");
+        }
+        assert!(judge_body("BEGIN INSERT INTO t VALUES (LAST_INSERT_ID()); END", "s").nondeterministic.is_some());
+        assert_eq!(judge_body("BEGIN DECLARE x INT; SET x = 1; UPDATE t SET a = x; END", "s").nondeterministic, None);
         // REPLACE( is the string function; ON DUPLICATE KEY UPDATE is no statement of its own.
         assert!(!judge_body("SET NEW.a = REPLACE(NEW.a, 'x', 'y')", "s").writes);
         assert!(judge_default("uuid()", "s").nondeterministic.is_some());

@@ -140,7 +140,7 @@ pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str
             for (key, n) in routines() {
                 if let Some(why) = &n.nondeterministic {
                     return Verdict::Refuse(format!(
-                        "the stored function {key}() runs again on every follower, where it would compute other \
+                        "the stored routine {key}() runs again on every follower, where it would compute other \
                          values ({why}); make it deterministic (NOW() and RAND() are fine: chorus replays the \
                          leader's clock and seeds) or pass its value as a literal"
                     ));

@@ -33,6 +33,7 @@ pub fn start_mysql_chorus(cluster: &MariaCluster) -> MyChorus {
 
 /// chorus in front of `cluster` after `tweak` adjusted the configuration.
 pub fn start_mysql_chorus_with(cluster: &MariaCluster, tweak: impl FnOnce(&mut Config)) -> MyChorus {
+    crate::init_logging_from_env();
     let mut config = mysql_chorus_config(cluster);
     tweak(&mut config);
     let (running, bound) = Running::start(config.clone());

@@ -63,7 +63,15 @@ impl MyCatalog {
             return f;
         }
         let generation = self.current.lock().2;
-        match self.load(&mut conn).await {
+        let started = Instant::now();
+        let loaded = self.load(&mut conn).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if elapsed_ms > 1000 {
+            tracing::warn!(elapsed_ms, "reading the MySQL leader's catalog was slow");
+        } else {
+            tracing::debug!(elapsed_ms, "read the MySQL leader's catalog");
+        }
+        match loaded {
             Ok(facts) => {
                 let facts = Arc::new(facts);
                 let mut current = self.current.lock();

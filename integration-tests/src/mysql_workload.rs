@@ -844,7 +844,7 @@ impl Worker {
     /// Values that differ per server unless chorus pins or generates them.
     async fn nondeterministic(&mut self) -> R<Outcome> {
         let me = self.id;
-        match self.rng.below(10) {
+        match self.rng.below(11) {
             9 => {
                 // A deterministic procedure: replicated as its CALL.
                 let id = self.fresh_id();
@@ -889,6 +889,12 @@ impl Worker {
                     (me, k),
                 )
                 .await?
+            }
+            10 => {
+                // Prepared, with UUID() and an omitted DEFAULT (UUID()): run as text.
+                let id = self.fresh_id();
+                self.x("INSERT INTO w_rand (session, u, note) VALUES (?, UUID(), ?)", (me, "prepared uuid")).await?;
+                self.x("INSERT INTO w_docs (id, session) VALUES (?, ?)", (id, me)).await?
             }
             3 => {
                 // The client generates the UUID: a parameter.
@@ -1209,9 +1215,9 @@ impl Worker {
             let (sql, says) = *self.pick(REFUSED);
             self.refused(sql, says).await;
         }
-        // A prepared statement with UUID() is refused at prepare.
-        match self.conn.prep("INSERT INTO w_refuse (id, v, s) VALUES (?, 1, UUID())").await {
-            Ok(_) => panic!("session {}: a prepared UUID() was accepted", self.id),
+        // A prepared statement with UUID() and RETURNING is refused at prepare.
+        match self.conn.prep("INSERT INTO w_refuse (id, v, s) VALUES (?, 1, UUID()) RETURNING id").await {
+            Ok(_) => panic!("session {}: a prepared UUID() with RETURNING was accepted", self.id),
             Err(e) => assert_eq!(code_of(&e), Some(1235), "session {}: prepared UUID(): {e}", self.id),
         }
         self.counters().refused.fetch_add(1, Ordering::Relaxed);

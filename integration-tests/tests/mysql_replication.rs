@@ -140,7 +140,7 @@ async fn unsafe_statements_are_refused_before_they_run() {
         let e = c.query_drop(typo).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1064), "{typo}: {e}");
     }
-    let e = c.prep("INSERT INTO t VALUES (?, UUID())").await.unwrap_err();
+    let e = c.prep("INSERT INTO t VALUES (?, UUID()) RETURNING id").await.unwrap_err();
     assert_eq!(server_code(&e), Some(1235), "{e}");
     // Nothing ran, and the connection is still usable.
     let rows: Vec<(i32, String)> = c.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
@@ -979,8 +979,13 @@ async fn triggers_stored_functions_and_defaults_are_judged_by_what_they_compute(
         assert_eq!(server_code(&e), Some(1235), "{sql}: {e}");
         assert!(e.to_string().contains(says), "{sql}: {e}");
     }
-    let e = c.prep("INSERT INTO docs (id) VALUES (?)").await.unwrap_err();
-    assert_eq!(server_code(&e), Some(1235), "{e}");
+    // Prepared, such writes run as text with their parameters inlined.
+    c.exec_drop("INSERT INTO docs (id) VALUES (?)", (20,)).await.unwrap();
+    c.exec_batch("INSERT INTO docs (id, u) VALUES (?, UUID())", [(21,), (22,)]).await.unwrap();
+    let e = c.exec_drop("INSERT INTO docs (id) VALUES (?)", (20,)).await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1062), "{e}");
+    let n: Option<i64> = c.query_first("SELECT COUNT(DISTINCT u) FROM docs WHERE id >= 20").await.unwrap();
+    assert_eq!(n, Some(3));
 
     // A trigger made after chorus read the catalog counts from the next write on.
     c.query_drop("CREATE TRIGGER docs_upd BEFORE UPDATE ON docs FOR EACH ROW SET NEW.u = UUID()").await.unwrap();

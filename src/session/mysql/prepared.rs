@@ -20,6 +20,9 @@ pub(super) struct Prepared {
     pub follower_ok: bool,
     /// The tables it names, for policy rules.
     pub tables: Vec<String>,
+    /// A write that generates values chorus makes literals: executed as
+    /// text with its parameters inlined (`query::execute_as_text`).
+    pub as_text: bool,
 }
 
 impl Prepared {
@@ -33,6 +36,7 @@ impl Prepared {
             long_data: HashMap::new(),
             follower_ok: false,
             tables: Vec::new(),
+            as_text: false,
         }
     }
 

@@ -430,16 +430,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             self.error(reply, &not_utf8()).await?;
             return Ok(());
         };
-        let toks = lex::tokens(sql, self.backslash_escapes(sql.as_bytes()).await?);
+        let backslash = self.backslash_escapes(sql.as_bytes()).await?;
+        let toks = lex::tokens(sql, backslash);
         let mut class = classify(&toks);
-        if generate::substitute(sql, &toks, |_| String::new()).is_some() {
+        let generates = generate::substitute(sql, &toks, |_| String::new()).is_some();
+        // A write that generates values chorus must make literals (UUID(),
+        // an omitted DEFAULT (UUID())) runs as text, its parameters inlined
+        // (see `execute`); with RETURNING it could not (its rows would come
+        // back in the text protocol's format).
+        let filled = match class {
+            MyClass::Write { returning: false, .. } => self.filled_defaults(sql, &toks).await?,
+            _ => None,
+        };
+        let as_text = matches!(class, MyClass::Write { returning: false, .. }) && (generates || filled.is_some());
+        if generates && !as_text {
             class = MyClass::Refuse(
-                "UUID() / UUID_SHORT() in a prepared statement give another value on every server; \
-                 generate the value in the application and pass it as a parameter"
+                "UUID() / UUID_SHORT() in a prepared statement with RETURNING give another value on every \
+                 server; generate the value in the application and pass it as a parameter"
                     .into(),
             );
         }
-        let class = self.judged(&toks, class).await?;
+        let class = match &filled {
+            Some(text) => {
+                let toks = lex::tokens(text, backslash);
+                self.judged(&toks, classify(&toks)).await?
+            }
+            None => self.judged(&toks, class).await?,
+        };
         if let MyClass::Refuse(why) = &class {
             self.error(reply, &refused(why)).await?;
             return Ok(());
@@ -450,6 +467,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let answer = self.relay(p, Expect::Prepare).await?;
         if let Some(ok) = answer.prepared {
             let mut stmt = Prepared::new(sql.to_string(), class, placeholders, ok.params);
+            stmt.as_text = as_text;
             if stmt.class == MyClass::Read && super::reads::follower_safe(&toks) {
                 stmt.follower_ok = true;
                 stmt.tables = super::reads::tables(&toks);
@@ -473,6 +491,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             MyClass::Write { .. } | MyClass::Ddl => {
                 let charset = self.context().await?.charset;
                 let stmt = self.prepared.get_mut(&id).expect("looked up above");
+                let as_text = stmt.as_text;
                 let sql = match stmt.inline(&p.payload, &charset) {
                     Ok(sql) => sql,
                     Err(e) => {
@@ -481,6 +500,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                         return Ok(());
                     }
                 };
+                if as_text {
+                    return self.execute_as_text(p.seq, class, sql).await;
+                }
                 self.run_statement(p, class, sql, &[]).await
             }
             MyClass::Read => self.read_prepared(p, id).await,
@@ -495,6 +517,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 self.run_statement(p, class, sql.clone(), &toks).await
             }
         }
+    }
+
+    /// A prepared write that generates values (see `prepare`), executed as
+    /// the text `sql` (its parameters inlined) with the generated values
+    /// made literals, so the leader stores what the followers will: its OK
+    /// packet is the same in both protocols.
+    async fn execute_as_text(&mut self, seq: u8, class: MyClass, sql: String) -> Result<(), MySessionError> {
+        let backslash = self.backslash_escapes(sql.as_bytes()).await?;
+        let filled = self.filled_defaults(&sql, &lex::tokens(&sql, backslash)).await?.unwrap_or(sql);
+        let text = generate::substitute(&filled, &lex::tokens(&filled, backslash), |f| {
+            if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
+        })
+        .unwrap_or(filled);
+        let cmd = query_packet(seq, &text);
+        let toks = lex::tokens(&text, backslash);
+        self.run_statement(&cmd, class, text.clone(), &toks).await
     }
 
     /// COM_STMT_SEND_LONG_DATA (no answer comes).

@@ -124,7 +124,7 @@ pub(super) fn follower_safe(toks: &[Token<'_>]) -> bool {
 pub(super) fn tables(toks: &[Token<'_>]) -> Vec<String> {
     let ident = |t: &Token<'_>| match t {
         Token::Word(w) => Some(w.to_ascii_lowercase()),
-        Token::Quoted(q) => Some(q[1..q.len().saturating_sub(1)].replace("``", "`").to_ascii_lowercase()),
+        Token::Quoted(q) => Some(crate::sql::mysql::lex::quoted_name(q).to_ascii_lowercase()),
         _ => None,
     };
     let mut out = Vec::new();

@@ -60,7 +60,7 @@ fn is_word(t: Option<&Token<'_>>, w: &str) -> bool {
 fn name(t: Option<&Token<'_>>) -> String {
     match t {
         Some(Token::Word(w)) => w.to_string(),
-        Some(Token::Quoted(q)) => q[1..q.len().saturating_sub(1)].replace("``", "`"),
+        Some(Token::Quoted(q)) => super::lex::quoted_name(q),
         _ => String::new(),
     }
 }

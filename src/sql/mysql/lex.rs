@@ -29,6 +29,14 @@ pub enum Token<'a> {
     End(usize),
 }
 
+/// The name a `quoted` identifier token stands for: backquotes off,
+/// doubled ones single. An unterminated one (at the very end of the text)
+/// is taken as far as it goes.
+pub fn quoted_name(q: &str) -> String {
+    let inner = q.strip_prefix('`').unwrap_or(q);
+    inner.strip_suffix('`').unwrap_or(inner).replace("``", "`")
+}
+
 /// Tokens of `sql`; `backslash_escapes` is false under NO_BACKSLASH_ESCAPES.
 pub fn tokens(sql: &str, backslash_escapes: bool) -> Vec<Token<'_>> {
     let b = sql.as_bytes();

@@ -271,6 +271,74 @@ mod tests {
         assert_eq!(verdict("INSERT INTO items SELECT * FROM orders"), Verdict::Fine);
     }
 
+    /// Hostile text: random sequences of the words and symbols the
+    /// judgement looks at never panic any of it (seeded, so a failure replays).
+    #[test]
+    fn any_token_soup_is_judged_without_panicking() {
+        const PIECES: &[&str] = &[
+            "INSERT",
+            "REPLACE",
+            "UPDATE",
+            "DELETE",
+            "INTO",
+            "FROM",
+            "JOIN",
+            "USING",
+            "SET",
+            "VALUES",
+            "VALUE",
+            "SELECT",
+            "CALL",
+            "DEFAULT",
+            "ON",
+            "DUPLICATE",
+            "KEY",
+            "WHERE",
+            "PARTITION",
+            "docs",
+            "orders",
+            "s",
+            "`",
+            "`docs`",
+            "``",
+            "'",
+            "')'",
+            "(",
+            ")",
+            ",",
+            ".",
+            "=",
+            ";",
+            "?",
+            "@x",
+            "UUID()",
+            "bump",
+            "RETURNING",
+            "/*",
+            "*/",
+            "--",
+            "#",
+            "\n",
+        ];
+        let facts = facts();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = (state % 12) as usize;
+            let sql: Vec<&str> = (0..n).map(|k| PIECES[((state >> (k * 5)) as usize + k * 7) % PIECES.len()]).collect();
+            let sql = sql.join(if state & 1 == 0 { " " } else { "" });
+            let toks = tokens(&sql, true);
+            let class = crate::sql::mysql::classify(&toks);
+            let _ = judge(&facts, &toks, &class, Some("s"));
+            let _ = judge(&facts, &toks, &MyClass::Write { uses_last_insert_id: false, returning: false }, None);
+            let _ = fires_writing_triggers(&facts, &toks, Some("s"));
+            let _ = crate::sql::mysql::defaults::fill_generated_defaults(&facts, &sql, &toks, Some("s"));
+            let _ = crate::sql::mysql::routine::judge_body(&sql, "s");
+        }
+    }
+
     #[test]
     fn reads_that_write_through_a_function_are_logged() {
         assert_eq!(verdict("SELECT bump()"), Verdict::LoggedRead);

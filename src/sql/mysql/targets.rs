@@ -36,7 +36,7 @@ pub struct InsertShape {
 pub fn ident(t: Option<&Token<'_>>) -> Option<String> {
     match t? {
         Token::Word(w) => Some(w.to_ascii_lowercase()),
-        Token::Quoted(q) => Some(q[1..q.len().saturating_sub(1)].replace("``", "`").to_ascii_lowercase()),
+        Token::Quoted(q) => Some(super::lex::quoted_name(q).to_ascii_lowercase()),
         _ => None,
     }
 }
@@ -260,6 +260,15 @@ mod tests {
         );
         assert_eq!(w("INSERT INTO x.y SELECT * FROM z"), [n(Some("x"), "y")]);
         assert_eq!(w("SELECT 1"), []);
+    }
+
+    #[test]
+    fn an_unterminated_quoted_name_is_no_panic() {
+        for sql in ["UPDATE `", "INSERT INTO `", "DELETE FROM x.`", "CALL `", "SAVEPOINT `"] {
+            let toks = tokens(sql, true);
+            let _ = (written_tables(&toks), calls(&toks), insert_shape(&toks), crate::sql::mysql::classify(&toks));
+        }
+        assert_eq!(written_tables(&tokens("UPDATE `a``b", true)), [n(None, "a`b")]);
     }
 
     #[test]

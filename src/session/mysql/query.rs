@@ -242,24 +242,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         // An INSERT that leaves a column to DEFAULT (UUID()) gets the call
         // written out, to be made a literal below.
-        let written_out = match statements.first() {
-            Some(s) if matches!(classify(s), MyClass::Write { .. }) => self.filled_defaults(sql, s).await?,
+        let first = statements.first().map(|s| (*s, classify(s)));
+        let written_out = match &first {
+            Some((s, MyClass::Write { .. })) => self.filled_defaults(sql, s).await?,
             _ => None,
         };
-        let filled;
-        let (p, sql, toks) = match &written_out {
+        let (filled, filled_toks);
+        let (p, sql, toks, first): (&Packet, &str, &[Token<'_>], _) = match &written_out {
             Some(text) => {
                 filled = query_packet(p.seq, text);
-                (&filled, text.as_str(), lex::tokens(text, backslash))
+                filled_toks = lex::tokens(text, backslash);
+                (&filled, text.as_str(), &filled_toks, None)
             }
-            None => (p, sql, toks),
+            None => (p, sql, &toks, first),
         };
-        let class = match toks.split(|t| matches!(t, Token::End(_))).find(|s| !s.is_empty()) {
-            Some(s) => self.judged(s, classify(s)).await?,
+        let first = first.or_else(|| {
+            let s = toks.split(|t| matches!(t, Token::End(_))).find(|s| !s.is_empty())?;
+            Some((s, classify(s)))
+        });
+        let class = match first {
+            Some((s, class)) => self.judged(s, class).await?,
             None => MyClass::Local,
         };
         if matches!(class, MyClass::Write { .. }) {
-            let generated = generate::substitute(sql, &toks, |f| {
+            let generated = generate::substitute(sql, toks, |f| {
                 if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }
             });
             if let Some(text) = generated {
@@ -270,7 +276,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 return Ok(true);
             }
         }
-        self.run_statement(p, class, sql.to_string(), &toks).await?;
+        self.run_statement(p, class, sql.to_string(), toks).await?;
         Ok(true)
     }
 

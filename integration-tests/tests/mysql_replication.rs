@@ -101,7 +101,17 @@ async fn nondeterministic_values_replay_as_the_leader_computed_them() {
     c.query_drop(format!("USE `{other}`")).await.unwrap();
     c.query_drop(format!("DROP DATABASE `{other}`")).await.unwrap();
     c.query_drop(format!("CREATE DATABASE `{other}`")).await.unwrap();
-    c.query_drop(format!("CREATE TABLE `{other}`.again (id INT PRIMARY KEY)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{other}`.again (id INT PRIMARY KEY, db VARCHAR(64))")).await.unwrap();
+    // DATABASE() is NULL there, on the followers too.
+    c.query_drop(format!("INSERT INTO `{other}`.again VALUES (1, DATABASE()), (2, SCHEMA())")).await.unwrap();
+    c.exec_drop(format!("INSERT INTO `{other}`.again VALUES (?, DATABASE())"), (3,)).await.unwrap();
+    // A session that never chose one, after an entry with a database (the
+    // followers' appliers run with it).
+    let mut with_db = chorus.connect(db.name()).await;
+    with_db.query_drop(format!("INSERT INTO `{other}`.again VALUES (4, DATABASE())")).await.unwrap();
+    let mut no_db = mysql_async::Conn::new(chorus.opts(db.name()).db_name(None::<String>)).await.unwrap();
+    no_db.query_drop(format!("INSERT INTO `{other}`.again VALUES (5, DATABASE())")).await.unwrap();
+    no_db.exec_drop(format!("INSERT INTO `{other}`.again VALUES (?, SCHEMA())"), (6,)).await.unwrap();
     chorus.assert_converged(maria_cluster(), &other).await;
     c.query_drop(format!("DROP DATABASE `{other}`")).await.unwrap();
     chorus.assert_converged(maria_cluster(), db.name()).await;

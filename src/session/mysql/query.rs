@@ -280,6 +280,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         Ok(true)
     }
 
+    /// A write's text as the followers replay it: without a default
+    /// database (the session dropped it, or never chose one) its
+    /// `DATABASE()` / `SCHEMA()` are NULL, what the leader computed; a
+    /// follower's applier runs with the database of the entry before.
+    async fn database_calls_inlined(&mut self, sql: String) -> Result<String, MySessionError> {
+        let b = sql.as_bytes();
+        let mentions = b.windows(8).any(|w| w.eq_ignore_ascii_case(b"DATABASE"))
+            || b.windows(6).any(|w| w.eq_ignore_ascii_case(b"SCHEMA"));
+        if !mentions {
+            return Ok(sql);
+        }
+        let ctx = self.context().await?;
+        if ctx.db.is_some() {
+            return Ok(sql);
+        }
+        let toks = lex::tokens(&sql, ctx.backslash_escapes);
+        Ok(generate::replace_calls(&sql, &toks, &["DATABASE", "SCHEMA"], |_| "NULL".into()).unwrap_or(sql))
+    }
+
     /// `sql` (one INSERT, tokens `toks`) with the generated defaults of the
     /// columns it leaves out written out (`sql::mysql::defaults`), if any.
     async fn filled_defaults(&mut self, sql: &str, toks: &[Token<'_>]) -> Result<Option<String>, MySessionError> {
@@ -352,7 +371,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         match class {
             MyClass::Read => self.read(cmd, toks).await?,
-            MyClass::Write { .. } | MyClass::Ddl => self.logged_write(cmd, vec![sql], &class).await?,
+            MyClass::Write { .. } => {
+                let sql = self.database_calls_inlined(sql).await?;
+                self.logged_write(cmd, vec![sql], &class).await?
+            }
+            MyClass::Ddl => self.logged_write(cmd, vec![sql], &class).await?,
             MyClass::Commit => self.commit(cmd).await?,
             MyClass::Rollback => {
                 self.relay(cmd, Expect::ResultSets).await?;

@@ -24,13 +24,24 @@ pub fn values_only(toks: &[Token<'_>]) -> bool {
 
 /// `sql` with each generated-value call replaced by `make(function)`; None
 /// when there is none. `toks` are `sql`'s tokens.
-pub fn substitute(sql: &str, toks: &[Token<'_>], mut make: impl FnMut(&str) -> String) -> Option<String> {
+pub fn substitute(sql: &str, toks: &[Token<'_>], make: impl FnMut(&str) -> String) -> Option<String> {
+    replace_calls(sql, toks, GENERATED, make)
+}
+
+/// `sql` with each call without arguments of one of `functions` (upper
+/// case, unqualified) replaced by `make(function)`; None when there is none.
+pub fn replace_calls(
+    sql: &str,
+    toks: &[Token<'_>],
+    functions: &[&'static str],
+    mut make: impl FnMut(&str) -> String,
+) -> Option<String> {
     let base = sql.as_ptr() as usize;
     let mut out = String::with_capacity(sql.len() + 64);
     let mut from = 0;
     for (i, t) in toks.iter().enumerate() {
         let Token::Word(w) = t else { continue };
-        let Some(f) = GENERATED.iter().find(|f| w.eq_ignore_ascii_case(f)) else { continue };
+        let Some(f) = functions.iter().find(|f| w.eq_ignore_ascii_case(f)) else { continue };
         let qualified = i > 0 && toks[i - 1] == Token::Symbol('.');
         if qualified || toks.get(i + 1) != Some(&Token::Symbol('(')) || toks.get(i + 2) != Some(&Token::Symbol(')')) {
             continue;

@@ -108,18 +108,19 @@ impl MyCatalog {
         }
         let c = slot.as_mut().expect("connected above");
         let q = |what: &'static str| conn::query_error(node, what);
-        let version: Option<String> = c.query_first("SELECT VERSION()").await.map_err(q("reading the version"))?;
-        let mariadb = version.unwrap_or_default().contains("MariaDB");
+        let version = texts(c.query("SELECT VERSION()").await.map_err(q("reading the version"))?);
+        let mariadb = version.first().and_then(|r| col(r, 0)).unwrap_or_default().contains("MariaDB");
 
-        let rows: Vec<(String, String, String, Option<String>)> = c
-            .query(format!(
+        let rows = c
+            .query::<mysql_async::Row, _>(format!(
                 "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES \
                  WHERE ROUTINE_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
             ))
             .await
             .map_err(q("reading stored routines"))?;
         let mut routines = HashMap::new();
-        for (schema, name, _kind, body) in rows {
+        for r in texts(rows) {
+            let (schema, name, body) = (col(&r, 0).unwrap_or_default(), col(&r, 1).unwrap_or_default(), col(&r, 3));
             let nature = match body {
                 Some(body) => routine::judge_body(&body, &schema.to_ascii_lowercase()),
                 None => Nature {
@@ -133,8 +134,8 @@ impl MyCatalog {
             routines.insert(format!("{}.{}", schema.to_ascii_lowercase(), name.to_ascii_lowercase()), nature);
         }
 
-        let rows: Vec<(String, String, String, String, String, String)> = c
-            .query(format!(
+        let rows = c
+            .query::<mysql_async::Row, _>(format!(
                 "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, EVENT_MANIPULATION, \
                  ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
             ))
@@ -142,7 +143,9 @@ impl MyCatalog {
             .map_err(q("reading triggers"))?;
         // Per table (what a body's write of it fires) and per table and event.
         let mut triggers: HashMap<String, Nature> = HashMap::new();
-        for (schema, name, table_schema, table, event, body) in rows {
+        for r in texts(rows) {
+            let [schema, name, table_schema, table, event, body] =
+                std::array::from_fn(|i| col(&r, i).unwrap_or_default());
             let mut n = routine::judge_body(&body, &schema.to_ascii_lowercase());
             n.nondeterministic = n.nondeterministic.map(|why| format!("trigger {name}: {why}"));
             let table = format!("{}.{}", table_schema.to_ascii_lowercase(), table.to_ascii_lowercase());
@@ -161,8 +164,8 @@ impl MyCatalog {
 
         // MariaDB prints a literal DEFAULT quoted and an expression as it is;
         // MySQL prints both bare and marks expressions DEFAULT_GENERATED.
-        let rows: Vec<(String, String, String, Option<String>, String)> = c
-            .query(format!(
+        let rows = c
+            .query::<mysql_async::Row, _>(format!(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS} \
                  AND (COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%')"
@@ -171,7 +174,9 @@ impl MyCatalog {
             .map_err(q("reading column defaults"))?;
         let mut auto_increment = HashMap::new();
         let mut defaults: Vec<(String, String, String, Nature)> = Vec::new();
-        for (schema, table, column, default, extra) in rows {
+        for r in texts(rows) {
+            let [schema, table, column] = std::array::from_fn(|i| col(&r, i).unwrap_or_default());
+            let (default, extra) = (col(&r, 3), col(&r, 4).unwrap_or_default());
             let key = format!("{}.{}", schema.to_ascii_lowercase(), table.to_ascii_lowercase());
             let column = column.to_ascii_lowercase();
             let extra = extra.to_ascii_lowercase();
@@ -198,21 +203,44 @@ impl MyCatalog {
             }
         }
 
-        let rows: Vec<(String, String, Option<String>)> = c
-            .query(format!(
+        let rows = c
+            .query::<mysql_async::Row, _>(format!(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS \
                  WHERE TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
             ))
             .await
             .map_err(q("reading views"))?;
         let mut views = HashMap::new();
-        for (schema, name, definition) in rows {
+        for r in texts(rows) {
+            let (schema, name, definition) =
+                (col(&r, 0).unwrap_or_default(), col(&r, 1).unwrap_or_default(), col(&r, 2));
             let schema = schema.to_ascii_lowercase();
             let read = view_tables(definition.as_deref().unwrap_or(""), &schema);
             views.insert(format!("{schema}.{}", name.to_ascii_lowercase()), read);
         }
         Ok(Facts { routines, triggers, volatile_defaults, views })
     }
+}
+
+/// Rows as text, whatever their bytes (a body may hold any): no row a
+/// server sends can make the load fail, let alone panic.
+fn texts(rows: Vec<mysql_async::Row>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| match row.as_ref(i) {
+                    None | Some(mysql_async::Value::NULL) => None,
+                    Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    Some(v) => Some(v.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Column `i` of a row from [`texts`].
+fn col(row: &[Option<String>], i: usize) -> Option<String> {
+    row.get(i).cloned().flatten()
 }
 
 /// The tables a view's definition names after FROM / JOIN / `,` (the

@@ -49,6 +49,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         Ok(answers)
     }
 
+    /// Is a transaction open on the leader connection? Asked with `DO 0`,
+    /// whose OK packet carries the status flags an error packet lacks.
+    pub(super) async fn server_in_transaction(&mut self) -> Result<bool, MySessionError> {
+        let mut out = BytesMut::new();
+        crate::protocol::mysql::packet::frame(&mut out, 0, b"\x03DO 0");
+        self.leader.send_framed(&out).await?;
+        let held = self.read_held(Expect::ResultSets).await?;
+        Ok(held.response.status.is_none_or(|s| s & crate::protocol::mysql::consts::status::IN_TRANS != 0))
+    }
+
     /// chorus's `sqls`, then the client's command `payload`, back to back
     /// (one round trip): the answers to `sqls`, and the command's whole
     /// answer, held. The command runs whatever `sqls` answered.

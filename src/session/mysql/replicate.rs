@@ -36,6 +36,12 @@ const SESSION_VARS: &[&str] = &[
     "default_storage_engine",
 ];
 
+/// Errors after which InnoDB may have rolled back the whole transaction,
+/// not just the statement, without saying so (1213, always a rollback, is
+/// handled in `after_answer`): ER_AUTOINC_READ_FAILED (a deadlock or lock
+/// wait on the AUTO-INC lock), ER_LOCK_TABLE_FULL.
+const MAY_END_TRANSACTION: &[u16] = &[1467, 1206];
+
 /// The session's context as last read from the leader.
 #[derive(Debug, Clone)]
 pub(super) struct Captured {
@@ -431,6 +437,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             if wrap {
                 self.internal(&["ROLLBACK".to_string()]).await?;
                 return self.send_held(held, |s| s & !status::IN_TRANS).await;
+            }
+            let may_have_ended = held.response.error_code.is_some_and(|c| MAY_END_TRANSACTION.contains(&c));
+            if may_have_ended && self.status & status::IN_TRANS != 0 && !self.server_in_transaction().await? {
+                // The server rolled the whole transaction back (a deadlock
+                // on the AUTO-INC lock reads as 1467): what it logged so far
+                // must not reach the followers, and the next write is
+                // autocommitted there again.
+                self.send_held(held, |s| s).await?;
+                self.status &= !status::IN_TRANS;
+                self.rolled_back();
+                return Ok(());
             }
             return self.send_held(held, |s| s).await;
         }

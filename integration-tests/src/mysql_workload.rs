@@ -226,8 +226,10 @@ fn code_of(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
+/// A deadlock: 1213, or 1467 (InnoDB's answer when the lock it deadlocked
+/// on was a table's AUTO-INC lock; the transaction is rolled back all the same).
 fn is_deadlock(f: &Failure) -> bool {
-    code_of(&f.error) == Some(1213)
+    matches!(code_of(&f.error), Some(1213 | 1467))
 }
 
 fn is_lock_wait(f: &Failure) -> bool {

@@ -45,7 +45,11 @@ pub fn fill_generated_defaults(facts: &Facts, sql: &str, toks: &[Token<'_>], db:
         };
         Some(s.as_ptr() as usize - base + s.len())
     };
-    // The column list's `(`: the first one after the table name.
+    // The column list's `(`: the first one after the table name (with a
+    // PARTITION list before it, the statement is left as it is: refused).
+    if toks.iter().any(|t| word_is(Some(t), "PARTITION")) {
+        return None;
+    }
     let open = toks.iter().position(|t| *t == Token::Symbol('('))?;
     let values = toks.iter().position(|t| word_is(Some(t), "VALUES") || word_is(Some(t), "VALUE"))?;
     // Each `)` that closes a group at depth 0: the column list's, then each row's.
@@ -150,6 +154,7 @@ mod tests {
         assert_eq!(fill("INSERT INTO docs VALUES (1, 'a', 2)"), None);
         assert_eq!(fill("INSERT INTO docs (id) SELECT 1"), None);
         assert_eq!(fill("INSERT INTO odd (id) VALUES (1)"), None);
+        assert_eq!(fill("INSERT INTO docs PARTITION (p0) (id) VALUES (1)"), None);
         assert_eq!(fill("INSERT INTO other (id) VALUES (1)"), None);
     }
 }

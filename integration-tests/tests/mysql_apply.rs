@@ -625,6 +625,9 @@ async fn interrupted_ddl_is_recorded_when_applied_again() {
         leader.conn.query_drop("START TRANSACTION").await.unwrap();
         leader.conn.query_drop("UPDATE _chorus.lsn SET lsn = lsn + 1 WHERE id = 1").await.unwrap();
         let next: i64 = leader.conn.query_first("SELECT lsn FROM _chorus.lsn WHERE id = 1").await.unwrap().unwrap();
+        // Every entry before it (other tests' too) applied first: recording
+        // one would clear the marker set below.
+        wait_applied(&repl, SHARED_FOLLOWERS, next - 1).await;
         for f in cluster.followers() {
             // What the interrupted attempt left: the DDL ran, the marker is set.
             let mut c = f.connect(&ddl_db).await.unwrap();

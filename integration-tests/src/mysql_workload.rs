@@ -846,7 +846,21 @@ impl Worker {
     /// Values that differ per server unless chorus pins or generates them.
     async fn nondeterministic(&mut self) -> R<Outcome> {
         let me = self.id;
-        match self.rng.below(11) {
+        match self.rng.below(12) {
+            11 => {
+                // User variables computed on the leader, read by writes
+                // (chorus logs their values), one of them assigned per row.
+                self.q("SET @w_r = RAND(), @w_at = NOW(6), @w_n = 0, @w_s = CONCAT('v', UUID_SHORT())").await?;
+                self.q(format!(
+                    "INSERT INTO w_rand (session, r, at, note) VALUES ({me}, @w_r, @w_at, @w_s), ({me}, @w_r * 2, @w_at, 'vars')"
+                ))
+                .await?;
+                self.x(
+                    "UPDATE w_rand SET us = (@w_n := @w_n + 1) WHERE session = ? ORDER BY id DESC LIMIT 3",
+                    (me,),
+                )
+                .await?
+            }
             9 => {
                 // A deterministic procedure: replicated as its CALL.
                 let id = self.fresh_id();

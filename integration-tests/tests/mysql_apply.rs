@@ -157,6 +157,7 @@ impl Leader {
             insert_id: None,
             last_insert_id: None,
             session: self.session.clone(),
+            user_vars: Vec::new(),
         };
         if sql.contains("LAST_INSERT_ID()") {
             ctx.last_insert_id = self.conn.query_first("SELECT LAST_INSERT_ID()").await.unwrap();

@@ -119,6 +119,53 @@ async fn nondeterministic_values_replay_as_the_leader_computed_them() {
 }
 
 #[tokio::test]
+async fn user_variables_in_writes_replay_with_the_leaders_values() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop(
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, i BIGINT, u BIGINT UNSIGNED, d DECIMAL(20,6), \
+         f DOUBLE, s VARCHAR(40) CHARACTER SET utf8mb4, l VARCHAR(40) CHARACTER SET latin1, b VARBINARY(40), \
+         at DATETIME(6), rnk INT)",
+    )
+    .await
+    .unwrap();
+    c.query_drop("CREATE TABLE child (id INT AUTO_INCREMENT PRIMARY KEY, parent INT, note VARCHAR(80))").await.unwrap();
+    // Values computed on the leader only (the SET runs there): the time,
+    // random numbers, a value read from a table, every type a variable holds.
+    c.query_drop(
+        "SET @i = -5 * 3, @u = 18446744073709551615, @d = 1.5 / 7, @f = RAND() + 0.1e0, @s = CONCAT('€ ', UUID()), \
+         @l = CONVERT('café' USING latin1), @b = UNHEX('00FF10'), @at = NOW(6), @null = NULL",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO t (i, u, d, f, s, l, b, at) VALUES (@i, @u, @d, @f, @s, @l, @b, @at)").await.unwrap();
+    c.query_drop("INSERT INTO t (i, s) VALUES (@null, @never_set)").await.unwrap();
+    // The script idiom: the parent's id carried to the child in a variable.
+    c.query_drop("INSERT INTO t (i) VALUES (1)").await.unwrap();
+    c.query_drop("SET @parent = LAST_INSERT_ID()").await.unwrap();
+    c.query_drop("INSERT INTO child (parent, note) VALUES (@parent, 'first'), (@parent, 'second')").await.unwrap();
+    c.query_drop("SELECT @max := MAX(id) FROM t").await.unwrap();
+    c.query_drop("UPDATE t SET f = RAND() WHERE id = @max").await.unwrap();
+    // A variable the write itself assigns, row by row: a ranking.
+    c.query_drop("SET @r = 0").await.unwrap();
+    c.query_drop("UPDATE t SET rnk = (@r := @r + 1) ORDER BY id DESC").await.unwrap();
+    let r: Option<i64> = c.query_first("SELECT @r").await.unwrap();
+    assert_eq!(r, Some(3), "the variable the write assigned is the session's");
+    // In a transaction, and through a prepared statement with a parameter.
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop("SET @note = CONCAT('tx ', RAND())").await.unwrap();
+    c.exec_drop("INSERT INTO child (parent, note) VALUES (?, @note)", (7,)).await.unwrap();
+    c.query_drop("SET @note = 'changed later'").await.unwrap();
+    c.query_drop("UPDATE child SET note = CONCAT(note, ' / ', @note) WHERE note = 'first'").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let note: Option<String> = c.query_first("SELECT note FROM child WHERE parent = 7").await.unwrap();
+    assert!(note.is_some_and(|n| n.starts_with("tx 0.")));
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn unsafe_statements_are_refused_before_they_run() {
     let db = fresh_maria_database().await;
     let chorus = start_mysql_chorus(maria_cluster());
@@ -132,7 +179,8 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("DELETE FROM t LIMIT 1", "ORDER BY"),
         ("UPDATE t SET v = CONNECTION_ID()", "CONNECTION_ID()"),
         ("INSERT INTO t VALUES (11, CURRENT_USER())", "CURRENT_USER()"),
-        ("UPDATE t SET v = @x", "@x"),
+        ("UPDATE t SET v = @x WHERE id = 1; UPDATE t SET v = 'y' WHERE id = 2", "user variables"),
+        ("CREATE TABLE c2 AS SELECT @x AS v", "@x"),
         ("CREATE TEMPORARY TABLE tmp (a INT)", "temporary"),
         ("DELETE FROM t WHERE id = 1; SELECT 1", "one at a time"),
         ("UPDATE t SET v = 'x' WHERE id = 1; UPDATE t SET v = RAND() WHERE id = 2", "on its own"),

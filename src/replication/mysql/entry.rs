@@ -50,6 +50,10 @@ pub struct StatementContext {
     /// set and collation, foreign_key_checks, unique_checks...
     #[serde(default)]
     pub session: Vec<(String, String)>,
+    /// User variables the statement reads, as `(name, literal)`: their
+    /// values on the leader right before it ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_vars: Vec<(String, String)>,
 }
 
 impl LoggedStatement {
@@ -127,6 +131,7 @@ pub fn context_sql(ctx: &StatementContext) -> String {
     if let Some(n) = ctx.last_insert_id {
         parts.push(format!("LAST_INSERT_ID = {n}"));
     }
+    parts.extend(ctx.user_vars.iter().map(|(name, value)| format!("{name} = {value}")));
     format!("SET {}", parts.join(", "))
 }
 
@@ -143,6 +148,7 @@ mod tests {
             insert_id: Some(41),
             last_insert_id: None,
             session: vec![("sql_mode".into(), "STRICT_TRANS_TABLES".into()), ("time_zone".into(), "+00:00".into())],
+            user_vars: Vec::new(),
         };
         let e = LogEntry {
             statements: vec![LoggedStatement {
@@ -172,5 +178,7 @@ mod tests {
              @@rand_seed1 = 7, @@rand_seed2 = 9, INSERT_ID = 41"
         );
         assert_eq!(literal(""), "''");
+        let with_vars = StatementContext { user_vars: vec![("@n".into(), "7".into())], ..ctx };
+        assert!(context_sql(&with_vars).ends_with("INSERT_ID = 41, @n = 7"));
     }
 }

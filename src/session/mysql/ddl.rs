@@ -268,6 +268,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 insert_id: None,
                 last_insert_id: None,
                 session: ctx.vars.clone(),
+                user_vars: Vec::new(),
             },
         };
         let entry = LogEntry { statements: vec![statement], ddl: true };

@@ -18,6 +18,8 @@ pub(super) struct Answer {
     pub error: Option<MyError>,
     /// Text-protocol rows, when the statement returned some.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The type of each column (`enum_field_types`), when it returned rows.
+    pub types: Vec<u8>,
 }
 
 /// A whole answer to a client's command, held back.
@@ -126,9 +128,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     fn to_answer(&self, held: &Held) -> Answer {
         let first = &held.packets[0].payload;
         if first.first() == Some(&0xFF) {
-            return Answer { error: MyError::parse(first), rows: Vec::new() };
+            return Answer { error: MyError::parse(first), ..Answer::default() };
         }
-        Answer { error: None, rows: text_rows(&held.packets, self.deprecate_eof()) }
+        Answer { error: None, rows: text_rows(&held.packets, self.deprecate_eof()), types: column_types(&held.packets) }
     }
 
     /// Send a held answer to the client, its final status flags passed
@@ -175,6 +177,28 @@ impl InternalFailure {
     pub fn lost_connection(&self) -> bool {
         matches!(self, InternalFailure::Session(_))
     }
+}
+
+/// The column types of a result set (the first one), from its column
+/// definitions: six length-encoded names, the fixed fields' length, the
+/// character set (2 bytes), the column length (4), then the type.
+fn column_types(packets: &[Packet]) -> Vec<u8> {
+    let Some(first) = packets.first() else { return Vec::new() };
+    if matches!(first.first_byte(), Some(0x00 | 0xFF)) {
+        return Vec::new();
+    }
+    let Ok(Some(columns)) = Reader::new(&first.payload).lenenc("column count") else { return Vec::new() };
+    let column_type = |p: &Packet| -> Option<u8> {
+        let mut r = Reader::new(&p.payload);
+        for _ in 0..6 {
+            r.lenenc_bytes("column name").ok()?;
+        }
+        r.lenenc("fixed length").ok()?;
+        r.u16("character set").ok()?;
+        r.u32("column length").ok()?;
+        r.u8("column type").ok()
+    };
+    packets[1..].iter().take(columns as usize).map(|p| column_type(p).unwrap_or(0xFD)).collect()
 }
 
 /// The rows of a text-protocol result set (the first one).

@@ -16,8 +16,8 @@ use crate::protocol::mysql::consts::{com, status};
 use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::replication::mysql::SERVER_LOG;
 use crate::replication::mysql::entry::{LogEntry, LoggedStatement, StatementContext};
-use crate::sql::mysql::lex::Token;
-use crate::sql::mysql::{MyClass, WeakIsolation, sets_weak_isolation};
+use crate::sql::mysql::lex::{self, Token};
+use crate::sql::mysql::{MyClass, WeakIsolation, sets_weak_isolation, uservars};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Session variables that change what a statement does, re-established on
@@ -334,6 +334,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         }
         let pin = if self.log.client_timestamp { String::new() } else { format!("TIMESTAMP = {timestamp}, ") };
         setup.push(format!("SET {pin}@@rand_seed1 = {seed1}, @@rand_seed2 = {seed2}"));
+        // The user variables the statement reads, as they are right before
+        // it runs (a query of several statements that writes has none).
+        let user_var_names = match sqls.as_slice() {
+            [sql] if sql.contains('@') => uservars::names(&lex::tokens(sql, ctx.backslash_escapes)),
+            _ => Vec::new(),
+        };
+        let user_vars_at = (!user_var_names.is_empty()).then(|| {
+            setup.push(uservars::capture_sql(&user_var_names));
+            setup.len() - 1
+        });
         if uses_last_insert_id || returning {
             // Read, not tracked: OK packets report explicit ids too, which
             // LAST_INSERT_ID() does not take.
@@ -369,6 +379,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         if uses_last_insert_id {
             self.log.last_insert_id = last_insert_id_before;
         }
+        let user_vars = match user_vars_at {
+            Some(at) => {
+                let row = answers[at].rows.first().cloned().unwrap_or_default();
+                uservars::assignments(&user_var_names, &answers[at].types, &row)
+            }
+            None => Vec::new(),
+        };
         self.log.chorus_timestamp = !self.log.client_timestamp;
         // MariaDB's `... RETURNING` answers with a result set, a row per row
         // written, and leaves ROW_COUNT() at -1 as a SELECT does.
@@ -429,6 +446,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     insert_id: (insert_id != 0).then_some(insert_id),
                     last_insert_id: uses_last_insert_id.then_some(self.log.last_insert_id),
                     session: ctx.vars.clone(),
+                    user_vars: user_vars.clone(),
                 },
             })
             .collect();

@@ -101,17 +101,21 @@ const NONDETERMINISTIC: &[(&str, &str)] = &[
 ];
 
 /// Why a data-changing statement cannot be replayed as it is, if it cannot.
-fn write_problem(toks: &[Token<'_>]) -> Option<String> {
+/// `user_vars_ok`: chorus logs the values of the user variables it reads
+/// (a DML statement's; not DDL's, which is logged apart from the session).
+fn write_problem(toks: &[Token<'_>], user_vars_ok: bool) -> Option<String> {
     // In a VALUES list chorus gives each UUID() a literal of its own.
-    nondeterminism(toks, super::generate::values_only(toks))
+    nondeterminism(toks, super::generate::values_only(toks), user_vars_ok)
 }
 
 /// Why running `toks` again on a follower may compute other values: a
 /// function from [`NONDETERMINISTIC`] (UUID() and UUID_SHORT() not, when
 /// `generated_ok`: chorus replaces them), a system or user variable, a
 /// sequence, LIMIT without ORDER BY. Also judges the bodies of triggers and
-/// stored functions (`routine`), statement by statement.
-pub(crate) fn nondeterminism(toks: &[Token<'_>], generated_ok: bool) -> Option<String> {
+/// stored functions (`routine`), statement by statement. User variables are
+/// fine when `user_vars_ok` (chorus logs their values, see
+/// [`super::uservars`]).
+pub(crate) fn nondeterminism(toks: &[Token<'_>], generated_ok: bool, user_vars_ok: bool) -> Option<String> {
     for (i, t) in toks.iter().enumerate() {
         match t {
             Token::Word(w) => {
@@ -141,9 +145,9 @@ pub(crate) fn nondeterminism(toks: &[Token<'_>], generated_ok: bool) -> Option<S
                     "{v} in a data-changing statement may differ on the followers; send its value as a literal"
                 ));
             }
-            Token::Variable(v) => {
+            Token::Variable(v) if !user_vars_ok => {
                 return Some(format!(
-                    "the user variable {v} is not replicated yet; send its value as a literal or a parameter"
+                    "the user variable {v} is not replicated here; send its value as a literal or a parameter"
                 ));
             }
             _ => {}
@@ -199,7 +203,7 @@ fn returning(toks: &[Token<'_>]) -> bool {
 }
 
 fn write(toks: &[Token<'_>]) -> MyClass {
-    match write_problem(toks) {
+    match write_problem(toks, true) {
         Some(why) => MyClass::Refuse(why),
         None => {
             let (uses_last_insert_id, returning) = (uses_last_insert_id(toks), returning(toks));
@@ -231,6 +235,16 @@ pub fn multi_write_problem(statements: &[&[Token<'_>]], classes: &[MyClass]) -> 
         return Some(
             "a query of several statements that writes is replicated only when every statement is an INSERT, \
              REPLACE, UPDATE or DELETE without RETURNING or LAST_INSERT_ID(); send its statements one at a time"
+                .into(),
+        );
+    }
+    // chorus logs the values of the user variables a statement reads as they
+    // were before it ran; in one query, a later statement may read what an
+    // earlier one left (even one that changed no row and is not logged).
+    if statements.iter().any(|toks| !super::uservars::names(toks).is_empty()) {
+        return Some(
+            "user variables in a query of several statements that writes are not replicated; send its \
+             statements one at a time"
                 .into(),
         );
     }
@@ -496,7 +510,7 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
         && words.iter().skip(1).find(|w| !matches!(w.as_str(), "OR" | "REPLACE")).is_some_and(|w| w == "TABLE");
     if table && toks.iter().any(|t| is_word(Some(t), "SELECT")) {
         // CREATE TABLE ... SELECT: its query must replay like a write's.
-        if let Some(why) = write_problem(toks) {
+        if let Some(why) = write_problem(toks, false) {
             return MyClass::Refuse(why);
         }
         let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
@@ -575,12 +589,11 @@ mod tests {
             "UPDATE t SET at = SYSDATE()",
             "INSERT INTO t VALUES (CURRENT_USER)",
             "DELETE FROM t LIMIT 10",
-            "UPDATE t SET a = @v",
+            "CREATE TABLE c AS SELECT @v AS a",
             "UPDATE t SET a = @@hostname",
             "INSERT INTO t VALUES (NEXT VALUE FOR s)",
             "SELECT NEXTVAL(s)",
             "LOAD DATA INFILE 'x' INTO TABLE t",
-            "CALL p(@out)",
             "XA START 'x'",
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
@@ -595,6 +608,9 @@ mod tests {
         ] {
             assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
         }
+        // User variables: chorus logs their values.
+        assert_eq!(class("UPDATE t SET a = @v"), w);
+        assert!(matches!(class("CALL p(@out)"), MyClass::Write { .. }));
         // A qualified function of the same name is not the builtin; a string is not a call.
         assert_eq!(class("INSERT INTO t VALUES (mylib.uuid(), 'UUID()')"), w);
     }

@@ -9,6 +9,7 @@ pub mod lex;
 pub mod routine;
 pub mod safety;
 pub mod targets;
+pub mod uservars;
 pub mod utf8;
 
 pub use classify::{MyClass, WeakIsolation, classify, may_commit_implicitly, multi_write_problem, sets_weak_isolation};

@@ -51,7 +51,7 @@ pub fn judge_body(body: &str, schema: &str) -> Nature {
     let mut nature = Nature::default();
     for seg in toks.split(|t| matches!(t, Token::End(_))) {
         if nature.nondeterministic.is_none() {
-            nature.nondeterministic = nondeterminism(seg, false);
+            nature.nondeterministic = nondeterminism(seg, false, false);
         }
         for (i, t) in seg.iter().enumerate() {
             if !at_statement_start(seg, i) {
@@ -122,7 +122,7 @@ pub fn judge_body(body: &str, schema: &str) -> Nature {
 pub fn judge_default(expr: &str, schema: &str) -> Nature {
     let toks = tokens(expr, true);
     Nature {
-        nondeterministic: nondeterminism(&toks, false),
+        nondeterministic: nondeterminism(&toks, false, false),
         calls: targets::calls(&toks).iter().filter_map(|n| n.key(Some(schema))).collect(),
         ..Nature::default()
     }

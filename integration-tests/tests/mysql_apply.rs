@@ -165,7 +165,7 @@ impl Leader {
         self.conn.query_drop(context_sql(&ctx)).await.unwrap();
         self.conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql} on the leader: {e}"));
         ctx.insert_id = self.conn.last_insert_id();
-        LoggedStatement { sql: sql.to_string(), raw: None, db: db.map(str::to_string), ctx }
+        LoggedStatement { sql: sql.to_string(), raw: None, infile: None, db: db.map(str::to_string), ctx }
     }
 
     /// One transaction of statements in `db`, logged. Returns its LSN.

@@ -165,6 +165,74 @@ async fn user_variables_in_writes_replay_with_the_leaders_values() {
     assert_no_chorus_panics();
 }
 
+/// The next LOAD DATA LOCAL INFILE on `c` sends `data` as the file.
+fn send_file(c: &mut mysql_async::Conn, data: &str) {
+    let data = bytes::Bytes::from(data.to_string());
+    c.set_infile_handler(async move {
+        let stream: mysql_async::InfileData = Box::pin(futures_util::stream::once(async move { Ok(data) }));
+        Ok(stream)
+    });
+}
+
+#[tokio::test]
+async fn load_data_local_infile_replicates_the_file_the_client_sent() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut c = chorus.connect(db.name()).await;
+    c.query_drop(
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(80) CHARACTER SET utf8mb4, n INT, \
+         at DATETIME(6), r DOUBLE)",
+    )
+    .await
+    .unwrap();
+    // A rolled-back insert leaves a gap in the leader's ids.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (name) VALUES ('gone')").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    send_file(&mut c, "ann\t1\nbob\t2\n€ euro\t3\n");
+    c.query_drop(
+        "LOAD DATA LOCAL INFILE 'people.tsv' INTO TABLE t CHARACTER SET utf8mb4 (name, @n) \
+         SET n = @n * 10, at = NOW(6), r = RAND()",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), 3);
+    // Larger than one read, in a transaction, replacing rows, a header line skipped.
+    let mut csv = String::from("id,name\n");
+    for i in 1..=20_000 {
+        csv.push_str(&format!("{i},row {i} {}\n", "x".repeat(i % 50)));
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    send_file(&mut c, &csv);
+    c.query_drop(
+        "LOAD DATA LOCAL INFILE 'rows.csv' REPLACE INTO TABLE t FIELDS TERMINATED BY ',' IGNORE 1 LINES (id, name)",
+    )
+    .await
+    .unwrap();
+    c.query_drop("UPDATE t SET n = 7 WHERE id = 5").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // LOAD XML, and an empty file.
+    send_file(&mut c, "<list><row id=\"30001\" name=\"xml\"/></list>");
+    c.query_drop("LOAD XML LOCAL INFILE 'rows.xml' INTO TABLE t ROWS IDENTIFIED BY '<row>'").await.unwrap();
+    send_file(&mut c, "");
+    c.query_drop("LOAD DATA LOCAL INFILE 'empty' INTO TABLE t").await.unwrap();
+    // A file on the leader's own disk: refused.
+    let e = c.query_drop("LOAD DATA INFILE '/etc/hostname' INTO TABLE t (name)").await.unwrap_err();
+    assert_eq!(server_code(&e), Some(1235), "{e}");
+    assert!(e.to_string().contains("LOCAL"), "{e}");
+    // A file whose log entry the leader would not take: rolled back, said so.
+    let max: Option<usize> = c.query_first("SELECT @@max_allowed_packet").await.unwrap();
+    let line = format!("{}\n", "y".repeat(70));
+    let big = line.repeat(max.unwrap() / 2 / line.len() + 1000);
+    send_file(&mut c, &big);
+    let e = c.query_drop("LOAD DATA LOCAL INFILE 'big' INTO TABLE t (name)").await.unwrap_err();
+    assert!(e.to_string().contains("max_allowed_packet"), "{e}");
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(20_000 + 1), "the first three rows were replaced, the big file rolled back");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
 #[tokio::test]
 async fn unsafe_statements_are_refused_before_they_run() {
     let db = fresh_maria_database().await;

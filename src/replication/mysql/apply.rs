@@ -546,6 +546,7 @@ mod tests {
         let stmt = |sql: &str, db: Option<&str>| LoggedStatement {
             sql: sql.into(),
             raw: None,
+            infile: None,
             db: db.map(String::from),
             ctx: Default::default(),
         };

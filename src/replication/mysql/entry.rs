@@ -24,6 +24,10 @@ pub struct LoggedStatement {
     /// raw bytes, as mariadb-dump writes BLOBs): what the follower runs.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes")]
     pub raw: Option<Vec<u8>>,
+    /// `LOAD DATA LOCAL INFILE`: the file's content as the client sent it,
+    /// which the follower's replay sends when its server asks for the file.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes")]
+    pub infile: Option<Vec<u8>>,
     /// The session's default database (`USE`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<String>,
@@ -154,6 +158,7 @@ mod tests {
             statements: vec![LoggedStatement {
                 sql: "INSERT INTO t (v) VALUES (NOW())".into(),
                 raw: None,
+                infile: None,
                 db: Some("shop".into()),
                 ctx: ctx.clone(),
             }],

@@ -77,6 +77,15 @@ impl Session {
         // follower under the logged character_set_client as the leader read them.
         conn.query_drop(context).await.map_err(failed("setting the statement's context"))?;
         self.client_charset = client_charset(stmt);
+        if let Some(data) = &stmt.infile {
+            // LOAD DATA LOCAL: the follower asks for the file; it gets what
+            // the leader's client sent.
+            let data = bytes::Bytes::from(data.clone());
+            conn.set_infile_handler(async move {
+                let stream: mysql_async::InfileData = Box::pin(futures_util::stream::once(async move { Ok(data) }));
+                Ok(stream)
+            });
+        }
         conn.query_drop(stmt.bytes()).await.map_err(failed(STATEMENT))
     }
 

@@ -260,6 +260,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let statement = LoggedStatement {
             sql: sql.to_string(),
             raw: None,
+            infile: None,
             db: ctx.db.clone(),
             ctx: StatementContext {
                 timestamp,

@@ -26,6 +26,10 @@ pub(super) struct Answer {
 pub(super) struct Held {
     pub packets: Vec<Packet>,
     pub response: Response,
+    /// `LOAD DATA LOCAL INFILE`: the file the client sent (relayed to the
+    /// leader when it asked), to be logged with the statement. Collected up
+    /// to just past the largest entry the leader takes.
+    pub infile: Option<Vec<u8>>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
@@ -100,6 +104,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     pub(super) async fn read_held(&mut self, expect: Expect) -> Result<Held, MySessionError> {
         let mut response = Response::new(expect, self.deprecate_eof());
         let mut packets = Vec::new();
+        let mut infile = None;
         loop {
             let p = self.leader.read().await?;
             let step = response.feed(&p).map_err(|e| {
@@ -108,21 +113,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     what: e.to_string(),
                 })
             })?;
-            packets.push(p);
             match step {
-                Step::More => {}
-                Step::Done => break,
+                Step::More => packets.push(p),
+                Step::Done => {
+                    packets.push(p);
+                    break;
+                }
                 Step::LocalInfile => {
-                    // Not in chorus's own statements, nor in writes chorus holds
-                    // (LOAD DATA is refused before it runs).
-                    return Err(MySessionError::Backend(MyBackendError::Protocol {
-                        node: self.leader.name.clone(),
-                        what: "unexpected LOCAL INFILE request".into(),
-                    }));
+                    // A client's LOAD DATA LOCAL (chorus's own statements
+                    // load nothing): the request goes to the client now, its
+                    // file to the leader, and the answer after it is held.
+                    frame_raw(&mut self.out, p.seq, &p.payload);
+                    self.flush().await?;
+                    let limit = self.log.context.as_ref().map_or(usize::MAX, |c| c.max_packet);
+                    let mut data = Vec::new();
+                    self.send_infile(Some((&mut data, limit))).await?;
+                    response.infile_sent();
+                    infile = Some(data);
                 }
             }
         }
-        Ok(Held { packets, response })
+        Ok(Held { packets, response, infile })
     }
 
     fn to_answer(&self, held: &Held) -> Answer {

@@ -49,7 +49,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 }
                 Step::LocalInfile => {
                     self.flush().await?;
-                    self.send_infile().await?;
+                    self.send_infile(None).await?;
                     answer.infile_sent();
                 }
                 Step::Done => {
@@ -66,8 +66,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     }
 
     /// LOAD DATA LOCAL: the client's file packets go to the server up to
-    /// the empty packet that ends them.
-    async fn send_infile(&mut self) -> Result<(), MySessionError> {
+    /// the empty packet that ends them; with `collect`, their content is
+    /// also appended to its buffer, up to just past its limit.
+    pub(super) async fn send_infile(
+        &mut self,
+        mut collect: Option<(&mut Vec<u8>, usize)>,
+    ) -> Result<(), MySessionError> {
         loop {
             let p = match self.reader.read_raw().await {
                 Ok(p) => p,
@@ -77,6 +81,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let mut framed = bytes::BytesMut::with_capacity(p.payload.len() + 4);
             frame_raw(&mut framed, p.seq, &p.payload);
             self.leader.send_framed(&framed).await?;
+            if let Some((data, limit)) = collect.as_mut()
+                && data.len() <= *limit
+            {
+                data.extend_from_slice(&p.payload);
+            }
             if p.payload.is_empty() {
                 return Ok(());
             }

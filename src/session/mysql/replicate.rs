@@ -357,10 +357,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // The setup and the statement in one round trip: these steps do not
         // fail on a live connection, and if one did, the statement is undone
         // (chorus's transaction, or the client's) before anything is logged.
-        let (answers, held) = match self.internal_then(&setup, &cmd.payload).await {
+        let (answers, mut held) = match self.internal_then(&setup, &cmd.payload).await {
             Ok(x) => x,
             Err(e) => return self.fail_transaction(reply, "this statement", InternalFailure::Session(e)).await,
         };
+        // An error chorus sends instead of the answer takes the answer's
+        // sequence id (after LOAD DATA LOCAL's file packets, that is not the
+        // one right after the query's).
+        let reply = held.packets.first().map_or(reply, |p| p.seq);
         if let Some((i, error)) = answers.iter().enumerate().find_map(|(i, a)| a.error.clone().map(|e| (i, e))) {
             let f = InternalFailure::Statement { sql: setup[i].clone(), error };
             if wrap && i == 0 {
@@ -431,6 +435,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // writes through) is logged as its bytes, `sql` being its lossy text.
         let raw = (cmd.payload.first() == Some(&com::QUERY) && std::str::from_utf8(&cmd.payload[1..]).is_err())
             .then(|| cmd.payload[1..].to_vec());
+        // LOAD DATA LOCAL (a statement of its own): the file goes with it.
+        let infile = held.infile.take();
         let statements: Vec<LoggedStatement> = sqls
             .into_iter()
             .zip(results)
@@ -438,6 +444,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             .map(|(sql, (_, insert_id))| LoggedStatement {
                 sql,
                 raw: raw.clone(),
+                infile: infile.clone(),
                 db: ctx.db.clone(),
                 ctx: StatementContext {
                     timestamp: timestamp.clone(),

@@ -202,6 +202,25 @@ fn returning(toks: &[Token<'_>]) -> bool {
     })
 }
 
+/// `LOAD DATA | XML [LOW_PRIORITY | CONCURRENT] [LOCAL] INFILE ...`: with
+/// LOCAL the client sends the file through chorus, which logs its content
+/// with the statement (a follower replays the statement with that data); a
+/// file on the leader's own disk the followers do not have.
+fn load(toks: &[Token<'_>]) -> MyClass {
+    if is_word(toks.get(1), "INDEX") {
+        return MyClass::Local; // LOAD INDEX INTO CACHE: MyISAM's key cache
+    }
+    let infile = toks.iter().take(6).position(|t| is_word(Some(t), "INFILE"));
+    let local = infile.is_some_and(|i| toks[..i].iter().any(|t| is_word(Some(t), "LOCAL")));
+    if !local {
+        return refuse(
+            "LOAD DATA INFILE reads a file on the leader's own disk, which the followers do not have; use LOAD \
+             DATA LOCAL INFILE (the client sends the file, and chorus logs its content with the statement)",
+        );
+    }
+    write(toks)
+}
+
 fn write(toks: &[Token<'_>]) -> MyClass {
     match write_problem(toks, true) {
         Some(why) => MyClass::Refuse(why),
@@ -230,7 +249,9 @@ pub fn multi_write_problem(statements: &[&[Token<'_>]], classes: &[MyClass]) -> 
         return Some(why.clone());
     }
     let plain = MyClass::Write { uses_last_insert_id: false, returning: false };
-    let call = statements.iter().any(|s| matches!(s.first(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("CALL")));
+    let call = statements.iter().any(|s| {
+        matches!(s.first(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("CALL") || w.eq_ignore_ascii_case("LOAD"))
+    });
     if call || classes.iter().any(|c| *c != plain) {
         return Some(
             "a query of several statements that writes is replicated only when every statement is an INSERT, \
@@ -394,7 +415,7 @@ pub fn classify(toks: &[Token<'_>]) -> MyClass {
         "RELEASE" if second == "SAVEPOINT" => MyClass::Release(name(toks.get(2))),
         "XA" => refuse("XA (two-phase) transactions are not replicated; use plain transactions"),
         "INSERT" | "REPLACE" | "UPDATE" | "DELETE" => write(toks),
-        "LOAD" => refuse("LOAD DATA / LOAD XML are not replicated yet; insert the rows with INSERT"),
+        "LOAD" => load(toks),
         // The procedure's body is judged by the leader's catalog (`safety`).
         "CALL" => write(toks),
         "HANDLER" => MyClass::Local,
@@ -594,6 +615,7 @@ mod tests {
             "INSERT INTO t VALUES (NEXT VALUE FOR s)",
             "SELECT NEXTVAL(s)",
             "LOAD DATA INFILE 'x' INTO TABLE t",
+            "LOAD DATA LOCAL INFILE 'x' INTO TABLE t SET u = UUID()",
             "XA START 'x'",
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
@@ -608,6 +630,8 @@ mod tests {
         ] {
             assert!(matches!(class(unsafe_sql), MyClass::Refuse(_)), "{unsafe_sql}: {:?}", class(unsafe_sql));
         }
+        assert_eq!(class("LOAD DATA LOCAL INFILE 'x' INTO TABLE t (a, @v) SET b = @v"), w);
+        assert_eq!(class("load xml low_priority local infile 'x' into table t"), w);
         // User variables: chorus logs their values.
         assert_eq!(class("UPDATE t SET a = @v"), w);
         assert!(matches!(class("CALL p(@out)"), MyClass::Write { .. }));

@@ -110,6 +110,11 @@ impl MyCatalog {
         let q = |what: &'static str| conn::query_error(node, what);
         let version = texts(c.query("SELECT VERSION()").await.map_err(q("reading the version"))?);
         let mariadb = version.first().and_then(|r| col(r, 0)).unwrap_or_default().contains("MariaDB");
+        // 2 ("interleaved", MySQL 8's default): a bulk insert's ids need not
+        // be consecutive. A server without InnoDB has no such variable.
+        let lock_mode: Option<Option<String>> =
+            c.query_first("SELECT @@GLOBAL.innodb_autoinc_lock_mode").await.unwrap_or(None);
+        let interleaved_ids = lock_mode.flatten().as_deref() == Some("2");
 
         let rows = c
             .query::<mysql_async::Row, _>(format!(
@@ -218,7 +223,7 @@ impl MyCatalog {
             let read = view_tables(definition.as_deref().unwrap_or(""), &schema);
             views.insert(format!("{schema}.{}", name.to_ascii_lowercase()), read);
         }
-        Ok(Facts { routines, triggers, volatile_defaults, views })
+        Ok(Facts { routines, triggers, volatile_defaults, views, auto_increment, interleaved_ids })
     }
 }
 

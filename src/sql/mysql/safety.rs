@@ -27,12 +27,22 @@ pub struct Facts {
     pub volatile_defaults: HashMap<String, Vec<VolatileDefault>>,
     /// Per view, the tables (and views) it reads: a write through it writes them.
     pub views: HashMap<String, Vec<String>>,
+    /// Per table, its AUTO_INCREMENT column (folded).
+    pub auto_increment: HashMap<String, String>,
+    /// The leader runs `innodb_autoinc_lock_mode = 2`: the ids of a bulk
+    /// insert (`INSERT ... SELECT`, `LOAD DATA`) interleave with other
+    /// sessions' and need not be consecutive, which `SET INSERT_ID` (one
+    /// first id) cannot reproduce on a follower.
+    pub interleaved_ids: bool,
 }
 
 impl Facts {
     /// Nothing here could change a verdict.
     pub fn is_empty(&self) -> bool {
-        self.routines.is_empty() && self.triggers.is_empty() && self.volatile_defaults.is_empty()
+        self.routines.is_empty()
+            && self.triggers.is_empty()
+            && self.volatile_defaults.is_empty()
+            && (!self.interleaved_ids || self.auto_increment.is_empty())
     }
 
     /// Do any of these names (ignoring their databases) name a stored routine?
@@ -85,6 +95,12 @@ pub enum Verdict {
 /// folded): REPLACE deletes and inserts, ON DUPLICATE KEY UPDATE updates.
 fn events(toks: &[Token<'_>]) -> Vec<&'static str> {
     let word = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word(x)) if x.eq_ignore_ascii_case(w));
+    if word(toks.first(), "LOAD") {
+        // LOAD DATA ... REPLACE INTO TABLE replaces duplicates as REPLACE does.
+        let into = toks.iter().position(|t| word(Some(t), "INTO")).unwrap_or(0);
+        let replace = toks[..into].iter().any(|t| word(Some(t), "REPLACE"));
+        return if replace { vec!["insert", "delete"] } else { vec!["insert"] };
+    }
     let verb = toks
         .iter()
         .find_map(|t| match t {
@@ -104,6 +120,34 @@ fn events(toks: &[Token<'_>]) -> Vec<&'static str> {
         "DELETE" => vec!["delete"],
         _ => vec!["insert", "update", "delete"],
     }
+}
+
+/// A "bulk insert" in InnoDB's sense: one whose number of rows is not
+/// known before it runs (`INSERT`/`REPLACE ... SELECT` or `TABLE`, `LOAD
+/// DATA`), not a `VALUES` list or `SET`.
+fn bulk_insert(toks: &[Token<'_>]) -> bool {
+    let word = |t: &Token<'_>, w: &str| matches!(t, Token::Word(x) if x.eq_ignore_ascii_case(w));
+    let Some(first) = toks.first() else { return false };
+    if word(first, "LOAD") {
+        return true;
+    }
+    if !word(first, "INSERT") && !word(first, "REPLACE") {
+        return false;
+    }
+    // A VALUES list or SET comes before any ON at depth 0 (`ON DUPLICATE
+    // KEY UPDATE c = VALUES(c)` follows either form; a SELECT's join's ON
+    // follows its SELECT).
+    let mut depth = 0i32;
+    for t in toks {
+        match t {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            _ if depth == 0 && word(t, "ON") => return true,
+            _ if depth == 0 && ["VALUES", "VALUE", "SET"].iter().any(|w| word(t, w)) => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Does a write fire triggers that change other rows? Then it must be
@@ -173,6 +217,20 @@ pub fn judge(facts: &Facts, toks: &[Token<'_>], class: &MyClass, db: Option<&str
                     }
                 }
             }
+            if facts.interleaved_ids && bulk_insert(toks) {
+                for table in &written {
+                    let Some(column) = facts.auto_increment.get(table) else { continue };
+                    if !matches!(&given, Some(Some(cols)) if cols.contains(column)) {
+                        return Verdict::Refuse(format!(
+                            "the leader runs innodb_autoinc_lock_mode = 2, which may give the rows of an \
+                             INSERT ... SELECT or LOAD DATA AUTO_INCREMENT ids interleaved with other sessions' \
+                             (not consecutive), and a follower would number them consecutively; list the columns \
+                             and give {table}.{column} its values, or run the leader with \
+                             innodb_autoinc_lock_mode = 1 (MariaDB's default)"
+                        ));
+                    }
+                }
+            }
             Verdict::Fine
         }
         MyClass::Read | MyClass::Local | MyClass::Session => {
@@ -207,6 +265,45 @@ mod tests {
     use crate::sql::mysql::lex::tokens;
     use crate::sql::mysql::routine::{judge_body, judge_default, settle};
 
+    #[test]
+    fn bulk_inserts_into_auto_increment_tables_are_refused_when_ids_interleave() {
+        let mut f = Facts {
+            auto_increment: HashMap::from([("s.t".to_string(), "id".to_string())]),
+            interleaved_ids: true,
+            ..Facts::default()
+        };
+        let verdict = |f: &Facts, sql: &str| {
+            let toks = tokens(sql, true);
+            judge(f, &toks, &crate::sql::mysql::classify(&toks), Some("s"))
+        };
+        for bulk in [
+            "INSERT INTO t (v) SELECT v FROM u",
+            "INSERT INTO t SELECT * FROM u",
+            "INSERT INTO t (v) SELECT v FROM u ON DUPLICATE KEY UPDATE v = VALUES(v)",
+            "REPLACE INTO s.t (v) TABLE u",
+            "INSERT INTO t (v) SELECT u.v FROM u JOIN w ON u.id = w.id",
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t (v)",
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
+        ] {
+            assert!(
+                matches!(verdict(&f, bulk), Verdict::Refuse(w) if w.contains("innodb_autoinc_lock_mode")),
+                "{bulk}"
+            );
+        }
+        for fine in [
+            "INSERT INTO t (v) VALUES (1), (2)",
+            "INSERT INTO t SET v = 1",
+            "INSERT INTO t (v) VALUES (1) ON DUPLICATE KEY UPDATE v = VALUES(v)",
+            "INSERT INTO t (id, v) SELECT id, v FROM u",
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t FIELDS TERMINATED BY ',' (id, @v) SET v = @v",
+            "INSERT INTO other (v) SELECT v FROM t",
+        ] {
+            assert_eq!(verdict(&f, fine), Verdict::Fine, "{fine}");
+        }
+        f.interleaved_ids = false;
+        assert_eq!(verdict(&f, "INSERT INTO t (v) SELECT v FROM u"), Verdict::Fine);
+    }
+
     fn facts() -> Facts {
         let mut routines = HashMap::from([
             ("s.stamp".to_string(), judge_body("RETURN SYSDATE()", "s")),
@@ -230,6 +327,7 @@ mod tests {
                 vec![VolatileDefault { column: "u".into(), expression: "uuid()".into(), why }],
             )]),
             views: HashMap::from([("s.recent_orders".to_string(), vec!["s.orders".to_string()])]),
+            ..Facts::default()
         }
     }
 
@@ -252,6 +350,9 @@ mod tests {
         refused("UPDATE t SET at = stamp()", "s.stamp()");
         refused("INSERT INTO docs (id) VALUES (1)", "column u of s.docs");
         refused("INSERT INTO docs VALUES (1, DEFAULT)", "column u of s.docs");
+        refused("LOAD DATA LOCAL INFILE 'f' INTO TABLE orders", "a trigger on s.orders");
+        refused("LOAD DATA LOCAL INFILE 'f' INTO TABLE docs (id, @x) SET v = @x", "column u of s.docs");
+        assert_eq!(verdict("LOAD DATA LOCAL INFILE 'f' INTO TABLE docs (id, @x) SET u = @x"), Verdict::Fine);
         refused("INSERT INTO docs () VALUES ()", "column u of s.docs");
         assert_eq!(verdict("INSERT INTO docs (id, u) VALUES (1, 'x')"), Verdict::Fine);
         assert_eq!(verdict("INSERT INTO docs VALUES (1, 'x')"), Verdict::Fine);

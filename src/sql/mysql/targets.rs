@@ -76,6 +76,9 @@ fn after_group(toks: &[Token<'_>], i: usize) -> usize {
 
 /// The shape of an `INSERT` / `REPLACE` statement (`toks` starting at its verb).
 pub fn insert_shape(toks: &[Token<'_>]) -> Option<InsertShape> {
+    if is_word(toks.first(), "LOAD") {
+        return load_shape(toks);
+    }
     if !is_word(toks.first(), "INSERT") && !is_word(toks.first(), "REPLACE") {
         return None;
     }
@@ -107,6 +110,42 @@ pub fn insert_shape(toks: &[Token<'_>]) -> Option<InsertShape> {
         Some(Token::Word(w)) if w.eq_ignore_ascii_case("SET") => Some(assigned_columns(&toks[i + 1..])),
         _ => None,
     };
+    Some(InsertShape { table, columns })
+}
+
+/// `LOAD DATA | XML ... INTO TABLE t [PARTITION (...)] ... [(col_or_@var, ...)]
+/// [SET c = expr, ...]`: the table, and the columns the file's fields and the
+/// SET list fill (None without a column list: every column, in order).
+fn load_shape(toks: &[Token<'_>]) -> Option<InsertShape> {
+    let into = toks.windows(2).position(|w| is_word(w.first(), "INTO") && is_word(w.get(1), "TABLE"))?;
+    let (table, mut i) = name_at(toks, into + 2)?;
+    let mut columns: Option<Vec<String>> = None;
+    while i < toks.len() {
+        match &toks[i] {
+            Token::Word(w) if w.eq_ignore_ascii_case("PARTITION") => i = after_group(toks, i + 1),
+            Token::Symbol('(') if columns.is_none() => {
+                let end = after_group(toks, i) - 1;
+                let mut cols = Vec::new();
+                for part in toks[i + 1..end.max(i + 1)].split(|t| *t == Token::Symbol(',')) {
+                    // A user variable (`@x`) is not a column.
+                    if let [t] = part
+                        && let Some(c) = ident(Some(t))
+                    {
+                        cols.push(c);
+                    }
+                }
+                columns = Some(cols);
+                i = end + 1;
+            }
+            Token::Word(w) if w.eq_ignore_ascii_case("SET") => {
+                if let Some(cols) = columns.as_mut() {
+                    cols.extend(assigned_columns(&toks[i + 1..]));
+                }
+                break;
+            }
+            _ => i += 1,
+        }
+    }
     Some(InsertShape { table, columns })
 }
 

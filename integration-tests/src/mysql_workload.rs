@@ -144,7 +144,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("DELETE FROM w_refuse WHERE v = ROW_COUNT()", "ROW_COUNT"),
     ("UPDATE w_refuse SET s = @@hostname WHERE id = 1", "@@hostname"),
     ("INSERT INTO w_refuse (id, v) VALUES (302, RELEASE_LOCK('w'))", "RELEASE_LOCK"),
-    ("CREATE TEMPORARY TABLE w_temp (a INT)", "temporary"),
     ("INSERT INTO w_refuse (id, v) VALUES (303, 1); DELETE FROM w_refuse WHERE id = LAST_INSERT_ID()", "one at a time"),
     ("UPDATE w_refuse SET v = 0 WHERE id = 1; SELECT 1", "one at a time"),
     ("LOAD DATA INFILE '/nonexistent' INTO TABLE w_refuse", "LOAD DATA"),
@@ -1235,6 +1234,20 @@ impl Worker {
         match self.conn.prep("INSERT INTO w_refuse (id, v, s) VALUES (?, 1, UUID()) RETURNING id").await {
             Ok(_) => panic!("session {}: a prepared UUID() with RETURNING was accepted", self.id),
             Err(e) => assert_eq!(code_of(&e), Some(1235), "session {}: prepared UUID(): {e}", self.id),
+        }
+        if self.rng.below(3) == 0 {
+            // A temporary table: written with what only the leader computes,
+            // never replicated; a regular table cannot be written from it.
+            let me = self.id;
+            self.q("CREATE TEMPORARY TABLE IF NOT EXISTS w_tmp (id INT PRIMARY KEY, r DOUBLE, u CHAR(36))").await?;
+            self.q(format!("REPLACE INTO w_tmp VALUES ({me}, RAND(), UUID())")).await?;
+            self.q("UPDATE w_tmp SET r = r + RAND() LIMIT 1").await?;
+            let n: Vec<u64> = self.read(format!("SELECT COUNT(*) FROM w_tmp WHERE id = {me}")).await?;
+            assert_eq!(n, [1], "session {me}: its temporary table");
+            self.refused("INSERT INTO w_refuse (id, v) SELECT id + 400, 1 FROM w_tmp", "temporary").await;
+            if self.rng.below(2) == 0 {
+                self.q("DROP TEMPORARY TABLE w_tmp").await?;
+            }
         }
         self.counters().refused.fetch_add(1, Ordering::Relaxed);
         if txn {

@@ -19,6 +19,7 @@ mod query;
 mod reads;
 mod relay;
 mod replicate;
+mod temp;
 
 pub use kill::SessionEntry;
 pub use relay::unreachable_error;

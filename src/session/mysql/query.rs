@@ -202,6 +202,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             for s in &statements {
                 classes.push(self.judged(s, classify(s)).await?);
             }
+            if statements.iter().any(|s| crate::sql::mysql::temp::change(s).is_some()) {
+                // Which of them succeeded, the set of temporary tables must know.
+                let e = refused("send CREATE / DROP of a temporary table as a statement of its own");
+                self.error(reply, &e).await?;
+                return Ok(true);
+            }
             if classes.iter().all(|c| matches!(c, MyClass::Read | MyClass::Local | MyClass::Session)) {
                 self.unpin_timestamp().await?;
                 let answer = self.relay(p, Expect::ResultSets).await?;
@@ -316,6 +322,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// that writes through a stored function (`sql::mysql::safety`). Reads
     /// that call nothing skip the look-up.
     async fn judged(&mut self, toks: &[Token<'_>], class: MyClass) -> Result<MyClass, MySessionError> {
+        let class = self.temp_class(toks, class).await?;
         let write = matches!(class, MyClass::Write { .. });
         if !write && !matches!(class, MyClass::Read | MyClass::Local | MyClass::Session) {
             return Ok(class);
@@ -411,6 +418,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                 self.log.note_isolation(toks);
                 if !answer.error {
                     self.log.note_table_locks(&class, toks);
+                    self.temp_changed(toks).await?;
                 }
                 if class == MyClass::Session {
                     self.log.session_changed(toks);
@@ -492,6 +500,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             }
             None => self.judged(&toks, class).await?,
         };
+        let class = if crate::sql::mysql::temp::change(&toks).is_some() {
+            MyClass::Refuse("send CREATE / DROP of a temporary table as a query, not a prepared statement".into())
+        } else {
+            class
+        };
         if let MyClass::Refuse(why) = &class {
             self.error(reply, &refused(why)).await?;
             return Ok(());
@@ -549,6 +562,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     s.reset();
                 }
                 let toks = lex::tokens(&sql, self.backslash_escapes(sql.as_bytes()).await?);
+                let class = if class == MyClass::Local
+                    && !matches!(self.temp_class(&toks, classify(&toks)).await?, MyClass::Local)
+                {
+                    // Prepared as a write of temporary tables only, which
+                    // are gone now: the name may be a regular table's.
+                    MyClass::Refuse(
+                        "this prepared statement was a write of temporary tables that no longer exist; prepare it again".into(),
+                    )
+                } else {
+                    class
+                };
                 self.run_statement(p, class, sql.clone(), &toks).await
             }
         }

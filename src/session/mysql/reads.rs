@@ -147,7 +147,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// A read the classifier passed: on a fresh-enough follower when it may,
     /// else on the leader.
     pub(super) async fn read(&mut self, cmd: &Packet, toks: &[Token<'_>]) -> Result<(), MySessionError> {
-        let safe = follower_safe(toks);
+        let temp = !self.log.temps.is_empty() && crate::sql::mysql::temp::mentions(toks, &self.log.temps).is_some();
+        let safe = follower_safe(toks) && !temp;
         let tables = if safe && !self.ctx.policies.rules.is_empty() { tables(toks) } else { Vec::new() };
         self.read_routed(cmd, safe, &tables, None).await
     }
@@ -160,7 +161,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let e = MyError::new(code::NET_READ, format!("malformed COM_STMT_EXECUTE: {e}"));
             return self.error(cmd.seq.wrapping_add(1), &e).await;
         }
-        let (safe, tables) = (stmt.follower_ok, stmt.tables.clone());
+        // Prepared before a temporary table of its name existed, maybe.
+        let (safe, tables) = (stmt.follower_ok && self.log.temps.is_empty(), stmt.tables.clone());
         self.read_routed(cmd, safe, &tables, Some(id)).await
     }
 

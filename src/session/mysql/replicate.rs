@@ -98,6 +98,8 @@ pub(super) struct LeaderLog {
     /// The next write fires triggers that write other tables: logged even
     /// when it changes no row of its own (set by `query::judged`).
     pub log_unchanged: bool,
+    /// The session's temporary tables (`db.table`, folded; see `temp`).
+    pub temps: std::collections::HashSet<String>,
 }
 
 fn failure_error(what: &str, f: &InternalFailure) -> MyError {

@@ -489,6 +489,10 @@ pub fn may_commit_implicitly(class: &MyClass, toks: &[Token<'_>]) -> bool {
                 // ... INTO OUTFILE. (Not EXECUTE: what it runs may commit.)
                 "SET" | "DO" | "HANDLER" | "PREPARE" | "DEALLOCATE" | "GET" | "SIGNAL" | "RESIGNAL" | "CHECKSUM"
                 | "SELECT" | "WITH" | "TABLE" | "VALUES" => false,
+                // Writes of temporary tables only (`temp`), and CREATE / DROP
+                // TEMPORARY TABLE, commit nothing; ALTER of one does.
+                "INSERT" | "REPLACE" | "UPDATE" | "DELETE" | "LOAD" => false,
+                "CREATE" | "DROP" if toks.iter().take(4).any(|t| is_word(Some(t), "TEMPORARY")) => false,
                 _ => true,
             }
         }
@@ -520,7 +524,9 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
     let words: Vec<String> = toks.iter().take(6).filter_map(upper).collect();
     let has = |w: &str| words.iter().any(|x| x == w);
     if has("TEMPORARY") {
-        return refuse("temporary tables are not replicated yet; use a regular table");
+        // CREATE / DROP TEMPORARY TABLE: the session's own (`temp`), when it
+        // says which; this when it does not.
+        return refuse("chorus cannot tell which temporary table this statement is about");
     }
     if has("EVENT") {
         return refuse("events run on every server on their own; create them on each server directly");

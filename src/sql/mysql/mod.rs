@@ -9,6 +9,7 @@ pub mod lex;
 pub mod routine;
 pub mod safety;
 pub mod targets;
+pub mod temp;
 pub mod uservars;
 pub mod utf8;
 

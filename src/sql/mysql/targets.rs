@@ -46,7 +46,7 @@ fn is_word(t: Option<&Token<'_>>, w: &str) -> bool {
 }
 
 /// A possibly qualified name at `toks[i..]`, and the index after it.
-fn name_at(toks: &[Token<'_>], i: usize) -> Option<(Name, usize)> {
+pub(crate) fn name_at(toks: &[Token<'_>], i: usize) -> Option<(Name, usize)> {
     let first = ident(toks.get(i))?;
     if toks.get(i + 1) == Some(&Token::Symbol('.'))
         && let Some(second) = ident(toks.get(i + 2))

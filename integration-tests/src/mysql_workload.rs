@@ -115,6 +115,9 @@ fn schema() -> Vec<String> {
          INSERT INTO w_events (id, session, kind, at) VALUES (i, s, 'proc', NOW(6)); \
          UPDATE w_counter SET n = n + 1 WHERE id = 1; END",
         "INSERT INTO w_refuse VALUES (1, 10, 'one', '2020-01-01 00:00:00'), (2, 20, 'two', NULL), (3, 30, NULL, NULL)",
+        // No primary key: no order chorus could give an unordered LIMIT.
+        "CREATE TABLE w_heap (a INT, b INT)",
+        "INSERT INTO w_heap VALUES (1, 1), (2, 2)",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -129,8 +132,8 @@ const REFUSE_ROWS: &str = "1|10|one|2020-01-01 00:00:00.000000;2|20|two|NULL;3|3
 
 /// Statements chorus refuses (1235) before they run, each with a word of the reason.
 const REFUSED: &[(&str, &str)] = &[
-    ("UPDATE w_refuse SET v = v + 1 LIMIT 1", "ORDER BY"),
-    ("DELETE FROM w_refuse LIMIT 1", "ORDER BY"),
+    ("UPDATE w_heap SET b = b + 1 LIMIT 1", "ORDER BY"),
+    ("DELETE FROM w_heap LIMIT 1", "ORDER BY"),
     ("INSERT INTO w_refuse (id, v) SELECT id + 100, v FROM w_refuse LIMIT 2", "ORDER BY"),
     ("UPDATE w_refuse SET at = SYSDATE() WHERE id = 1", "SYSDATE"),
     ("INSERT INTO w_refuse (id, v, s) SELECT id + 200, v, UUID() FROM w_refuse", "UUID"),
@@ -1311,6 +1314,9 @@ impl Worker {
         let k = self.rng.below(7);
         self.x("DELETE FROM w_events WHERE session = ? AND id % 7 = ?", (me, k)).await?;
         self.q(format!("DELETE FROM w_rand WHERE session = {me} ORDER BY id LIMIT 2")).await?;
+        // Unordered: chorus orders it by the primary key.
+        self.q(format!("UPDATE w_rand SET note = 'limited' WHERE session = {me} LIMIT 2")).await?;
+        self.x("DELETE FROM w_rand WHERE session = ? LIMIT 1", (me,)).await?;
         self.q(format!("DELETE FROM w_seq WHERE session = {me} AND note LIKE 'm%' ORDER BY id DESC LIMIT 1")).await?;
         if self.rng.below(3) == 0 {
             self.q(format!(

@@ -223,7 +223,21 @@ impl MyCatalog {
             let read = view_tables(definition.as_deref().unwrap_or(""), &schema);
             views.insert(format!("{schema}.{}", name.to_ascii_lowercase()), read);
         }
-        Ok(Facts { routines, triggers, volatile_defaults, views, auto_increment, interleaved_ids })
+        let rows = c
+            .query::<mysql_async::Row, _>(format!(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS} \
+                 ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+            ))
+            .await
+            .map_err(q("reading primary keys"))?;
+        let mut primary_keys: HashMap<String, Vec<String>> = HashMap::new();
+        for r in texts(rows) {
+            let [schema, table, column] = std::array::from_fn(|i| col(&r, i).unwrap_or_default());
+            let key = format!("{}.{}", schema.to_ascii_lowercase(), table.to_ascii_lowercase());
+            primary_keys.entry(key).or_default().push(column);
+        }
+        Ok(Facts { routines, triggers, volatile_defaults, views, auto_increment, interleaved_ids, primary_keys })
     }
 }
 

@@ -10,7 +10,7 @@ use crate::protocol::mysql::{Expect, MyError, Packet, code};
 use crate::sql::mysql::lex::{self, Token};
 use crate::sql::mysql::safety::{self, Verdict};
 use crate::sql::mysql::{MyClass, classify, may_commit_implicitly, multi_write_problem};
-use crate::sql::mysql::{defaults, generate, targets, utf8};
+use crate::sql::mysql::{defaults, generate, order, targets, utf8};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) fn refused(why: &str) -> MyError {
@@ -249,8 +249,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         // An INSERT that leaves a column to DEFAULT (UUID()) gets the call
         // written out, to be made a literal below.
         let first = statements.first().map(|s| (*s, classify(s)));
+        // An unordered LIMIT gets its table's key order.
         let written_out = match &first {
             Some((s, MyClass::Write { .. })) => self.filled_defaults(sql, s).await?,
+            Some((s, MyClass::Refuse(_))) => self.ordered_by_key(sql, s).await?,
             _ => None,
         };
         let (filled, filled_toks);
@@ -307,6 +309,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 
     /// `sql` (one INSERT, tokens `toks`) with the generated defaults of the
     /// columns it leaves out written out (`sql::mysql::defaults`), if any.
+    /// An UPDATE / DELETE with LIMIT and no ORDER BY, ordered by its
+    /// table's primary key (`sql::mysql::order`); None when it is not one,
+    /// or its table has no primary key (it stays refused).
+    async fn ordered_by_key(&mut self, sql: &str, toks: &[Token<'_>]) -> Result<Option<String>, MySessionError> {
+        let Some((table, at)) = order::unordered_limit(sql, toks) else { return Ok(None) };
+        let db = self.context().await?.db;
+        let Some(key) = table.key(db.as_deref()).filter(|k| !self.log.temps.contains(k)) else { return Ok(None) };
+        let mut facts = self.ctx.catalog.facts().await;
+        if !facts.primary_keys.contains_key(&key) {
+            // Created since chorus last read the catalog, maybe.
+            self.ctx.catalog.invalidate();
+            facts = self.ctx.catalog.facts().await;
+        }
+        Ok(facts.primary_keys.get(&key).map(|columns| order::with_order(sql, at, columns)))
+    }
+
     async fn filled_defaults(&mut self, sql: &str, toks: &[Token<'_>]) -> Result<Option<String>, MySessionError> {
         let facts = self.ctx.catalog.facts().await;
         if facts.volatile_defaults.is_empty() || targets::insert_shape(toks).is_none() {
@@ -476,6 +494,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let backslash = self.backslash_escapes(sql.as_bytes()).await?;
         let toks = lex::tokens(sql, backslash);
         let mut class = classify(&toks);
+        // An unordered LIMIT gets its table's key order: executed as text.
+        let ordered = match class {
+            MyClass::Refuse(_) => self.ordered_by_key(sql, &toks).await?,
+            _ => None,
+        };
+        let ordered_toks = ordered.as_deref().map(|text| lex::tokens(text, backslash));
+        if let Some(t) = &ordered_toks {
+            class = classify(t);
+        }
         let generates = generate::substitute(sql, &toks, |_| String::new()).is_some();
         // A write that generates values chorus must make literals (UUID(),
         // an omitted DEFAULT (UUID())) runs as text, its parameters inlined
@@ -485,7 +512,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             MyClass::Write { returning: false, .. } => self.filled_defaults(sql, &toks).await?,
             _ => None,
         };
-        let as_text = matches!(class, MyClass::Write { returning: false, .. }) && (generates || filled.is_some());
+        let as_text = matches!(class, MyClass::Write { returning: false, .. })
+            && (generates || filled.is_some() || ordered.is_some());
+        if ordered.is_some() && !as_text {
+            // The leader would run the prepared text, unordered.
+            class = MyClass::Refuse(
+                "LIMIT without ORDER BY in a prepared statement with RETURNING picks rows in an order the servers \
+                 need not share; add an ORDER BY on a unique key"
+                    .into(),
+            );
+        }
         if generates && !as_text {
             class = MyClass::Refuse(
                 "UUID() / UUID_SHORT() in a prepared statement with RETURNING give another value on every \
@@ -493,12 +529,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     .into(),
             );
         }
-        let class = match &filled {
-            Some(text) => {
+        let class = match (&filled, &ordered_toks) {
+            (Some(text), _) => {
                 let toks = lex::tokens(text, backslash);
                 self.judged(&toks, classify(&toks)).await?
             }
-            None => self.judged(&toks, class).await?,
+            (None, Some(ordered)) => self.judged(ordered, class).await?,
+            (None, None) => self.judged(&toks, class).await?,
         };
         let class = if crate::sql::mysql::temp::change(&toks).is_some() {
             MyClass::Refuse("send CREATE / DROP of a temporary table as a query, not a prepared statement".into())
@@ -584,6 +621,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
     /// packet is the same in both protocols.
     async fn execute_as_text(&mut self, seq: u8, class: MyClass, sql: String) -> Result<(), MySessionError> {
         let backslash = self.backslash_escapes(sql.as_bytes()).await?;
+        let sql = self.ordered_by_key(&sql, &lex::tokens(&sql, backslash)).await?.unwrap_or(sql);
         let filled = self.filled_defaults(&sql, &lex::tokens(&sql, backslash)).await?.unwrap_or(sql);
         let text = generate::substitute(&filled, &lex::tokens(&filled, backslash), |f| {
             if f == "UUID" { generate::uuid_literal() } else { generate::uuid_short_literal() }

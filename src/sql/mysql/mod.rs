@@ -6,6 +6,7 @@ pub mod ddl;
 pub mod defaults;
 pub mod generate;
 pub mod lex;
+pub mod order;
 pub mod routine;
 pub mod safety;
 pub mod targets;

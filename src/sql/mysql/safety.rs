@@ -34,6 +34,9 @@ pub struct Facts {
     /// sessions' and need not be consecutive, which `SET INSERT_ID` (one
     /// first id) cannot reproduce on a follower.
     pub interleaved_ids: bool,
+    /// Per table, its primary key's columns in order (as the server spells
+    /// them): the total order chorus gives an unordered `LIMIT` (`order`).
+    pub primary_keys: HashMap<String, Vec<String>>,
 }
 
 impl Facts {

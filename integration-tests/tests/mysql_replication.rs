@@ -320,6 +320,64 @@ async fn an_unordered_limit_is_given_the_primary_keys_order() {
 }
 
 #[tokio::test]
+async fn create_table_select_copies_what_the_writes_before_it_committed() {
+    let db = fresh_maria_database().await;
+    let chorus = start_mysql_chorus(maria_cluster());
+    let mut a = chorus.connect(db.name()).await;
+    a.query_drop("CREATE TABLE src (id INT PRIMARY KEY, v INT)").await.unwrap();
+    let rows: Vec<String> = (1..=50).map(|i| format!("({i}, 0)")).collect();
+    a.query_drop(format!("INSERT INTO src VALUES {}", rows.join(", "))).await.unwrap();
+    // Writers keep changing the rows it copies, in transactions.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let mut c = chorus.connect(db.name()).await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = 1 + (n * 7 + w) % 50;
+                let txn = async {
+                    c.query_drop("BEGIN").await?;
+                    c.query_drop(format!("UPDATE src SET v = v + 1 WHERE id = {id}")).await?;
+                    c.query_drop(format!("UPDATE src SET v = v + 1 WHERE id = {}", 1 + id % 50)).await?;
+                    c.query_drop("COMMIT").await
+                };
+                if let Err(e) = txn.await {
+                    // A deadlock or lock wait against the copy: retried.
+                    assert!(matches!(server_code(&e), Some(1213 | 1205)), "{e}");
+                    let _ = c.query_drop("ROLLBACK").await;
+                }
+            }
+        }));
+    }
+    for round in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        a.query_drop(format!(
+            "CREATE TABLE copy{round} AS SELECT id, v, v * 2 AS w FROM src WHERE id % 3 <> {}",
+            round % 3
+        ))
+        .await
+        .unwrap();
+    }
+    a.query_drop("CREATE TABLE numbered (n INT AUTO_INCREMENT PRIMARY KEY) SELECT id FROM src ORDER BY id DESC")
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let e = a
+        .query_drop("CREATE TABLE unnumbered (n INT AUTO_INCREMENT PRIMARY KEY) SELECT id FROM src")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), Some(1235), "{e}");
+    chorus.assert_converged(maria_cluster(), db.name()).await;
+    assert_no_chorus_panics();
+}
+
+#[tokio::test]
 async fn unsafe_statements_are_refused_before_they_run() {
     let db = fresh_maria_database().await;
     let chorus = start_mysql_chorus(maria_cluster());
@@ -340,7 +398,7 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("XA START 'x'", "XA"),
         // Unknown to chorus but valid: refused (a typo gets the server's 1064, below).
         ("BACKUP STAGE START", "does not know"),
-        ("CREATE TABLE c AS SELECT id, v FROM t ORDER BY id", "INSERT ... SELECT"),
+        ("CREATE TABLE c (n INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM t", "ORDER BY"),
         ("SET @@tx_isolation = 'READ-UNCOMMITTED'", "READ UNCOMMITTED"),
     ] {
         let e = c.query_drop(sql).await.unwrap_err();

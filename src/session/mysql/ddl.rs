@@ -224,21 +224,38 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             (rng.random_range(1..0x3FFF_FFFFu32), rng.random_range(1..0x3FFF_FFFFu32))
         };
         let pin = if self.log.client_timestamp { String::new() } else { format!("TIMESTAMP = {timestamp}, ") };
-        let setup = [format!(
+        let mut setup = vec![format!(
             "SET {pin}@@rand_seed1 = {seed1}, @@rand_seed2 = {seed2}, @@session.lock_wait_timeout = {STEP_WAIT_SECS}, \
              @@session.innodb_lock_wait_timeout = {STEP_WAIT_SECS}"
         )];
+        // CREATE TABLE ... SELECT reads its rows with shared locks at
+        // REPEATABLE READ, and a writer holding one waits for the log's lock
+        // to commit: with writers busy on the table every try would run into
+        // one. At READ COMMITTED it reads consistently, without locks: what
+        // is committed, which under the fence is exactly the LSNs before it.
+        let isolation =
+            if self.leader.hello.version.contains("MariaDB") { "tx_isolation" } else { "transaction_isolation" };
+        let consistent = crate::sql::mysql::ddl::copies_rows(&lex::tokens(sql, ctx.backslash_escapes));
+        if consistent {
+            setup.push(format!("SELECT @@session.{isolation}"));
+            setup.push(format!("SET @@session.{isolation} = 'READ-COMMITTED'"));
+        }
         let (answers, held) = self.internal_then(&setup, &cmd.payload).await?;
         self.log.chorus_timestamp = !self.log.client_timestamp;
         let mut after = vec![format!(
             "SET @@session.lock_wait_timeout = {}, @@session.innodb_lock_wait_timeout = {}",
             ctx.lock_wait_timeout, ctx.innodb_lock_wait_timeout
         )];
+        if consistent {
+            let was = answers.get(1).and_then(|a| a.rows.first()).and_then(|r| r.first().cloned().flatten());
+            let was = was.filter(|v| v.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
+            after.push(format!("SET @@session.{isolation} = '{}'", was.as_deref().unwrap_or("REPEATABLE-READ")));
+        }
         after.extend(unlock(locked));
         if let Some(error) = answers.into_iter().find_map(|a| a.error) {
             let _ = fence.query_drop("ROLLBACK").await;
             self.internal(&after).await?;
-            let f = InternalFailure::Statement { sql: setup[0].clone(), error };
+            let f = InternalFailure::Statement { sql: setup.join("; "), error };
             let e = MyError::new(
                 code::UNKNOWN,
                 format!("chorus could not prepare the DDL ({}); it did not run", failure_detail(&f)),

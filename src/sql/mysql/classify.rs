@@ -540,16 +540,24 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
         if let Some(why) = write_problem(toks, false) {
             return MyClass::Refuse(why);
         }
-        let reads_a_table = toks.iter().skip_while(|t| !is_word(Some(t), "SELECT")).any(|t| is_word(Some(t), "FROM"));
-        if reads_a_table {
-            // MySQL commits around it, so its copy cannot be a write's: the
-            // rows it reads, locked by transactions that commit only through
-            // the log's lock, which the DDL fence holds, make it wait out
-            // every such writer (and fail) instead of running in their order.
+        // It runs under the DDL fence (`session::mysql::ddl`), which holds
+        // the log's lock: it reads exactly what the LSNs before its own
+        // committed, as the follower's replay does. (A writer holding rows
+        // it reads waits for that lock to commit; the fence's short lock
+        // waits break the cycle and try again.) What the order of the rows
+        // decides must be decided by an ORDER BY: the ids of an
+        // AUTO_INCREMENT column, which duplicate IGNORE / REPLACE keeps.
+        let select = toks.iter().position(|t| is_word(Some(t), "SELECT")).unwrap_or(toks.len());
+        let order_matters = toks.iter().any(|t| is_word(Some(t), "AUTO_INCREMENT"))
+            || toks[..select].iter().enumerate().any(|(i, t)| {
+                is_word(Some(t), "IGNORE") || is_word(Some(t), "REPLACE") && !(i > 0 && is_word(toks.get(i - 1), "OR"))
+            });
+        let ordered = toks[select..].windows(2).any(|w| is_word(w.first(), "ORDER") && is_word(w.get(1), "BY"));
+        if order_matters && !ordered {
             return refuse(
-                "CREATE TABLE ... SELECT from a table is not replicated (MySQL commits around it, so its copy \
-                 cannot be ordered with the writes to the rows it reads); create the table, then fill it with \
-                 INSERT ... SELECT",
+                "this CREATE TABLE ... SELECT numbers rows with AUTO_INCREMENT or drops duplicates (IGNORE / \
+                 REPLACE) in the order its SELECT finds them, which the servers need not share; add an ORDER BY \
+                 on a unique key",
             );
         }
     }
@@ -626,8 +634,8 @@ mod tests {
             "CREATE TEMPORARY TABLE x (a int)",
             "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
             "CREATE TABLE c AS SELECT UUID() AS u",
-            "CREATE TABLE c AS SELECT * FROM t",
-            "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
+            "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM t",
+            "CREATE TABLE c (PRIMARY KEY (k)) IGNORE SELECT k, v FROM t",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
             "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED, READ WRITE",
@@ -715,6 +723,9 @@ mod tests {
             "CREATE DATABASE shop",
             "GRANT SELECT ON shop.* TO 'u'@'%'",
             "CREATE TABLE c AS SELECT 1 AS a, NOW(6) AS b",
+            "CREATE TABLE c AS SELECT * FROM t",
+            "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
+            "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM t ORDER BY k",
             "CREATE VIEW v AS SELECT * FROM t",
             "CREATE OR REPLACE VIEW v AS SELECT * FROM t",
             "CREATE TABLE c LIKE t",

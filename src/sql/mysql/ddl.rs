@@ -61,6 +61,13 @@ fn index_table(toks: &[Token<'_>], i: usize) -> Option<Vec<String>> {
     Some(vec![table])
 }
 
+/// `CREATE [OR REPLACE] TABLE ... SELECT`: a DDL that copies rows (chorus
+/// runs it with a consistent read, see `session::mysql::ddl`).
+pub fn copies_rows(toks: &[Token<'_>]) -> bool {
+    let i = if is_word(toks.get(1), "OR") && is_word(toks.get(2), "REPLACE") { 3 } else { 1 };
+    is_word(toks.first(), "CREATE") && is_word(toks.get(i), "TABLE") && toks.iter().any(|t| is_word(Some(t), "SELECT"))
+}
+
 /// The existing tables a DDL statement changes, if it can run with them
 /// write-locked; None when it cannot (or chorus cannot tell).
 pub fn lockable_tables(toks: &[Token<'_>]) -> Option<Vec<String>> {

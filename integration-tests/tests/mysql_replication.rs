@@ -159,6 +159,12 @@ async fn user_variables_in_writes_replay_with_the_leaders_values() {
     c.query_drop("SET @note = 'changed later'").await.unwrap();
     c.query_drop("UPDATE child SET note = CONCAT(note, ' / ', @note) WHERE note = 'first'").await.unwrap();
     c.query_drop("COMMIT").await.unwrap();
+    // A column added to rows that exist: filled with the pinned time and seeds.
+    c.query_drop(
+        "ALTER TABLE child ADD COLUMN at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), ADD r DOUBLE DEFAULT (RAND())",
+    )
+    .await
+    .unwrap();
     let note: Option<String> = c.query_first("SELECT note FROM child WHERE parent = 7").await.unwrap();
     assert!(note.is_some_and(|n| n.starts_with("tx 0.")));
     chorus.assert_converged(maria_cluster(), db.name()).await;
@@ -389,6 +395,7 @@ async fn unsafe_statements_are_refused_before_they_run() {
         ("INSERT INTO t SELECT 10, UUID_SHORT()", "UUID_SHORT()"),
         ("UPDATE t SET v = SYSDATE()", "SYSDATE()"),
         ("INSERT INTO t SELECT id + 10, v FROM t LIMIT 1", "ORDER BY"),
+        ("ALTER TABLE t ADD COLUMN u CHAR(36) DEFAULT (UUID())", "ALTER TABLE ... ADD"),
         ("UPDATE t SET v = CONNECTION_ID()", "CONNECTION_ID()"),
         ("INSERT INTO t VALUES (11, CURRENT_USER())", "CURRENT_USER()"),
         ("UPDATE t SET v = @x WHERE id = 1; UPDATE t SET v = 'y' WHERE id = 2", "user variables"),

@@ -561,6 +561,19 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
             );
         }
     }
+    // ALTER TABLE ... ADD c ... DEFAULT (expr) fills the existing rows with
+    // expr, computed by each server: one that differs per server (UUID(),
+    // SYSDATE()...) gives every follower other values. (NOW() and RAND()
+    // are pinned as in any write.)
+    if verb == "ALTER" && has("TABLE") && toks.iter().any(|t| is_word(Some(t), "ADD")) {
+        if let Some(why) = nondeterminism(toks, false, false) {
+            return refuse(format!(
+                "ALTER TABLE ... ADD fills the existing rows with a value each server computes anew: {why}; add \
+                 the column without that DEFAULT, give the rows their values, then set the DEFAULT with ALTER \
+                 TABLE ... ALTER COLUMN ... SET DEFAULT"
+            ));
+        }
+    }
     MyClass::Ddl
 }
 
@@ -636,6 +649,8 @@ mod tests {
             "CREATE TABLE c AS SELECT UUID() AS u",
             "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM t",
             "CREATE TABLE c (PRIMARY KEY (k)) IGNORE SELECT k, v FROM t",
+            "ALTER TABLE t ADD COLUMN u CHAR(36) DEFAULT (UUID())",
+            "ALTER ONLINE TABLE t ADD s DATETIME DEFAULT (SYSDATE()), ADD KEY (s)",
             "PREPARE s FROM 'DELETE FROM t'",
             "FROBNICATE t",
             "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED, READ WRITE",
@@ -724,6 +739,8 @@ mod tests {
             "GRANT SELECT ON shop.* TO 'u'@'%'",
             "CREATE TABLE c AS SELECT 1 AS a, NOW(6) AS b",
             "CREATE TABLE c AS SELECT * FROM t",
+            "ALTER TABLE t ADD COLUMN at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), ADD r DOUBLE DEFAULT (RAND())",
+            "ALTER TABLE t ALTER COLUMN u SET DEFAULT (UUID())",
             "CREATE OR REPLACE TABLE c (KEY (id)) SELECT id FROM t WHERE id > 1",
             "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM t ORDER BY k",
             "CREATE VIEW v AS SELECT * FROM t",

@@ -565,14 +565,16 @@ fn ddl(toks: &[Token<'_>], verb: &str) -> MyClass {
     // expr, computed by each server: one that differs per server (UUID(),
     // SYSDATE()...) gives every follower other values. (NOW() and RAND()
     // are pinned as in any write.)
-    if verb == "ALTER" && has("TABLE") && toks.iter().any(|t| is_word(Some(t), "ADD")) {
-        if let Some(why) = nondeterminism(toks, false, false) {
-            return refuse(format!(
-                "ALTER TABLE ... ADD fills the existing rows with a value each server computes anew: {why}; add \
-                 the column without that DEFAULT, give the rows their values, then set the DEFAULT with ALTER \
-                 TABLE ... ALTER COLUMN ... SET DEFAULT"
-            ));
-        }
+    if verb == "ALTER"
+        && has("TABLE")
+        && toks.iter().any(|t| is_word(Some(t), "ADD"))
+        && let Some(why) = nondeterminism(toks, false, false)
+    {
+        return refuse(format!(
+            "ALTER TABLE ... ADD fills the existing rows with a value each server computes anew: {why}; add the \
+             column without that DEFAULT, give the rows their values, then set the DEFAULT with ALTER TABLE ... \
+             ALTER COLUMN ... SET DEFAULT"
+        ));
     }
     MyClass::Ddl
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(30);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+const MISSING_RECHECK: Duration = Duration::from_secs(1);
 const LOCK_WAIT_SECS: u32 = 2;
 
 const SYSTEM_SCHEMAS: &str = "('mysql', 'information_schema', 'performance_schema', 'sys', '_chorus')";
@@ -87,6 +88,17 @@ impl MyCatalog {
                 current.1 = Instant::now().checked_sub(TTL - RETRY_AFTER_FAILURE);
                 current.0.clone()
             }
+        }
+    }
+
+    /// A statement names an object chorus did not find (made behind its
+    /// back, maybe): read the catalog again at the next need, unless it was
+    /// read less than `MISSING_RECHECK` ago, so a client repeating such a
+    /// statement does not make chorus read the whole catalog each time.
+    pub fn recheck_missing(&self) {
+        let mut current = self.current.lock();
+        if current.1.is_none_or(|at| at.elapsed() >= MISSING_RECHECK) {
+            current.1 = None;
         }
     }
 

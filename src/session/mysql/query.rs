@@ -319,7 +319,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
         let mut facts = self.ctx.catalog.facts().await;
         if !facts.primary_keys.contains_key(&key) {
             // Created since chorus last read the catalog, maybe.
-            self.ctx.catalog.invalidate();
+            self.ctx.catalog.recheck_missing();
             facts = self.ctx.catalog.facts().await;
         }
         Ok(facts.primary_keys.get(&key).map(|columns| order::with_order(sql, at, columns)))

@@ -87,7 +87,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
             let held = self.read_held(Expect::ResultSets).await?;
             answers.push(self.to_answer(&held));
         }
-        let held = self.read_held(Expect::ResultSets).await?;
+        let held = self.read_held_inner(Expect::ResultSets, true).await?;
         Ok((answers, held))
     }
 
@@ -102,6 +102,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
 
     /// Read one whole answer from the leader without relaying it.
     pub(super) async fn read_held(&mut self, expect: Expect) -> Result<Held, MySessionError> {
+        self.read_held_inner(expect, false).await
+    }
+
+    /// [`Self::read_held`]; `infile`: the answer is to the client's own
+    /// command, which may be a LOAD DATA LOCAL (chorus's statements load
+    /// nothing, and a request for a file there is a protocol error).
+    async fn read_held_inner(&mut self, expect: Expect, infile_ok: bool) -> Result<Held, MySessionError> {
         let mut response = Response::new(expect, self.deprecate_eof());
         let mut packets = Vec::new();
         let mut infile = None;
@@ -119,10 +126,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> MySession<R, W> {
                     packets.push(p);
                     break;
                 }
+                Step::LocalInfile if !infile_ok => {
+                    return Err(MySessionError::Backend(MyBackendError::Protocol {
+                        node: self.leader.name.clone(),
+                        what: "unexpected LOCAL INFILE request".into(),
+                    }));
+                }
                 Step::LocalInfile => {
-                    // A client's LOAD DATA LOCAL (chorus's own statements
-                    // load nothing): the request goes to the client now, its
-                    // file to the leader, and the answer after it is held.
+                    // A client's LOAD DATA LOCAL: the request goes to the
+                    // client now, its file to the leader, and the answer
+                    // after it is held.
                     frame_raw(&mut self.out, p.seq, &p.payload);
                     self.flush().await?;
                     let limit = self.log.context.as_ref().map_or(usize::MAX, |c| c.max_packet);

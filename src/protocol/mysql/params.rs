@@ -12,28 +12,7 @@
 use super::wire::{Malformed, Reader};
 use std::collections::HashMap;
 
-/// Column types (the protocol's MYSQL_TYPE_*).
-mod ty {
-    pub const DECIMAL: u8 = 0;
-    pub const TINY: u8 = 1;
-    pub const SHORT: u8 = 2;
-    pub const LONG: u8 = 3;
-    pub const FLOAT: u8 = 4;
-    pub const DOUBLE: u8 = 5;
-    pub const NULL: u8 = 6;
-    pub const TIMESTAMP: u8 = 7;
-    pub const LONGLONG: u8 = 8;
-    pub const INT24: u8 = 9;
-    pub const DATE: u8 = 10;
-    pub const TIME: u8 = 11;
-    pub const DATETIME: u8 = 12;
-    pub const YEAR: u8 = 13;
-    pub const NEWDECIMAL: u8 = 246;
-    pub const TINY_BLOB: u8 = 249;
-    pub const MEDIUM_BLOB: u8 = 250;
-    pub const LONG_BLOB: u8 = 251;
-    pub const BLOB: u8 = 252;
-}
+use super::consts::column_type as ty;
 
 /// A parameter's type as the client bound it: (type, unsigned).
 pub type ParamType = (u8, bool);

@@ -34,18 +34,7 @@ pub fn capture_sql(names: &[String]) -> String {
     format!("SELECT {}", cols.join(", "))
 }
 
-/// Column types of the text protocol (`enum_field_types`).
-mod ty {
-    pub const DECIMAL: u8 = 0;
-    pub const TINY: u8 = 1;
-    pub const SHORT: u8 = 2;
-    pub const LONG: u8 = 3;
-    pub const FLOAT: u8 = 4;
-    pub const DOUBLE: u8 = 5;
-    pub const LONGLONG: u8 = 8;
-    pub const INT24: u8 = 9;
-    pub const NEWDECIMAL: u8 = 246;
-}
+use crate::protocol::mysql::consts::column_type as ty;
 
 /// One variable's value as a literal of its type: `value` as the server
 /// printed it, `hex` its bytes, `charset`/`collation` as the server names them.

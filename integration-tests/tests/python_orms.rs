@@ -12,9 +12,13 @@ use std::process::Command;
 
 /// Run integration-tests/python/`script` for `dialect` against chorus at `url`.
 fn run_script(script: &str, dialect: &str, url: String) {
+    run_python(script, &[dialect, &url]);
+}
+
+fn run_python(script: &str, args: &[&str]) {
     let script = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("python3");
-    cmd.arg(&script).arg(dialect).arg(url);
+    cmd.arg(&script).args(args);
     run_client(&mut cmd, "scripts/test.sh installs python3 and the ORMs", 180);
 }
 
@@ -25,6 +29,33 @@ async fn django_on_postgresql_migrates_and_writes_and_converges() {
     let chorus = start_chorus(cluster());
     run_script("django_orm.py", "postgresql", chorus.url(db.name()));
     assert_converged(&db).await;
+    assert_no_chorus_panics();
+}
+
+/// `manage.py test`'s database handling: Django creates its test database
+/// through chorus (dropping and creating it again when it exists), migrates
+/// and writes in it, and drops it at the end; chorus mirrors both on the
+/// followers, and the test database converges in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_test_runner_creates_and_destroys_its_test_database_through_chorus() {
+    init_logging_from_env();
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    let url = chorus.url(db.name());
+    let test_db = format!("test_{}", db.name()).chars().take(63).collect::<String>();
+    run_python("django_test_db.py", &["create", &url, &test_db]);
+    // Again: the database exists, so Django drops it and creates it anew.
+    run_python("django_test_db.py", &["create", &url, &test_db]);
+    let options = chorus::verify::VerifyOptions { databases: vec![test_db.clone()] };
+    let report = chorus::verify::verify_with(&chorus_config(cluster()), &options).await.expect("verify");
+    assert!(report.converged(), "{test_db} differs: {:#?}", report.differences);
+    assert!(report.tables > 5, "{report:#?}");
+    run_python("django_test_db.py", &["destroy", &url, &test_db]);
+    for node in cluster().nodes() {
+        let c = node.connect("postgres").await.unwrap();
+        let gone = c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&test_db]).await.unwrap().is_none();
+        assert!(gone, "{test_db} is still on {}", node.name());
+    }
     assert_no_chorus_panics();
 }
 

@@ -73,6 +73,9 @@ pub struct ServerConn {
     pub broken: bool,
     /// Which of chorus's own statements (`session::own`) are prepared here, one bit each.
     pub own_prepared: u16,
+    /// When the connection was opened (the pool never keeps one opened
+    /// before its database was dropped, see `Pool::forget`).
+    pub opened: std::time::Instant,
 }
 
 impl ServerConn {
@@ -120,6 +123,7 @@ impl ServerConn {
             settings_version: 0,
             broken: false,
             own_prepared: 0,
+            opened: std::time::Instant::now(),
         };
         let mut params: Vec<(&str, &str)> = vec![("user", node.user.as_str()), ("database", database)];
         params.extend_from_slice(startup_params);

@@ -15,13 +15,16 @@ pub struct Pool {
     node_index: usize,
     node: Node,
     idle: Mutex<HashMap<String, Vec<ServerConn>>>,
+    /// Databases about to be dropped, and since when: connections to them
+    /// opened before that are closed on checkin, never pooled.
+    forgotten: Mutex<HashMap<String, std::time::Instant>>,
     max_idle: usize,
     connect_timeout: Duration,
 }
 
 impl Pool {
     pub fn new(node_index: usize, node: Node, max_idle: usize, connect_timeout: Duration) -> Pool {
-        Pool { node_index, node, idle: Mutex::new(HashMap::new()), max_idle, connect_timeout }
+        Pool { node_index, node, idle: Mutex::new(HashMap::new()), forgotten: Mutex::default(), max_idle, connect_timeout }
     }
 
     pub fn node(&self) -> &Node {
@@ -58,7 +61,7 @@ impl Pool {
 
     /// Give a connection back; it is reset in the background and pooled if clean.
     pub fn checkin(self: &std::sync::Arc<Self>, mut conn: ServerConn) {
-        if conn.broken || conn.status != b'I' {
+        if conn.broken || conn.status != b'I' || self.predates_drop(&conn) {
             tokio::spawn(conn.terminate());
             return;
         }
@@ -73,11 +76,31 @@ impl Pool {
             conn.settings_version = 0;
             conn.own_prepared = 0;
             let mut idle = pool.idle.lock();
+            if pool.predates_drop(&conn) {
+                drop(idle);
+                conn.terminate().await;
+                return;
+            }
             let list = idle.entry(conn.database.to_string()).or_default();
             if list.len() < pool.max_idle {
                 list.push(conn);
             }
         });
+    }
+
+    /// Close every idle connection to `database` (it is about to be
+    /// dropped), and every one opened before now when its session ends.
+    pub async fn forget(&self, database: &str) {
+        self.forgotten.lock().insert(database.to_string(), std::time::Instant::now());
+        let idle = self.idle.lock().remove(database).unwrap_or_default();
+        for conn in idle {
+            conn.terminate().await;
+        }
+    }
+
+    /// Was `conn` opened before its database was (about to be) dropped?
+    fn predates_drop(&self, conn: &ServerConn) -> bool {
+        self.forgotten.lock().get(&*conn.database).is_some_and(|at| conn.opened <= *at)
     }
 
     /// Drop every idle connection (the node went down; they are dead or stale).

@@ -97,6 +97,10 @@ impl Applier {
                     }
                     return;
                 }
+                Err(StepError::Prepare(e @ ReplicationError::Stale { .. })) => {
+                    self.stale(&e.to_string());
+                    return;
+                }
                 Err(e) => {
                     if matches!(e, StepError::Follower(_) | StepError::Prepare(_) | StepError::Bookkeeping { .. })
                         && let Some(f) = follower.take()
@@ -293,6 +297,23 @@ impl Applier {
         );
         self.topology.set_diverged(self.node);
         self.state.record_divergence(d);
+    }
+
+    /// The follower's database is a leftover of an earlier one (see
+    /// [`ReplicationError::Stale`]): as good as diverged.
+    fn stale(&self, why: &str) {
+        crate::metrics::error("divergence");
+        tracing::error!(node = %self.follower.name, db = %self.db, error = why,
+            "follower not applied to: it leaves the read rotation");
+        self.topology.set_diverged(self.node);
+        self.state.record_divergence(Divergence {
+            node: self.follower.name.clone(),
+            database: self.db.clone(),
+            lsn: 0,
+            seq: 0,
+            statement: String::new(),
+            error: why.to_string(),
+        });
     }
 
     /// Delete the follower's copies of log rows every follower has applied

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "log", sql: include_str!("../../migrations/postgres/0001_log.sql") },
     Migration { version: 2, name: "applied_at", sql: include_str!("../../migrations/postgres/0002_applied_at.sql") },
     Migration { version: 3, name: "capture", sql: include_str!("../../migrations/postgres/0003_capture.sql") },
+    Migration { version: 4, name: "origin", sql: include_str!("../../migrations/postgres/0004_origin.sql") },
 ];
 
 /// The advisory lock (per database) migrations run under: "chorusmg".
@@ -97,21 +98,22 @@ async fn migrate_with(client: &mut Client, node: &Node, db: &str) -> Result<usiz
 }
 
 /// How the leader's database was created, so a follower's copy sorts and
-/// encodes text the same way.
+/// encodes text the same way, and which database it is (see
+/// `migrations/postgres/0004_origin.sql`).
 #[derive(Debug, Clone)]
 pub struct DatabaseSpec {
     pub encoding: String,
     pub collate: String,
     pub ctype: String,
+    /// The leader's database's id (a uuid, as text).
+    pub origin: String,
 }
 
-/// Read `db`'s encoding and locale on the leader (which also proves it exists there).
+/// Bring `_chorus` in `db` on the leader up to date and read how `db` was
+/// created there (which also proves it exists), giving it its id if it has none.
 pub async fn database_spec(leader: &Node, db: &str, timeout: Duration) -> Result<DatabaseSpec, ReplicationError> {
-    let client = connect(leader, db, "chorus-migrate", timeout).await?;
-    spec_with(&client, leader, db).await
-}
-
-async fn spec_with(client: &Client, leader: &Node, db: &str) -> Result<DatabaseSpec, ReplicationError> {
+    let mut client = connect(leader, db, "chorus-migrate", timeout).await?;
+    migrate_with(&mut client, leader, db).await?;
     let row = client
         .query_one(
             "SELECT pg_catalog.pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
@@ -120,11 +122,32 @@ async fn spec_with(client: &Client, leader: &Node, db: &str) -> Result<DatabaseS
         )
         .await
         .map_err(query_error(leader, db, "reading the database's encoding"))?;
-    Ok(DatabaseSpec { encoding: row.get(0), collate: row.get(1), ctype: row.get(2) })
+    // Only the first call writes (the row lock is then free for writers again).
+    client
+        .execute(
+            "UPDATE _chorus.lsn SET origin = pg_catalog.md5(pg_catalog.random()::text || \
+             pg_catalog.clock_timestamp()::text)::uuid WHERE origin IS NULL",
+            &[],
+        )
+        .await
+        .map_err(query_error(leader, db, "giving the database its id"))?;
+    let origin = read_origin(&client, leader, db).await?.unwrap_or_default();
+    Ok(DatabaseSpec { encoding: row.get(0), collate: row.get(1), ctype: row.get(2), origin })
 }
 
-/// Make `db` exist on follower `node` (created like the leader's if missing)
-/// and bring its `_chorus` schema up to date.
+async fn read_origin(client: &Client, node: &Node, db: &str) -> Result<Option<String>, ReplicationError> {
+    let row = client
+        .query_one("SELECT origin::text FROM _chorus.lsn", &[])
+        .await
+        .map_err(query_error(node, db, "reading the database's id"))?;
+    Ok(row.get(0))
+}
+
+/// Make `db` exist on follower `node` (created like the leader's if missing),
+/// bring its `_chorus` schema up to date and check that it is a copy of the
+/// leader's database: one left over from a dropped database of the same
+/// name is [`ReplicationError::Stale`] (a copy made before chorus gave
+/// databases ids takes the leader's).
 pub async fn ensure_on_follower(
     node: &Node,
     db: &str,
@@ -140,7 +163,14 @@ pub async fn ensure_on_follower(
         Err(e) => return Err(e),
     };
     migrate_with(&mut client, node, db).await?;
-    Ok(())
+    client
+        .execute("UPDATE _chorus.lsn SET origin = $1::text::uuid WHERE origin IS NULL", &[&spec.origin])
+        .await
+        .map_err(query_error(node, db, "giving the database the leader's id"))?;
+    match read_origin(&client, node, db).await? {
+        Some(o) if o == spec.origin => Ok(()),
+        _ => Err(ReplicationError::Stale { node: node.name.clone(), database: db.to_string() }),
+    }
 }
 
 /// `CREATE DATABASE db` on `node`, like the leader's; someone else creating
@@ -173,23 +203,39 @@ async fn create(node: &Node, db: &str, spec: &DatabaseSpec, timeout: Duration) -
 
 /// Everything a database needs before chorus replicates it: `_chorus` on the
 /// leader, and on every follower the database itself and `_chorus`. A
-/// follower that cannot be reached is skipped with a warning (its applier
-/// prepares it when it comes back); a leader that cannot be reached is an error.
-pub async fn ensure_database(config: &Config, db: &str) -> Result<(), ReplicationError> {
+/// follower that cannot be prepared is skipped with a warning (its applier
+/// prepares it when it comes back) and returned with why; a leader that
+/// cannot be reached is an error.
+pub async fn ensure_database(config: &Config, db: &str) -> Result<Vec<(String, ReplicationError)>, ReplicationError> {
     let timeout = config.limits.connect_timeout;
-    let leader = config.leader();
-    let mut client = connect(leader, db, "chorus-migrate", timeout).await?;
-    let spec = spec_with(&client, leader, db).await?;
-    migrate_with(&mut client, leader, db).await?;
-    drop(client);
+    let spec = database_spec(config.leader(), db, timeout).await?;
     let followers: Vec<&Node> = config.nodes.iter().filter(|n| n.role == crate::config::Role::Follower).collect();
     let results = futures_join(followers.iter().map(|f| ensure_on_follower(f, db, &spec, timeout))).await;
+    let mut failed = Vec::new();
     for (f, r) in followers.iter().zip(results) {
         if let Err(e) = r {
             tracing::warn!(node = %f.name, db, error = %e, "cannot prepare the database on the follower yet");
+            failed.push((f.name.clone(), e));
         }
     }
-    Ok(())
+    Ok(failed)
+}
+
+/// `DROP DATABASE db` on follower `node` (its copy of a database the
+/// leader dropped), ending whatever sessions still use it there.
+pub async fn drop_on_follower(node: &Node, db: &str, timeout: Duration) -> Result<(), ReplicationError> {
+    let admin = &node.admin_database;
+    let client = connect(node, admin, "chorus-migrate", timeout).await?;
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db));
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Before PostgreSQL 13 there is no FORCE.
+        Err(e) if e.code() == Some(&SqlState::SYNTAX_ERROR) => client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(db)))
+            .await
+            .map_err(query_error(node, admin, "DROP DATABASE")),
+        Err(e) => Err(query_error(node, admin, "DROP DATABASE")(e)),
+    }
 }
 
 /// Run futures concurrently on this task, results in order.

@@ -68,6 +68,14 @@ pub enum ReplicationError {
     },
     #[error("the leader {0} is down")]
     LeaderDown(String),
+    /// The follower's copy of the database belongs to an earlier database of
+    /// the same name (see `migrate::ensure_on_follower`).
+    #[error(
+        "{node} holds a database {database} left over from an earlier database of that name (dropped on the \
+         leader while {node} was unreachable); chorus does not apply to it: drop it on {node} and chorus \
+         builds it anew"
+    )]
+    Stale { node: String, database: String },
     /// A recent attempt failed with this; not retried yet.
     #[error("{0} (recent failure, retried shortly)")]
     Recent(String),

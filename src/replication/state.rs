@@ -200,6 +200,12 @@ impl ReplicationState {
         dbs
     }
 
+    /// Forget `db` (dropped): a database created later under its name starts
+    /// from LSN 0.
+    pub fn forget(&self, db: &str) {
+        self.dbs.remove(db);
+    }
+
     /// The followers' node indexes this state tracks.
     pub fn followers(&self) -> &[usize] {
         &self.followers

@@ -1,11 +1,12 @@
 //! Starts and stops replication: at startup every database on the leader gets
 //! its bookkeeping schema, its feed and one applier per follower; a database
-//! first seen later (a client connects to it) gets them through
-//! [`Replication::ensure`].
+//! first seen later (a client connects to it, or creates it through chorus)
+//! gets them through [`Replication::ensure`]; one dropped through chorus
+//! loses them ([`Replication::retire`], [`Replication::dropped`]).
 
 use super::apply::Applier;
 use super::feed::{self, Feed};
-use super::migrate::ensure_database;
+use super::migrate::{drop_on_follower, ensure_database};
 use super::state::ReplicationState;
 use super::{Failures, ReplicationError, connect, query_error};
 use crate::config::Config;
@@ -30,6 +31,12 @@ pub struct Replication {
     state: Arc<ReplicationState>,
     /// Databases whose feed and appliers run.
     ready: Arc<DashMap<String, ()>>,
+    /// Each database's feed task (its appliers stop with it).
+    feeds: parking_lot::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Databases being dropped: [`Replication::ensure`] leaves them alone.
+    retiring: DashMap<String, ()>,
+    /// Followers the last setup of a database could not prepare, and why.
+    unprepared: DashMap<String, Vec<(String, String)>>,
     /// One lock per database, so concurrent first callers share one setup.
     setups: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<LastFailure>>>>,
     tasks: parking_lot::Mutex<Vec<tokio::task::AbortHandle>>,
@@ -45,6 +52,9 @@ impl Replication {
             topology,
             state,
             ready: Arc::new(DashMap::new()),
+            feeds: parking_lot::Mutex::new(HashMap::new()),
+            retiring: DashMap::new(),
+            unprepared: DashMap::new(),
             setups: parking_lot::Mutex::new(HashMap::new()),
             tasks: parking_lot::Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
@@ -123,12 +133,18 @@ impl Replication {
     /// Fails when the leader cannot be reached (a failure is remembered for
     /// 2 s, so a burst of sessions does not retry it each).
     pub async fn ensure(&self, db: &str) -> Result<(), ReplicationError> {
-        if self.ready.contains_key(db) || !self.config.replication.covers(db) || self.stopped.load(Ordering::Relaxed) {
+        let skip = |s: &Self| {
+            s.ready.contains_key(db)
+                || !s.config.replication.covers(db)
+                || s.stopped.load(Ordering::Relaxed)
+                || s.retiring.contains_key(db)
+        };
+        if skip(self) {
             return Ok(());
         }
-        let setup = self.setups.lock().entry(db.to_string()).or_default().clone();
+        let setup = self.setup_lock(db);
         let mut last_failure = setup.lock().await;
-        if self.ready.contains_key(db) {
+        if skip(self) {
             return Ok(());
         }
         if let Some((at, why)) = &*last_failure
@@ -141,8 +157,10 @@ impl Replication {
             return Err(ReplicationError::LeaderDown(leader.name.to_string()));
         }
         match ensure_database(&self.config, db).await {
-            Ok(()) => {
+            Ok(unprepared) => {
                 *last_failure = None;
+                let unprepared = unprepared.into_iter().map(|(n, e)| (n, e.to_string())).collect();
+                self.unprepared.insert(db.to_string(), unprepared);
                 self.start_database(db);
                 Ok(())
             }
@@ -156,7 +174,7 @@ impl Replication {
     /// Spawn `db`'s feed and appliers. They stop when chorus shuts down, or
     /// when the database disappears from the leader.
     fn start_database(&self, db: &str) {
-        let mut tasks = self.tasks.lock();
+        let mut feeds = self.feeds.lock();
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
@@ -186,7 +204,7 @@ impl Replication {
             ready.remove(&name);
             drop(appliers); // aborts them
         });
-        tasks.push(handle.abort_handle());
+        feeds.insert(db.to_string(), handle);
         self.ready.insert(db.to_string(), ());
         tracing::info!(db, followers = self.topology.followers().len(), "replicating the database");
     }
@@ -196,6 +214,66 @@ impl Replication {
         self.stopped.store(true, Ordering::Relaxed);
         for t in self.tasks.lock().drain(..) {
             t.abort();
+        }
+        for (_, f) in self.feeds.lock().drain() {
+            f.abort();
+        }
+    }
+
+    /// The lock a database's setup runs under.
+    fn setup_lock(&self, db: &str) -> Arc<tokio::sync::Mutex<LastFailure>> {
+        self.setups.lock().entry(db.to_string()).or_default().clone()
+    }
+
+    /// The followers the last setup of `db` could not prepare, with why.
+    pub fn unprepared_followers(&self, db: &str) -> Vec<(String, String)> {
+        self.unprepared.get(db).map_or_else(Vec::new, |u| u.clone())
+    }
+
+    /// `db` is about to be dropped: stop replicating it, and keep it
+    /// stopped (its connections to every node closed) until
+    /// [`Replication::dropped`] or [`Replication::reinstate`].
+    pub async fn retire(&self, db: &str) {
+        self.retiring.insert(db.to_string(), ());
+        let setup = self.setup_lock(db);
+        let _setup = setup.lock().await; // a setup in progress finishes first
+        let feed = self.feeds.lock().remove(db);
+        if let Some(feed) = feed {
+            feed.abort();
+            let _ = feed.await;
+        }
+        self.ready.remove(db);
+    }
+
+    /// The leader dropped `db` (after [`Replication::retire`]): drop every
+    /// follower's copy and forget its progress, so a database created later
+    /// under that name starts afresh. Returns the followers whose copy
+    /// could not be dropped, and why.
+    pub async fn dropped(&self, db: &str) -> Vec<(String, String)> {
+        let timeout = self.config.limits.connect_timeout;
+        let mut failed = Vec::new();
+        for &node in self.topology.followers() {
+            let follower = self.topology.node(node).pool.node().clone();
+            if let Err(e) = drop_on_follower(&follower, db, timeout).await {
+                tracing::warn!(node = %follower.name, db, error = %e, "cannot drop the follower's copy of a dropped database");
+                failed.push((follower.name.clone(), e.to_string()));
+            }
+        }
+        self.state.forget(db);
+        self.unprepared.remove(db);
+        self.setups.lock().remove(db);
+        self.retiring.remove(db);
+        tracing::info!(db, "database dropped; its replication stopped");
+        failed
+    }
+
+    /// The leader did not drop `db` after all: replicate it again.
+    pub async fn reinstate(&self, db: &str) {
+        self.retiring.remove(db);
+        if let Err(e) = self.ensure(db).await
+            && !e.is_missing_database()
+        {
+            tracing::warn!(db, error = %e, "cannot resume replicating the database");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! and what is refused before the leader runs it (values chorus cannot know,
 //! columns left to a volatile DEFAULT, SQL-level EXECUTE of a prepared write).
 
-use super::Session;
+use super::{After, Session};
 use super::capture::{At, CaptureSpec, Replay, Slot, after_captured_write, draws_no_sequence_values, with_clauses};
 use super::statements::{bind_head, execute_head, parse_head, target_head};
 use super::temps;
@@ -36,8 +36,9 @@ pub(super) struct RequestLog {
     /// The session's temporary objects once the request has run (`None`:
     /// unchanged).
     pub temps: Option<temps::TempObjects>,
-    /// What the followers run once the request has succeeded (`WritePlan::log_after`).
-    pub after: Option<String>,
+    /// What chorus does once the request has ended (`WritePlan::log_after`,
+    /// `WritePlan::database`).
+    pub after: Option<After>,
     /// The client's COMMIT was left out of `query`: chorus commits, and
     /// answers for it with its command tag.
     pub commit_tag: bool,
@@ -92,6 +93,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             has_lsn: self.holds_lsn(),
             deferred: self.wtxn.as_ref().is_some_and(|t| t.deferred),
         }
+    }
+
+    /// A request in a database chorus does not replicate logs nothing, but a
+    /// lone CREATE/DROP DATABASE there may name one it does.
+    fn unreplicated_log(&self, ops: &[StmtOp], text: &str) -> RequestLog {
+        let lone = matches!(ops, [StmtOp::Database { .. }]) && !self.txn_view().in_txn;
+        let plan = WritePlan { database: lone, ..WritePlan::default() };
+        RequestLog { after: after_request(&plan, ops, text), plan, ..RequestLog::unlogged() }
     }
 
     /// The writing transaction has taken (or is taking) its LSN.
@@ -187,7 +196,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Plan a simple Query for the log. `Err`: refuse the request with it.
     pub(super) async fn query_log(&mut self, sql: &str, class: &Classification) -> Result<RequestLog, ClientError> {
         if !self.replicated {
-            return Ok(RequestLog::unlogged());
+            return Ok(self.unreplicated_log(&class.ops, sql));
         }
         let mut ops = self.resolve_ops(class).await;
         let mut temps = self.temps.clone();
@@ -202,7 +211,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.note_rollback(&ops);
         let keyed = self.keyed_flags(sql, class, &ops).await;
         let plan = writeplan::plan(self.txn_view(), &ops, &keyed).map_err(refusal)?;
-        let after = log_after(&plan, &ops, sql);
+        let after = after_request(&plan, &ops, sql);
         let mut log = RequestLog { plan, temps: Some(temps), after, ..RequestLog::unlogged() };
         if plan.copy {
             self.refuse_volatile_defaults(sql, &class.tables).await?;
@@ -473,7 +482,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         defer: bool,
     ) -> Result<RequestLog, ClientError> {
         if !self.replicated {
-            return Ok(RequestLog::unlogged());
+            // Only a lone CREATE/DROP DATABASE (Parse, Bind, Execute) matters.
+            let mut parses = batch.iter().filter(|m| m.tag == b'P').filter_map(parse_head);
+            let executes = batch.iter().filter(|m| m.tag == b'E').count();
+            return Ok(match (parses.next(), parses.next()) {
+                (Some((_, sql)), None) if executes == 1 => self.unreplicated_log(&self.ctx.classify.get(sql).ops, sql),
+                _ => RequestLog::unlogged(),
+            });
         }
         let class_of = |name: &str, sql: &str| {
             parsed
@@ -561,7 +576,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         };
         let mut temps = self.temps.clone();
-        let mut concurrent_text = String::new(); // of a CONCURRENTLY statement (`log_after`)
+        let mut lone_text = String::new(); // of a statement chorus acts on after it ran (`After`)
         let mut ops = Vec::new();
         let mut keyed = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
@@ -609,8 +624,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let text = parse_statement(&parse).map(|(sql, _)| sql).unwrap_or_default();
                     let temporary = self.temporary_objects(&mut temps, &text, &class, &mut resolved);
                     let op = resolved.first().cloned().unwrap_or(StmtOp::Read);
-                    if matches!(op, StmtOp::Concurrently { .. }) {
-                        concurrent_text = text.to_string();
+                    if matches!(op, StmtOp::Concurrently { .. } | StmtOp::Database { .. }) {
+                        lone_text = text.to_string();
                     }
                     let replay = match op {
                         StmtOp::Write => {
@@ -692,7 +707,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
             return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
         }
-        let after = log_after(&plan, &ops, &concurrent_text);
+        let after = after_request(&plan, &ops, &lone_text);
         Ok(RequestLog {
             plan,
             items,
@@ -774,11 +789,15 @@ fn statement_end(sql: &str) -> usize {
     crate::sql::statement_ranges(sql).and_then(|r| r.last().map(|r| r.end)).unwrap_or(sql.len())
 }
 
-/// The statement the followers run after the request (`WritePlan::log_after`),
-/// from the text of the client's statement.
-fn log_after(plan: &WritePlan, ops: &[StmtOp], text: &str) -> Option<String> {
+/// What chorus does after the request, from the text of the client's lone
+/// statement: log what the followers run instead (`WritePlan::log_after`),
+/// or mirror a CREATE/DROP DATABASE (`WritePlan::database`).
+fn after_request(plan: &WritePlan, ops: &[StmtOp], text: &str) -> Option<After> {
+    if plan.database {
+        return crate::sql::database::parse(text).map(After::Database);
+    }
     let drop = ops.iter().find_map(|o| if let StmtOp::Concurrently { drop } = o { Some(*drop) } else { None });
-    plan.log_after.then(|| crate::sql::without_concurrently(text, drop?))?
+    plan.log_after.then(|| crate::sql::without_concurrently(text, drop?).map(After::Log))?
 }
 
 /// A write of regular tables that reads (or is otherwise tied to) the

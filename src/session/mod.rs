@@ -11,6 +11,7 @@
 mod abort;
 mod capture;
 mod conns;
+mod databases;
 mod extended;
 mod local;
 mod logplan;
@@ -60,6 +61,17 @@ pub enum SessionError {
 /// Client output buffered beyond this is written even if more replies are coming.
 const CLIENT_FLUSH_BYTES: usize = 64 * 1024;
 
+/// What chorus does once a request whose ReadyForQuery it holds has ended.
+#[derive(Debug, Clone)]
+pub(super) enum After {
+    /// Log what the followers run instead of a statement that cannot run in
+    /// a transaction block, once it has succeeded (`WritePlan::log_after`).
+    Log(String),
+    /// Mirror a CREATE/DROP DATABASE on the followers (`WritePlan::database`,
+    /// databases.rs).
+    Database(crate::sql::database::DatabaseStmt),
+}
+
 /// A request sent to a server whose ReadyForQuery has not arrived yet.
 #[derive(Default)]
 struct Inflight {
@@ -91,9 +103,8 @@ struct Inflight {
     captures: Vec<capture::Slot>,
     /// RowDescription and NoData replies so far (extended protocol: one per Describe).
     descriptions: usize,
-    /// Log this for the followers once the request has succeeded, before
-    /// its ReadyForQuery (`WritePlan::log_after`).
-    log_after: Option<String>,
+    /// What chorus does once the request has ended, before its ReadyForQuery.
+    after: Option<After>,
     /// chorus's own Sync ended this request (a chunk of a batch, see
     /// openbatch.rs): its ReadyForQuery is not the client's.
     swallow_ready: bool,
@@ -168,9 +179,9 @@ pub struct Session<R, W> {
     wtxn: Option<txnlog::WriteTxn>,
     /// The client's ReadyForQuery status, held while chorus finishes its transaction.
     held_ready: Option<u8>,
-    /// A request that must be logged after it ran (`WritePlan::log_after`)
-    /// ended: what to log, and whether it succeeded.
-    log_after: Option<(String, bool)>,
+    /// A request chorus acts on after it ran ended: what to do, and whether
+    /// it succeeded.
+    after: Option<(After, bool)>,
     /// The client's COMMIT was left out of its query (`RequestLog::commit_tag`):
     /// its CommandComplete goes before the held ReadyForQuery once chorus committed.
     owed_commit_tag: bool,
@@ -268,7 +279,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             last_tag_rollback: false,
             wtxn: None,
             held_ready: None,
-            log_after: None,
+            after: None,
             owed_commit_tag: false,
             chunked: None,
             committing: None,

@@ -119,8 +119,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.mark_sequences_dirty();
             }
             self.held_ready = Some(if done.failed { b'E' } else { status });
-            if let Some(sql) = &done.log_after {
-                self.log_after = Some((sql.clone(), !done.failed && status == b'I'));
+            if let Some(after) = &done.after {
+                self.after = Some((after.clone(), !done.failed && status == b'I'));
             }
             if done.flush_after {
                 self.committing = Some(super::Committing::Request(done, status));

@@ -15,7 +15,7 @@ use super::logplan::{Item, RequestLog};
 use super::own::Prep;
 use super::txnlog::{self, Undone, WriteTxn};
 use super::writeplan::{TakeLsn, WritePlan};
-use super::{Inflight, Internal, Session, SessionError};
+use super::{After, Inflight, Internal, Session, SessionError};
 use crate::backend::BackendError;
 use crate::config::AckMode;
 use crate::protocol::{ClientError, Message, ServerError, build, sqlstate};
@@ -253,6 +253,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         log: RequestLog,
     ) -> Result<(), SessionError> {
         let plan = log.plan;
+        if let Some(After::Database(d)) = &log.after
+            && d.drop
+        {
+            self.before_dropping_database(&d.name).await;
+        }
         if let Some(TakeLsn::Before { begin }) = plan.take_lsn {
             if let Err(e) = self.take_lsn_now(node, begin).await {
                 self.reply_error(&e, true);
@@ -314,7 +319,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         inflight.hold_ready =
             plan.finish_after || plan.take_lsn == Some(TakeLsn::After) || plan.append_before || plan.log_after;
-        inflight.log_after = log.after.clone();
+        inflight.hold_ready |= plan.database;
+        inflight.after = log.after.clone();
         self.owed_commit_tag = log.commit_tag;
         inflight.flush_after = plan.append_before;
         inflight.hide_begin_warning = plan.hide_begin_warning;
@@ -406,9 +412,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// chorus's finishing step is sent only now: while the server reads COPY
     /// data, any other message would break the copy.
     pub(super) async fn after_held_ready(&mut self, node: usize) -> Result<(), SessionError> {
-        if let Some((sql, succeeded)) = self.log_after.take() {
-            if succeeded {
-                self.log_for_followers(node, sql).await;
+        if let Some((after, succeeded)) = self.after.take() {
+            match after {
+                After::Log(sql) if succeeded => self.log_for_followers(node, sql).await,
+                After::Log(_) => {}
+                After::Database(d) => self.mirror_database(d, succeeded).await,
             }
             let status = self.conns[node].as_ref().map_or(b'I', |c| c.status);
             self.release_ready(node, status, succeeded);

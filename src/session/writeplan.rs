@@ -70,6 +70,10 @@ pub struct WritePlan {
     pub defer: bool,
     /// chorus opens a plain transaction (no LSN yet) around the request.
     pub begin_only: bool,
+    /// Outside a transaction, a lone CREATE/DROP DATABASE
+    /// (`StmtOp::Database`): chorus prepares the followers before it runs
+    /// (a DROP) and mirrors it on them after, before the client hears of it.
+    pub database: bool,
 }
 
 impl WritePlan {
@@ -83,7 +87,12 @@ impl WritePlan {
     }
 
     pub fn adds_steps(&self) -> bool {
-        self.take_lsn.is_some() || self.append_before || self.finish_after || self.begin_only || self.log_after
+        self.take_lsn.is_some()
+            || self.append_before
+            || self.finish_after
+            || self.begin_only
+            || self.log_after
+            || self.database
     }
 }
 
@@ -118,6 +127,9 @@ pub fn plan(view: TxnView, ops: &[StmtOp], keyed: &[bool]) -> Result<WritePlan, 
             }
             // In a transaction the leader refuses it itself.
             StmtOp::Concurrently { .. } => p.log_after = !in_txn,
+            // In a transaction block, or with other statements (an implicit
+            // one), the leader refuses it itself.
+            StmtOp::Database { .. } => p.database = !in_txn && ops.len() == 1,
             StmtOp::Begin { isolation } => {
                 if in_txn {
                     continue;
@@ -283,6 +295,10 @@ mod tests {
             (IDLE, vec![Savepoint("a".into())], none),
             (IDLE, vec![Concurrently { drop: false }], WritePlan { log_after: true, ..none }),
             (OPEN, vec![Concurrently { drop: false }], none),
+            (IDLE, vec![Database { drop: true }], WritePlan { database: true, ..none }),
+            (IDLE, vec![Database { drop: false }, Read], none),
+            (OPEN, vec![Database { drop: false }], none),
+            (DEFERRED, vec![Database { drop: false }], none),
         ];
         for (view, ops, want) in cases {
             assert_eq!(plan(view, &ops, &[]), Ok(want), "{view:?} {ops:?}");

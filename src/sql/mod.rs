@@ -8,6 +8,7 @@ pub mod capture;
 pub mod chorus_setting;
 pub mod classify;
 mod collect;
+pub mod database;
 mod fallback;
 mod functions;
 pub mod keyed;
@@ -211,6 +212,13 @@ pub enum StmtOp {
     /// without CONCURRENTLY ([`without_concurrently`] of the client's text)
     /// in a logged transaction of its own.
     Concurrently {
+        drop: bool,
+    },
+    /// `CREATE DATABASE` or `DROP DATABASE` (`drop`) that chorus can read
+    /// (see [`database`]): it cannot run in a transaction block and changes
+    /// no database's contents, so it runs on the leader as sent, unlogged,
+    /// and chorus mirrors it on the followers once it has succeeded.
+    Database {
         drop: bool,
     },
     /// Maintenance with no logical effect (VACUUM, ANALYZE, CHECKPOINT,

@@ -129,7 +129,14 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
     let second = words.next().unwrap_or_default();
     let op = match (first.as_str(), second.as_str()) {
         ("vacuum" | "analyze" | "analyse" | "checkpoint" | "cluster" | "reindex", _) => StmtOp::Maintenance,
-        ("create" | "drop", "database") => StmtOp::NotReplicable("CREATE/DROP DATABASE through chorus"),
+        ("create" | "drop", "database") => match super::database::parse(text) {
+            Some(d) if d.copies_a_database() => StmtOp::NotReplicable(
+                "CREATE DATABASE from a template other than template0 or template1 (the copy would exist on the \
+                 leader only); create it empty and load the data through chorus",
+            ),
+            Some(d) => StmtOp::Database { drop: d.drop },
+            None => StmtOp::NotReplicable("CREATE/DROP DATABASE written so that chorus cannot read the database's name"),
+        },
         ("create" | "drop" | "alter", "tablespace") => StmtOp::NotReplicable("tablespaces"),
         ("alter", "system") => StmtOp::NotReplicable("ALTER SYSTEM"),
         ("prepare", "transaction") | ("commit" | "rollback", "prepared") => {
@@ -317,7 +324,15 @@ mod tests {
             ("SELECT * INTO pg_temp.newt FROM t", vec![temp("newt")]),
             ("SELECT * INTO newt FROM t", vec![Write]),
             ("CREATE VIEW v AS SELECT 1", vec![Write]),
-            ("CREATE DATABASE x", vec![NotReplicable("CREATE/DROP DATABASE through chorus")]),
+            ("CREATE DATABASE x", vec![Database { drop: false }]),
+            ("DROP DATABASE IF EXISTS \"X\" WITH (FORCE)", vec![Database { drop: true }]),
+            (
+                "CREATE DATABASE x TEMPLATE test_x",
+                vec![NotReplicable(
+                    "CREATE DATABASE from a template other than template0 or template1 (the copy would exist on \
+                     the leader only); create it empty and load the data through chorus",
+                )],
+            ),
             ("PREPARE TRANSACTION 'x'", vec![NotReplicable("two-phase commit (PREPARE TRANSACTION)")]),
             ("SET search_path = a", vec![Read]),
             ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![Read]),

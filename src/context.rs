@@ -23,6 +23,8 @@ pub struct Context {
     pub replication: Arc<Replication>,
     /// Which databases need their sequences captured into the log.
     pub sequences: crate::session::sequences::SequenceSync,
+    /// Where synchronized snapshots were exported (`pg_dump -j`).
+    pub snapshots: crate::session::snapshots::ExportedSnapshots,
     /// The read policies in force (replaced whole on reload).
     policies: parking_lot::RwLock<Arc<PolicySet>>,
     /// Bumped on every reload: sessions check it before choosing a policy.
@@ -49,6 +51,7 @@ impl Context {
             users,
             next_session_id: AtomicU64::new(1),
             sequences: Default::default(),
+            snapshots: Default::default(),
             config,
         })
     }

@@ -458,5 +458,20 @@ async fn a_pg_dump_restores_through_chorus_and_dumps_back() {
     assert!(out.success(), "pg_dump through chorus: {out:?}");
     assert!(out.stdout.contains("CREATE TABLE app.customers") && out.stdout.contains("CREATE TRIGGER orders_bi"));
     assert!(!out.stdout.contains("_chorus."), "the bookkeeping schema is excluded");
+    // A parallel dump through chorus: its workers import the snapshot the
+    // first connection exported, on whichever follower that one runs. Then
+    // a parallel restore of it through chorus into another database.
+    let parallel = dir.join(format!("{}.dir", db.name()));
+    let _ = std::fs::remove_dir_all(&parallel);
+    let parallel_arg = format!("--file={}", parallel.display());
+    let out = pg_program("pg_dump", &["-j", "3", "--format=directory", "--exclude-schema=_chorus", &parallel_arg, &through]);
+    assert!(out.success(), "pg_dump -j through chorus: {out:?}");
+    let copy = fresh_database().await;
+    let copy_arg = format!("--dbname={}", chorus.url(copy.name()));
+    let out = pg_program("pg_restore", &["-j", "2", "--no-owner", "--exit-on-error", &copy_arg, parallel.to_str().unwrap()]);
+    assert!(out.success(), "pg_restore -j through chorus: {out:?}");
+    assert_eq!(psql_sql(&chorus.url(copy.name()), count), psql_sql(&through, count));
+    assert_converged(&copy).await;
+    let _ = std::fs::remove_dir_all(&parallel);
     assert_no_chorus_panics();
 }

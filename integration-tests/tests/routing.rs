@@ -443,3 +443,97 @@ async fn advisory_locks_pin_to_the_leader() {
     let got: bool = other.query_one("SELECT pg_try_advisory_lock(4242)", &[]).await.unwrap().get(0);
     assert!(got);
 }
+
+/// Synchronized snapshots (what `pg_dump -j` and parallel exporters do): a
+/// read-only transaction exports its snapshot on the follower it runs on;
+/// every transaction that imports it runs on that same follower (the only
+/// server where it exists) and sees exactly its data, also after later
+/// commits. Several importers, so that plain rotation would have sent some
+/// of them to the other follower.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_importing_a_snapshot_run_where_it_was_exported() {
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    let writer = chorus.connect(db.name()).await;
+    writer.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)").await.unwrap();
+    chorus.wait_caught_up(db.name()).await;
+
+    let exporter = chorus.connect(db.name()).await;
+    exporter.batch_execute("BEGIN").await.unwrap();
+    exporter.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.unwrap();
+    let row = &simple_rows(&exporter, "SELECT pg_export_snapshot(), current_setting('port')").await[0];
+    let (id, port) = (row[0].clone().unwrap(), row[1].clone().unwrap());
+    assert!(db.is_follower_port(&port), "the exporting read-only transaction ran on {port}");
+    assert_eq!(simple_value(&exporter, "SELECT count(*) FROM t").await.as_deref(), Some("2"));
+
+    // Committed after the export: importers must not see it.
+    writer.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    chorus.wait_caught_up(db.name()).await;
+
+    for i in 0..4 {
+        let importer = chorus.connect(db.name()).await;
+        importer.batch_execute("BEGIN").await.unwrap();
+        importer.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.unwrap();
+        importer
+            .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+            .await
+            .unwrap_or_else(|e| panic!("importer {i}: {}", error_text(&e)));
+        let row = &simple_rows(&importer, "SELECT count(*), current_setting('port') FROM t").await[0];
+        assert_eq!(row[0].as_deref(), Some("2"), "importer {i} sees the exported snapshot");
+        assert_eq!(row[1].as_deref(), Some(port.as_str()), "importer {i} ran where the snapshot lives");
+        importer.batch_execute("COMMIT").await.unwrap();
+    }
+    exporter.batch_execute("COMMIT").await.unwrap();
+    // Without a snapshot, read-only transactions go on being spread.
+    let mut ports = BTreeSet::new();
+    for _ in 0..4 {
+        writer.batch_execute("BEGIN").await.unwrap();
+        writer.batch_execute("SET TRANSACTION READ ONLY").await.unwrap();
+        ports.insert(answering_port(&writer).await);
+        writer.batch_execute("COMMIT").await.unwrap();
+    }
+    assert_eq!(ports, db.follower_ports());
+    assert_converged(&db).await;
+}
+
+/// A session pinned to the leader (pg_dump's `set_config` pins it) runs its
+/// READ ONLY transactions there: volatile functions in them are reads, not
+/// writes to log (taking the LSN would fail: the transaction is read-only).
+/// If the transaction is made read-write before its first query, what it
+/// then writes through a volatile function is logged and replicated.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_transactions_on_the_leader_call_volatile_functions() {
+    let db = fresh_database().await;
+    let chorus = start_chorus(cluster());
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE TABLE w (v int);
+         CREATE FUNCTION addw() RETURNS int VOLATILE LANGUAGE sql AS $$ INSERT INTO w VALUES (1) RETURNING v $$",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("SELECT set_config('search_path', 'public', false)").await.unwrap();
+    for begin in ["BEGIN READ ONLY", "BEGIN; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"] {
+        for s in begin.split("; ") {
+            c.batch_execute(s).await.unwrap();
+        }
+        let row = &simple_rows(&c, "SELECT pg_export_snapshot() IS NOT NULL, random() < 2, current_setting('port')").await[0];
+        assert_eq!(row[0].as_deref(), Some("t"), "{begin}");
+        assert!(db.is_leader_port(row[2].as_deref().unwrap()), "{begin}: a pinned session stays on the leader");
+        let e = c.batch_execute("SELECT addw()").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "25006", "{begin}: {}", error_text(&e));
+        c.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // Made read-write before its first query: the write is logged.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SET TRANSACTION READ ONLY").await.unwrap();
+    c.batch_execute("SET TRANSACTION READ WRITE").await.unwrap();
+    assert_eq!(simple_value(&c, "SELECT addw()").await.as_deref(), Some("1"));
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    c.batch_execute("SET TRANSACTION READ WRITE").await.unwrap();
+    assert_eq!(simple_value(&c, "SELECT addw()").await.as_deref(), Some("1"));
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(db.value_on_leader("SELECT count(*) FROM w").await.as_deref(), Some("2"));
+    assert_converged(&db).await;
+}

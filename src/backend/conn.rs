@@ -76,9 +76,20 @@ pub struct ServerConn {
     /// When the connection was opened (the pool never keeps one opened
     /// before its database was dropped, see `Pool::forget`).
     pub opened: std::time::Instant,
+    /// The open transaction was declared READ ONLY (by chorus's session);
+    /// cleared when the transaction ends.
+    pub read_only_txn: bool,
 }
 
 impl ServerConn {
+    /// The transaction status of a ReadyForQuery.
+    pub fn set_status(&mut self, status: u8) {
+        self.status = status;
+        if status == b'I' {
+            self.read_only_txn = false;
+        }
+    }
+
     /// Connect, authenticate with chorus's credentials, and wait for ReadyForQuery.
     pub async fn connect(
         node_index: usize,
@@ -124,6 +135,7 @@ impl ServerConn {
             broken: false,
             own_prepared: 0,
             opened: std::time::Instant::now(),
+            read_only_txn: false,
         };
         let mut params: Vec<(&str, &str)> = vec![("user", node.user.as_str()), ("database", database)];
         params.extend_from_slice(startup_params);
@@ -343,7 +355,7 @@ impl ServerConn {
                 b'E' if first_error.is_none() => first_error = Some(ServerError::parse(m.body())),
                 b'S' => self.note_parameter(&m),
                 b'Z' => {
-                    self.status = m.body().first().copied().unwrap_or(b'I');
+                    self.set_status(m.body().first().copied().unwrap_or(b'I'));
                     break;
                 }
                 // CopyIn during an out-of-band exchange cannot happen for the

@@ -83,7 +83,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             (conn.settings_version != version).then(|| self.settings.script(follower))
         };
         // A write's replication step sends the BEGIN itself, with the LSN.
-        let deferred = self.deferred_begin && !self.begin_with_lsn;
+        let deferred = (self.deferred_begin && !self.begin_with_lsn).then(|| self.deferred_begin_sql());
         let conn = self.conns[node].as_mut().expect("connected");
         let r: Result<(), BackendError> = async {
             conn.close_stale().await?;
@@ -91,16 +91,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 conn.simple_oob(&sql).await?;
                 conn.settings_version = version;
             }
-            if deferred {
-                conn.simple_oob("BEGIN").await?;
+            if let Some(begin) = &deferred {
+                conn.simple_oob(begin).await?;
             }
             Ok(())
         }
         .await;
         match r {
             Ok(()) => {
-                if deferred {
+                if deferred.is_some() {
                     self.deferred_begin = false;
+                    let read_only = !std::mem::take(&mut self.deferred_setup).is_empty()
+                        && !std::mem::take(&mut self.setup_may_write);
+                    if let Some(c) = self.conns[node].as_mut() {
+                        c.read_only_txn = read_only;
+                    }
                 }
                 Ok(())
             }

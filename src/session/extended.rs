@@ -11,6 +11,7 @@ use super::writeplan::TakeLsn;
 use super::{Inflight, Session, SessionError};
 use crate::protocol::{ClientError, Message, sqlstate};
 use crate::router::decide;
+use crate::sql::snapshot::exports;
 use crate::sql::{LeaderReason, SettingChange};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -109,6 +110,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(());
             }
         }
+        if self.txn_node.and_then(|n| self.conns[n].as_ref()).is_some_and(|c| c.read_only_txn) {
+            let texts: Vec<String> = self
+                .batch
+                .iter()
+                .filter(|m| m.tag == b'P')
+                .filter_map(|m| parse_head(m).map(|(_, s)| s.to_string()))
+                .collect();
+            for sql in &texts {
+                self.note_read_write(sql);
+            }
+        }
         let log = self.batch_log(&self.batch, &[], kind == SyncKind::Client).await;
         let (mut log, opens) = match log.and_then(|log| self.chunk_plan(log, kind)) {
             Ok(planned) => planned,
@@ -120,6 +132,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.stalled = Some(m);
             return Ok(());
         }
+        // A snapshot is exported inside a transaction (its rows name it, snapshots.rs).
+        let exports_snapshot = (self.txn_node.is_some() || self.deferred_begin)
+            && self.batch.iter().any(|p| p.tag == b'P' && parse_head(p).is_some_and(|(_, sql)| exports(sql)));
         self.begin_with_lsn = matches!(log.plan.take_lsn, Some(TakeLsn::Before { begin: true }));
         let placed = self.place_batch(&m, log.plan.logs).await;
         self.begin_with_lsn = false;
@@ -139,6 +154,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             extended: true,
             captures: std::mem::take(&mut log.slots),
             swallow_ready: kind == SyncKind::Chunk,
+            exports_snapshot,
             ..Default::default()
         };
         if log.plan.adds_steps() || !log.items.is_empty() {

@@ -154,7 +154,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         // and chorus routes only read-only ones there): whatever the
         // functions are, the server lets them write nothing, so there is
         // nothing to log (and no LSN to take, there of all places).
-        self.resolve_ops_where(class, self.txn_on_follower()).await
+        self.resolve_ops_where(class, self.txn_read_only()).await
     }
 
     /// [`resolve_ops`] for a statement run `read_only` or not.
@@ -176,10 +176,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         )
     }
 
-    /// The transaction runs on a follower: read-only (its connection's
-    /// default, and chorus routes only read-only ones there).
-    pub(super) fn txn_on_follower(&self) -> bool {
-        self.txn_node.is_some_and(|n| n != self.ctx.topology.leader())
+    /// The transaction cannot write: it runs on a follower (read-only by its
+    /// connection's default, and chorus routes only read-only ones there),
+    /// or it was declared READ ONLY (on the leader of a pinned session, or
+    /// not placed yet: `deferred_setup`, snapshots.rs). Once a READ ONLY
+    /// transaction ran a query the server lets nothing make it read-write
+    /// again; before that, a statement that might is seen by
+    /// [`Session::note_read_write`].
+    pub(super) fn txn_read_only(&self) -> bool {
+        let leader = self.ctx.topology.leader();
+        (!self.deferred_setup.is_empty() && !self.setup_may_write)
+            || self.txn_node.is_some_and(|n| n != leader || self.conns[n].as_ref().is_some_and(|c| c.read_only_txn))
     }
 
     /// A ROLLBACK (or ROLLBACK TO, which may undo the LSN itself) of a writing
@@ -415,7 +422,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 let name = prepared_name(text, 1);
                 *op = match name.and_then(|n| self.sql_prepared.get(&n)) {
                     // A read-only transaction on a follower writes nothing.
-                    Some(true) if !self.txn_on_follower() => {
+                    Some(true) if !self.txn_read_only() => {
                         StmtOp::NotReplicable("EXECUTE of an SQL-level prepared write; use the extended protocol")
                     }
                     // Unknown names fail on the server (26000).

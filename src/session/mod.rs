@@ -24,6 +24,7 @@ mod relay;
 mod replicate;
 pub mod sequences;
 pub mod settings;
+pub mod snapshots;
 pub mod statements;
 mod temps;
 mod txnfacts;
@@ -108,6 +109,8 @@ struct Inflight {
     /// chorus's own Sync ended this request (a chunk of a batch, see
     /// openbatch.rs): its ReadyForQuery is not the client's.
     swallow_ready: bool,
+    /// The request calls `pg_export_snapshot`: its rows name snapshots (snapshots.rs).
+    exports_snapshot: bool,
 }
 
 /// chorus's own steps on the leader connection (see replicate.rs).
@@ -168,6 +171,12 @@ pub struct Session<R, W> {
     /// The client said BEGIN; chorus answered and will send it with the first
     /// statement, to the server that statement needs.
     deferred_begin: bool,
+    /// `SET TRANSACTION ... READ ONLY` statements sent after the deferred
+    /// BEGIN, deferred with it (snapshots.rs).
+    deferred_setup: Vec<String>,
+    /// A statement since may have made the deferred transaction read-write
+    /// after all (`Session::note_read_write`).
+    setup_may_write: bool,
     /// The client's transaction is aborted and exists on no server (see abort.rs).
     local_abort: bool,
     copy_in: bool,
@@ -273,6 +282,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             statements: Statements::default(),
             settings: Settings::from_startup(&info.params),
             deferred_begin: false,
+            deferred_setup: Vec::new(),
+            setup_may_write: false,
             local_abort: false,
             copy_in: false,
             owed_sync: false,
@@ -571,6 +582,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.deferred_begin {
             // The transaction never reached a server; it is aborted now.
             self.deferred_begin = false;
+            self.deferred_setup.clear();
+            self.setup_may_write = false;
             self.local_abort = true;
         }
         if ready {

@@ -36,8 +36,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// write there would silently diverge the follower, so chorus refuses it
     /// before the follower sees it.
     pub(super) fn follower_txn_guard(&self, c: &Classification) -> Option<ClientError> {
-        let node = self.txn_node?;
-        if node == self.ctx.topology.leader() {
+        // A transaction declared READ ONLY whose placement waits for its
+        // next statement (snapshots.rs) goes to a follower too.
+        let on_follower = self.txn_node.is_some_and(|n| n != self.ctx.topology.leader());
+        if !on_follower && (self.deferred_setup.is_empty() || self.pinned.is_some()) {
             return None;
         }
         let writes = matches!(
@@ -90,8 +92,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             };
             if let Some(tag) = tag {
                 self.deferred_begin = false;
+                self.deferred_setup.clear();
+                self.setup_may_write = false;
                 self.cout.put_slice(&build::command_complete(tag).frame);
                 self.cout.put_slice(&build::ready_for_query(b'I').frame);
+                return Ok(());
+            }
+            if self.defer_transaction_setup(sql, &class) {
                 return Ok(());
             }
         } else if !self.busy()
@@ -107,6 +114,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(e) = self.follower_txn_guard(&class) {
             return self.refuse_in_order(e, m).await;
         }
+        self.note_read_write(sql);
         if self.replicated && !self.read_txn_facts(std::slice::from_ref(&class)).await {
             // The transaction's schema must be read on its idle connection first.
             self.stalled = Some(m);
@@ -123,11 +131,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(());
         }
         let needs_leader = if self.deferred_begin {
-            class.shape != Shape::SetTransactionReadOnly
+            class.shape != Shape::SetTransactionReadOnly && self.deferred_setup.is_empty()
         } else {
             !self.replicated || log.plan.logs || self.needs_leader(&class).await
         };
-        let want = decide(needs_leader, self.view());
+        // A snapshot is exported inside a transaction (its rows name it).
+        let exports_snapshot =
+            (self.txn_node.is_some() || self.deferred_begin) && crate::sql::snapshot::exports(sql);
+        let want = match self.snapshot_node(sql) {
+            Some(n) => Want::Node(n),
+            None => decide(needs_leader, self.view()),
+        };
         let pipelined = self.pipelined_follower_read(want);
         if want == Want::AnyFollower || pipelined.is_some() {
             self.choose_read_policy(&[(&class, sql)]);
@@ -143,6 +157,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let routed = self.route(want, &m).await;
         self.begin_with_lsn = false;
         let Some(node) = routed? else { return Ok(()) };
+        if matches!(class.shape, Shape::Begin { read_only: Some(true), .. } | Shape::SetTransactionReadOnly)
+            && let Some(c) = self.conns[node].as_mut()
+        {
+            c.read_only_txn = true;
+        }
         if let Some(temps) = log.temps.clone() {
             self.temps = temps;
         }
@@ -155,6 +174,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let inflight = Inflight {
             settings: class.settings.clone(),
             ddl: matches!(class.leader_reason, Some(LeaderReason::Ddl)),
+            exports_snapshot,
             ..Default::default()
         };
         // Captured statements go with their RETURNING column.

@@ -21,6 +21,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         } else {
             m
         };
+        if m.tag == b'D' && self.inflight.front().is_some_and(|f| f.exports_snapshot) {
+            self.note_exported_snapshot(node, &m);
+        }
         match m.tag {
             b'Z' => {
                 if !self.on_ready(node, &m) {
@@ -92,7 +95,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     fn on_ready(&mut self, node: usize, m: &Message) -> bool {
         let status = m.body().first().copied().unwrap_or(b'I');
         if let Some(c) = self.conns[node].as_mut() {
-            c.status = status;
+            c.set_status(status);
         }
         let Some(done) = self.inflight.pop_front() else {
             tracing::warn!("ReadyForQuery with no request in flight");

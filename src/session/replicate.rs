@@ -468,7 +468,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 let status = m.body().first().copied().unwrap_or(b'I');
                 let done = self.inflight.pop_front().expect("internal request in flight");
                 if let Some(c) = self.conns[node].as_mut() {
-                    c.status = status;
+                    c.set_status(status);
                     c.learn_own(&Prep::parsed_bits(done.own_parsed), !done.failed);
                 }
                 self.internal_ready(node, kind, status, done.failed).await?;

@@ -19,6 +19,7 @@ pub mod quote;
 pub mod rewrite;
 pub mod routine;
 mod settings;
+pub mod snapshot;
 mod split;
 
 pub use cache::ClassifyCache;

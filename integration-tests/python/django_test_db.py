@@ -2,10 +2,13 @@
 test` does before and after the tests. `create` makes the test database
 (CREATE DATABASE over a connection to the `postgres` database; when it
 exists already, DROP DATABASE and CREATE again, as --noinput does), runs
-`migrate` in it and writes through the ORM; `destroy` drops it (Django
-closes its connections first, then sends DROP DATABASE at once).
+`migrate` in it and writes through the ORM; `clone` makes the copy the
+parallel runner (--parallel) gives each worker (CREATE DATABASE
+<test>_1 WITH TEMPLATE <test>) and writes in it; `destroy` drops the copy
+and the test database (Django closes its connections first, then sends
+DROP DATABASE at once).
 
-Usage: django_test_db.py create|destroy CHORUS_URL TEST_DB_NAME. Run by
+Usage: django_test_db.py create|clone|destroy CHORUS_URL TEST_DB_NAME. Run by
 integration-tests/tests/python_orms.rs, which compares every node in
 between and checks that the database is gone everywhere after `destroy`.
 Exits non-zero on any surprise."""
@@ -65,9 +68,23 @@ if mode == "create":
         Book.objects.create(author=authors[i % 3], title=f"book {i}", price=i, stock=i, published="2024-01-01", data={})
     check(Book.objects.count() == 6, "six books in the test database")
     connection.close()
-elif mode == "destroy":
+elif mode == "clone":
     connection.settings_dict["NAME"] = test_name
+    connection.creation.clone_test_db(suffix="1", verbosity=0, autoclobber=True, keepdb=False)
+    connection.settings_dict.update(connection.creation.get_test_db_clone_settings("1"))
+    connection.close()
+    from chorus_orm.models import Author, Book  # noqa: E402
+
+    check(Book.objects.count() == 6, "the clone holds the test database's books")
+    a = Author.objects.create(name="only in the clone")
+    Book.objects.create(author=a, title="clone book", price=1, stock=1, published="2024-01-02", data={"c": 1})
+    check(Book.objects.count() == 7, "seven books in the clone")
+    connection.close()
+elif mode == "destroy":
     old_name = unquote(u.path.lstrip("/"))
+    connection.settings_dict["NAME"] = test_name
+    connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False, suffix="1")
+    connection.settings_dict["NAME"] = test_name
     connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
 else:
     raise SystemExit(f"unknown mode {mode}")

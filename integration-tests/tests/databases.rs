@@ -1,7 +1,8 @@
 //! CREATE DATABASE and DROP DATABASE through chorus, as test runners (Django,
 //! Rails, Prisma) send them: mirrored on every follower before the client
 //! hears of them, in both protocols; a database created through chorus is
-//! replicated at once; a drop the leader refuses leaves replication running;
+//! replicated at once, also as a copy of a replicated one (TEMPLATE); a drop
+//! the leader refuses leaves replication running;
 //! what chorus cannot mirror is refused or reported; a follower's copy left
 //! over from a dropped database is never applied to as if it were the new
 //! one. Every database written through chorus ends compared on every node.
@@ -109,10 +110,9 @@ async fn what_cannot_be_mirrored_gets_a_clear_error() {
     admin.batch_execute("ROLLBACK").await.unwrap();
     let e = admin.batch_execute(&format!("CREATE DATABASE {name}; SELECT 1")).await.unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::ACTIVE_SQL_TRANSACTION), "{e}");
-    // A copy of a database would exist on the leader only.
-    let e = admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE postgres")).await.unwrap_err();
-    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
-    assert!(e.as_db_error().unwrap().message().contains("template"), "{e}");
+    // A copy of a database that does not exist: the leader's error.
+    let e = admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE chorus_no_such_db")).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_DATABASE), "{e}");
     for node in cluster.nodes() {
         assert!(!exists_on(node, &name).await, "{name} exists on {}", node.name());
     }
@@ -203,4 +203,52 @@ async fn collect_notices(chorus: &Chorus, sql: &str) -> Vec<String> {
         out.push(n);
     }
     out
+}
+
+/// CREATE DATABASE ... TEMPLATE of a replicated database, with one follower
+/// behind on the template (its applier held up by a lock): every follower
+/// copies its own template, and the lagging one's copy catches up from the
+/// log the leader's copy carries. Both databases converge, and writes to
+/// either go on replicating.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_copied_from_a_template_converges_even_from_a_lagging_follower() {
+    init_logging_from_env();
+    let cluster = cluster();
+    let chorus = start_chorus(cluster);
+    let admin = chorus.connect("postgres").await;
+    let (source, copy) = (unique("test_template_src"), unique("test_template_copy"));
+    admin.batch_execute(&format!("CREATE DATABASE {source}")).await.unwrap();
+    write_some(&chorus, &source, 5).await;
+    chorus.wait_caught_up(&source).await;
+
+    // Hold the first follower's applier: it waits for this lock.
+    let lagging = &cluster.followers()[0];
+    let lock = lagging.connect(&source).await.unwrap();
+    lock.batch_execute("BEGIN; LOCK TABLE t IN SHARE MODE").await.unwrap();
+    write_some(&chorus, &source, 7).await;
+    chorus.wait_caught_up_on(&source, &[1]).await;
+
+    // The copy waits for nobody: the lagging follower's sessions on the
+    // template are ended so it can be copied there.
+    admin.batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {source}")).await.unwrap();
+    drop(lock);
+    for node in cluster.nodes() {
+        assert!(exists_on(node, &copy).await, "{copy} missing on {}", node.name());
+    }
+    write_some(&chorus, &copy, 2).await;
+    write_some(&chorus, &source, 1).await;
+    assert_db_converged(cluster, &copy).await;
+    assert_db_converged(cluster, &source).await;
+    let leader = cluster.leader().connect(&copy).await.unwrap();
+    let n: i64 = leader.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 5 + 7 + 2);
+    drop(leader);
+    for db in [&copy, &source] {
+        if let Err(e) = admin.batch_execute(&format!("DROP DATABASE {db}")).await {
+            let l = cluster.leader().connect("postgres").await.unwrap();
+            let rows = l.query("SELECT application_name, state, query, backend_start::text FROM pg_stat_activity WHERE datname = $1", &[db]).await.unwrap();
+            for r in rows { eprintln!("ACTIVITY {:?} {:?} {:?} {:?}", r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2), r.get::<_, Option<String>>(3)); }
+            panic!("{e}");
+        }
+    }
 }

@@ -34,27 +34,32 @@ async fn django_on_postgresql_migrates_and_writes_and_converges() {
 
 /// `manage.py test`'s database handling: Django creates its test database
 /// through chorus (dropping and creating it again when it exists), migrates
-/// and writes in it, and drops it at the end; chorus mirrors both on the
-/// followers, and the test database converges in between.
+/// and writes in it, clones it for a parallel worker (CREATE DATABASE ...
+/// WITH TEMPLATE) and writes in the clone, and drops both at the end;
+/// chorus mirrors all of it on the followers, and both databases converge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_test_runner_creates_and_destroys_its_test_database_through_chorus() {
     init_logging_from_env();
     let db = fresh_database().await;
     let chorus = start_chorus(cluster());
     let url = chorus.url(db.name());
-    let test_db = format!("test_{}", db.name()).chars().take(63).collect::<String>();
+    let test_db = format!("test_{}", db.name()).chars().take(40).collect::<String>();
     run_python("django_test_db.py", &["create", &url, &test_db]);
     // Again: the database exists, so Django drops it and creates it anew.
     run_python("django_test_db.py", &["create", &url, &test_db]);
-    let options = chorus::verify::VerifyOptions { databases: vec![test_db.clone()] };
+    run_python("django_test_db.py", &["clone", &url, &test_db]);
+    let clone = format!("{test_db}_1");
+    let options = chorus::verify::VerifyOptions { databases: vec![test_db.clone(), clone.clone()] };
     let report = chorus::verify::verify_with(&chorus_config(cluster()), &options).await.expect("verify");
-    assert!(report.converged(), "{test_db} differs: {:#?}", report.differences);
-    assert!(report.tables > 5, "{report:#?}");
+    assert!(report.converged(), "{test_db} or its clone differs: {:#?}", report.differences);
+    assert!(report.databases == 2 && report.tables > 10, "{report:#?}");
     run_python("django_test_db.py", &["destroy", &url, &test_db]);
     for node in cluster().nodes() {
         let c = node.connect("postgres").await.unwrap();
-        let gone = c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&test_db]).await.unwrap().is_none();
-        assert!(gone, "{test_db} is still on {}", node.name());
+        for db in [&test_db, &clone] {
+            let gone = c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db]).await.unwrap().is_none();
+            assert!(gone, "{db} is still on {}", node.name());
+        }
     }
     assert_no_chorus_panics();
 }

@@ -101,6 +101,13 @@ impl Applier {
                     self.stale(&e.to_string());
                     return;
                 }
+                Err(StepError::Prepare(ReplicationError::Replaced { .. })) => {
+                    // The feed sees it too, and replication of the new
+                    // database starts over.
+                    tracing::info!(node = %self.follower.name, db = %self.db,
+                        "the leader's database was replaced; this applier stops");
+                    return;
+                }
                 Err(e) => {
                     if matches!(e, StepError::Follower(_) | StepError::Prepare(_) | StepError::Bookkeeping { .. })
                         && let Some(f) = follower.take()
@@ -124,10 +131,14 @@ impl Applier {
     }
 
     async fn connect(&self, spec: &mut Option<DatabaseSpec>) -> Result<Follower, StepError> {
-        if spec.is_none() {
-            *spec = Some(database_spec(&self.leader, &self.db, self.connect_timeout).await?);
+        // Read again at every connect: the leader's database may have been
+        // dropped and created again under its name meanwhile (by another
+        // chorus), and this applier's progress is about the old one.
+        let now = database_spec(&self.leader, &self.db, self.connect_timeout).await?;
+        if spec.as_ref().is_some_and(|s| s.origin != now.origin) {
+            return Err(ReplicationError::Replaced { database: self.db.clone() }.into());
         }
-        let spec = spec.as_ref().expect("just read");
+        let spec = spec.insert(now);
         ensure_on_follower(&self.follower, &self.db, spec, self.connect_timeout).await?;
         // Startup values are what the header's RESET ALL returns to: UTF-8 as
         // on the session's leader connections, and writable even if the
@@ -177,9 +188,21 @@ impl Applier {
                 return Ok(Progress::Idle);
             }
         };
-        for t in txns.iter().filter(|t| t.rows.is_empty()) {
-            tracing::warn!(node = %self.follower.name, db = %self.db, lsn = t.lsn,
-                "the leader's log has no entry for this LSN; applying it as an empty transaction");
+        // Every committed LSN has at least its header row: a missing entry was
+        // trimmed before this follower's copy needed it (a follower added, or
+        // its copy recreated, after the leader had trimmed it), or written
+        // before chorus logged the database. The follower cannot be built
+        // from the log; applying the rest would leave it silently different.
+        if let Some(t) = txns.iter().find(|t| t.rows.is_empty()) {
+            self.diverged(
+                t,
+                0,
+                "",
+                "the leader's log no longer holds this LSN (trimmed before this follower's copy needed it): the \
+                 copy cannot be built from the log; make it a copy of the leader's database (e.g. pg_dump and \
+                 restore, with _chorus.applied set to the leader's _chorus.lsn) and restart chorus",
+            );
+            return Ok(Progress::Stop);
         }
         let mut rest = &txns[..];
         while !rest.is_empty() {

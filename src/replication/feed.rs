@@ -261,6 +261,10 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::default();
     let mut failures = Failures::default();
+    // The database's id (see migrate.rs), kept across reconnects: if it
+    // changes, the database was dropped and created again by someone else
+    // (another chorus) meanwhile, and what this feed knew is about another.
+    let mut origin: Option<Option<String>> = None;
     loop {
         let e = match connect_raw(&leader, &db, "chorus-feed", connect_timeout).await {
             Ok((client, mut conn)) => {
@@ -276,7 +280,7 @@ pub async fn run(
                 }));
                 let client = Arc::new(client);
                 let retry = (&mut backoff, &mut failures);
-                let r = serve(&client, &leader, &db, &feed, &state, &wake, retention, retry).await;
+                let r = serve(&client, &leader, &db, &feed, &state, &wake, retention, retry, &mut origin).await;
                 feed.client.send_replace(None);
                 match r {
                     Ok(()) => continue,
@@ -287,6 +291,10 @@ pub async fn run(
         };
         if e.is_missing_database() {
             tracing::info!(node = %leader.name, db, "database no longer exists on the leader; its replication stops");
+            return;
+        }
+        if matches!(e, ReplicationError::Replaced { .. }) {
+            tracing::info!(node = %leader.name, db, "database was dropped and created again on the leader; its replication starts over");
             return;
         }
         let delay = backoff.next_delay();
@@ -309,6 +317,7 @@ async fn serve(
     wake: &Notify,
     retention: Duration,
     (backoff, failures): (&mut Backoff, &mut Failures),
+    origin: &mut Option<Option<String>>,
 ) -> Result<(), ReplicationError> {
     client.batch_execute("LISTEN _chorus_log").await.map_err(query_error(leader, db, "LISTEN"))?;
     feed.client.send_replace(Some(client.clone()));
@@ -317,9 +326,10 @@ async fn serve(
     // WAL written when it was read is flushed, so a leader that crashes and
     // loses unflushed commits never finds them on a follower.
     let read_lsn = client
-        .prepare("SELECT lsn, pg_catalog.pg_current_wal_insert_lsn()::text FROM _chorus.lsn")
+        .prepare("SELECT lsn, pg_catalog.pg_current_wal_insert_lsn()::text, origin::text FROM _chorus.lsn")
         .await
         .map_err(query_error(leader, db, "preparing"))?;
+
     let flushed = client
         .prepare("SELECT pg_catalog.pg_current_wal_flush_lsn() >= $1::text::pg_catalog.pg_lsn")
         .await
@@ -328,6 +338,12 @@ async fn serve(
     loop {
         let row = client.query_one(&read_lsn, &[]).await.map_err(query_error(leader, db, "reading _chorus.lsn"))?;
         let (lsn, wal): (Lsn, String) = (row.get(0), row.get(1));
+        let now: Option<String> = row.get(2);
+        match origin {
+            None => *origin = Some(now),
+            Some(was) if *was != now => return Err(ReplicationError::Replaced { database: db.to_string() }),
+            Some(_) => {}
+        }
         if state.leader_lsn(db) != Some(lsn) {
             let mut wait = Duration::from_micros(250);
             while !client

@@ -221,6 +221,56 @@ pub async fn ensure_database(config: &Config, db: &str) -> Result<Vec<(String, R
     Ok(failed)
 }
 
+/// `CREATE DATABASE db TEMPLATE source` on follower `node`: the copy of its
+/// own `source`, which holds what the leader's did when the leader copied it
+/// (or less: the copy's applier replays the rest from the copied log).
+/// Sessions still reading `source` there are ended (it cannot be copied
+/// while in use; on the leader nobody used it, or the copy would have failed).
+pub async fn copy_on_follower(node: &Node, db: &str, source: &str, timeout: Duration) -> Result<(), ReplicationError> {
+    let admin = &node.admin_database;
+    let client = connect(node, admin, "chorus-migrate", timeout).await?;
+    let sql = format!("CREATE DATABASE {} TEMPLATE {}", quote_ident(db), quote_ident(source));
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && attempt < 3 => {
+                attempt += 1;
+                client
+                    .execute(
+                        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                        &[&source],
+                    )
+                    .await
+                    .map_err(query_error(node, admin, "ending sessions on the template"))?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(query_error(node, admin, "CREATE DATABASE ... TEMPLATE")(e)),
+        }
+    }
+}
+
+/// The connections chorus processes keep for their own work (feeds,
+/// migrations, catalog reads, status, verify), by application_name; client
+/// sessions carry their clients' names.
+const OWN_CONNECTIONS: &str = "'chorus-feed', 'chorus-migrate', 'chorus-catalog', 'chorus-status', 'chorus-verify'";
+
+/// End every connection a chorus process keeps to `db` on `node` for its
+/// own work (another chorus in front of the same servers feeds every
+/// database too), so it can be dropped or copied. Such a process notices
+/// the database is gone when it reconnects.
+pub async fn end_own_connections(node: &Node, db: &str, timeout: Duration) -> Result<u64, ReplicationError> {
+    let admin = &node.admin_database;
+    let client = connect(node, admin, "chorus-migrate", timeout).await?;
+    let sql = format!(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+         WHERE datname = $1 AND application_name IN ({OWN_CONNECTIONS}) AND pid <> pg_catalog.pg_backend_pid()"
+    );
+    let rows = client.query(&sql, &[&db]).await.map_err(query_error(node, admin, "ending chorus's connections"))?;
+    Ok(rows.len() as u64)
+}
+
 /// `DROP DATABASE db` on follower `node` (its copy of a database the
 /// leader dropped), ending whatever sessions still use it there.
 pub async fn drop_on_follower(node: &Node, db: &str, timeout: Duration) -> Result<(), ReplicationError> {

@@ -76,6 +76,10 @@ pub enum ReplicationError {
          builds it anew"
     )]
     Stale { node: String, database: String },
+    /// The leader's database was dropped and created again under its name
+    /// (its id changed): what chorus knew of the old one no longer holds.
+    #[error("the database {database} on the leader was dropped and created again")]
+    Replaced { database: String },
     /// A recent attempt failed with this; not retried yet.
     #[error("{0} (recent failure, retried shortly)")]
     Recent(String),

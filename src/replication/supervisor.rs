@@ -6,7 +6,7 @@
 
 use super::apply::Applier;
 use super::feed::{self, Feed};
-use super::migrate::{drop_on_follower, ensure_database};
+use super::migrate::{copy_on_follower, drop_on_follower, end_own_connections, ensure_database};
 use super::state::ReplicationState;
 use super::{Failures, ReplicationError, connect, query_error};
 use crate::config::Config;
@@ -200,9 +200,12 @@ impl Replication {
         let retention = self.config.replication.log_retention;
         let timeout = self.config.limits.connect_timeout;
         let handle = tokio::spawn(async move {
-            feed::run(leader, name.clone(), feed, state, retention, timeout).await;
+            feed::run(leader, name.clone(), feed, state.clone(), retention, timeout).await;
+            // The database is gone (or replaced by another of its name): a
+            // later one starts afresh.
             ready.remove(&name);
-            drop(appliers); // aborts them
+            appliers.shutdown().await;
+            state.forget(&name);
         });
         feeds.insert(db.to_string(), handle);
         self.ready.insert(db.to_string(), ());
@@ -230,9 +233,10 @@ impl Replication {
         self.unprepared.get(db).map_or_else(Vec::new, |u| u.clone())
     }
 
-    /// `db` is about to be dropped: stop replicating it, and keep it
-    /// stopped (its connections to every node closed) until
-    /// [`Replication::dropped`] or [`Replication::reinstate`].
+    /// `db` is about to be dropped or copied: stop replicating it, and keep
+    /// it stopped (its connections to every node closed) until
+    /// [`Replication::dropped`] or [`Replication::reinstate`]. Other chorus
+    /// processes' connections of their own to it on the leader are ended too.
     pub async fn retire(&self, db: &str) {
         self.retiring.insert(db.to_string(), ());
         let setup = self.setup_lock(db);
@@ -243,6 +247,12 @@ impl Replication {
             let _ = feed.await;
         }
         self.ready.remove(db);
+        let leader = self.config.leader();
+        match end_own_connections(leader, db, self.config.limits.connect_timeout).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(db, ended = n, "ended other chorus connections to the database"),
+            Err(e) => tracing::warn!(db, error = %e, "cannot end other chorus connections to the database"),
+        }
     }
 
     /// The leader dropped `db` (after [`Replication::retire`]): drop every
@@ -264,6 +274,22 @@ impl Replication {
         self.setups.lock().remove(db);
         self.retiring.remove(db);
         tracing::info!(db, "database dropped; its replication stopped");
+        failed
+    }
+
+    /// The leader created `db` as a copy of `source` (retired meanwhile):
+    /// copy every follower's `source` the same way. Returns the followers
+    /// whose copy failed, and why.
+    pub async fn copied(&self, db: &str, source: &str) -> Vec<(String, String)> {
+        let timeout = self.config.limits.connect_timeout;
+        let mut failed = Vec::new();
+        for &node in self.topology.followers() {
+            let follower = self.topology.node(node).pool.node().clone();
+            if let Err(e) = copy_on_follower(&follower, db, source, timeout).await {
+                tracing::warn!(node = %follower.name, db, source, error = %e, "cannot copy the database on the follower");
+                failed.push((follower.name.clone(), e.to_string()));
+            }
+        }
         failed
     }
 

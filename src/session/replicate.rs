@@ -254,9 +254,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     ) -> Result<(), SessionError> {
         let plan = log.plan;
         if let Some(After::Database(d)) = &log.after
-            && d.drop
+            && let Err(e) = self.before_database_statement(d).await
         {
-            self.before_dropping_database(&d.name).await;
+            return self.refuse_request(e).await;
         }
         if let Some(TakeLsn::Before { begin }) = plan.take_lsn {
             if let Err(e) = self.take_lsn_now(node, begin).await {

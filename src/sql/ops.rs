@@ -130,10 +130,6 @@ fn op_by_keywords(text: &str) -> Option<StmtOp> {
     let op = match (first.as_str(), second.as_str()) {
         ("vacuum" | "analyze" | "analyse" | "checkpoint" | "cluster" | "reindex", _) => StmtOp::Maintenance,
         ("create" | "drop", "database") => match super::database::parse(text) {
-            Some(d) if d.copies_a_database() => StmtOp::NotReplicable(
-                "CREATE DATABASE from a template other than template0 or template1 (the copy would exist on the \
-                 leader only); create it empty and load the data through chorus",
-            ),
             Some(d) => StmtOp::Database { drop: d.drop },
             None => StmtOp::NotReplicable("CREATE/DROP DATABASE written so that chorus cannot read the database's name"),
         },
@@ -326,13 +322,7 @@ mod tests {
             ("CREATE VIEW v AS SELECT 1", vec![Write]),
             ("CREATE DATABASE x", vec![Database { drop: false }]),
             ("DROP DATABASE IF EXISTS \"X\" WITH (FORCE)", vec![Database { drop: true }]),
-            (
-                "CREATE DATABASE x TEMPLATE test_x",
-                vec![NotReplicable(
-                    "CREATE DATABASE from a template other than template0 or template1 (the copy would exist on \
-                     the leader only); create it empty and load the data through chorus",
-                )],
-            ),
+            ("CREATE DATABASE x TEMPLATE test_x", vec![Database { drop: false }]),
             ("PREPARE TRANSACTION 'x'", vec![NotReplicable("two-phase commit (PREPARE TRANSACTION)")]),
             ("SET search_path = a", vec![Read]),
             ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![Read]),

@@ -57,6 +57,11 @@ pub struct TableFacts {
     /// What the table's user triggers do: why one would compute other values
     /// when it runs again on a follower, and whether one writes other rows.
     pub triggers: Nature,
+    /// Its triggers' only writes are INSERTs into these plain tables
+    /// (schema, table), and it is otherwise quietly capturable: chorus can
+    /// capture its writes together with what its triggers inserted
+    /// (`session::trigger_rows`). `None` when not.
+    pub trigger_rows: Option<Vec<(String, String)>>,
     /// Its writes can be captured and applied on followers with its triggers
     /// left out (they ran on the leader, and change nothing but the row they
     /// are given): an ordinary table with no rules, row security or

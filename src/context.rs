@@ -25,6 +25,8 @@ pub struct Context {
     pub sequences: crate::session::sequences::SequenceSync,
     /// Where synchronized snapshots were exported (`pg_dump -j`).
     pub snapshots: crate::session::snapshots::ExportedSnapshots,
+    /// Tables that carry chorus's trigger for capturing rows triggers insert.
+    pub capture_triggers: crate::session::trigger_rows::CaptureTriggers,
     /// The read policies in force (replaced whole on reload).
     policies: parking_lot::RwLock<Arc<PolicySet>>,
     /// Bumped on every reload: sessions check it before choosing a policy.
@@ -52,6 +54,7 @@ impl Context {
             next_session_id: AtomicU64::new(1),
             sequences: Default::default(),
             snapshots: Default::default(),
+            capture_triggers: Default::default(),
             config,
         })
     }

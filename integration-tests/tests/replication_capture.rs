@@ -225,7 +225,7 @@ async fn writes_that_cannot_be_captured_are_refused_and_the_session_goes_on() {
          CREATE TABLE audited (id int PRIMARY KEY, v float8);
          CREATE TABLE audit (n int);
          CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$;
+           $$ BEGIN UPDATE audit SET n = n + 1; RETURN NEW; END $$;
          CREATE TRIGGER a AFTER INSERT ON audited FOR EACH ROW EXECUTE FUNCTION audit_row();
          CREATE TABLE dflt (id int PRIMARY KEY, u uuid DEFAULT gen_random_uuid());
          CREATE SEQUENCE k_seq;
@@ -382,8 +382,11 @@ async fn triggers_and_functions_that_would_compute_other_values() {
     c.batch_execute("UPDATE num SET d = double(d)").await.unwrap();
     // A read calling them changes nothing.
     c.batch_execute("SELECT jitter(1), stamp()").await.unwrap();
+    // A trigger that inserts into another table (an audit log, with now()):
+    // the table's rows and the ones the trigger inserted are both captured.
+    c.batch_execute("INSERT INTO logged VALUES (1, 1), (2, 2)").await.unwrap();
     for (sql, why) in [
-        ("INSERT INTO logged VALUES (1, 1)", "log_it"),
+        ("INSERT INTO counted VALUES (3, random())", "trigger that writes"),
         ("INSERT INTO num (id, f) VALUES (100, note_and_jitter())", "note_and_jitter"),
         ("SELECT note_and_jitter()", "note_and_jitter"),
     ] {
@@ -474,5 +477,90 @@ async fn writes_after_ddl_in_the_same_transaction() {
     c.batch_execute("CREATE TABLE plainnew (id int PRIMARY KEY, v int); INSERT INTO plainnew VALUES (1, 2)")
         .await
         .unwrap();
+    assert_converged(&db).await;
+}
+
+/// The audit trigger: every write to a table inserts a row into an audit
+/// table with the transaction's time, the clock, the transaction id and the
+/// user, values a follower would compute differently. chorus captures the
+/// written rows and the audit rows the leader's trigger inserted (its own
+/// trigger on the audit table notes them), in autocommit and in
+/// transactions, across a rolled-back savepoint, through both protocols,
+/// with RETURNING, and next to direct writes to the audit table; then the
+/// audit table is identical on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_an_audit_trigger_inserts_are_captured_with_the_write() {
+    let (db, chorus) = setup().await;
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute(
+        "CREATE SCHEMA audit;
+         CREATE TABLE audit.log (id bigserial PRIMARY KEY, tab text, op text, row_id int, at timestamptz,
+           txid bigint, who text, clock timestamptz, doc jsonb);
+         CREATE TABLE audit.summary (id serial PRIMARY KEY, tab text, at timestamptz);
+         CREATE FUNCTION audit.track() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO audit.log (tab, op, row_id, at, txid, who, clock, doc)
+             VALUES (TG_TABLE_NAME, TG_OP, coalesce(NEW.id, OLD.id), now(), txid_current(), current_user,
+                     clock_timestamp(), CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END);
+           IF TG_OP = 'DELETE' THEN
+             INSERT INTO audit.summary (tab, at) VALUES (TG_TABLE_NAME, statement_timestamp());
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
+         CREATE TRIGGER track AFTER INSERT OR UPDATE OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION audit.track();",
+    )
+    .await
+    .unwrap();
+    // Autocommit, several rows each.
+    c.batch_execute("INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 20) g").await.unwrap();
+    c.batch_execute("UPDATE items SET qty = qty * 2 WHERE id % 3 = 0").await.unwrap();
+    c.batch_execute("DELETE FROM items WHERE id > 18").await.unwrap();
+    // A transaction: a rolled-back savepoint takes its audit rows along.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("UPDATE items SET name = 'renamed' WHERE id = 1").await.unwrap();
+    c.batch_execute("SAVEPOINT s").await.unwrap();
+    c.batch_execute("DELETE FROM items WHERE id = 2").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    c.batch_execute("INSERT INTO audit.log (tab, op) VALUES ('manual', 'NOTE')").await.unwrap();
+    c.batch_execute("DELETE FROM items WHERE id = 3").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // Extended protocol, with RETURNING, in a transaction and not.
+    let stmt = c.prepare("UPDATE items SET qty = qty + $1 WHERE id = $2 RETURNING qty").await.unwrap();
+    for id in 4..8 {
+        let row = c.query_one(&stmt, &[&10i32, &id]).await.unwrap();
+        assert!(row.get::<_, i32>(0) >= 10);
+    }
+    let mut c = c;
+    let txn = c.transaction().await.unwrap();
+    txn.execute("INSERT INTO items VALUES ($1, $2, $3)", &[&100i32, &"new", &1i32]).await.unwrap();
+    txn.execute("DELETE FROM items WHERE id = $1", &[&4i32]).await.unwrap();
+    txn.commit().await.unwrap();
+    // A rolled-back transaction leaves nothing.
+    c.batch_execute("BEGIN; DELETE FROM items; ROLLBACK").await.unwrap();
+
+    let leader = db.connect_leader().await;
+    let counts = leader
+        .query_one(
+            "SELECT (SELECT count(*) FROM audit.log), (SELECT count(*) FROM audit.summary), \
+             (SELECT count(DISTINCT txid) FROM audit.log WHERE txid IS NOT NULL)",
+            &[],
+        )
+        .await
+        .unwrap();
+    // 20 inserts + 6 updates + 2 deletes; 1 + 1 + manual; 4 updates; 1 insert + 1 delete.
+    assert_eq!(counts.get::<_, i64>(0), 20 + 6 + 2 + 3 + 4 + 2, "audit rows");
+    assert_eq!(counts.get::<_, i64>(1), 2 + 1 + 1, "summary rows");
+    assert!(counts.get::<_, i64>(2) >= 8, "each transaction's own txid");
+    assert_converged(&db).await;
+    // chorus's trigger is on the leader's audit tables only.
+    let has = "SELECT count(*) FROM pg_trigger WHERE tgname = '_chorus_capture'";
+    assert_eq!(leader.query_one(has, &[]).await.unwrap().get::<_, i64>(0), 2);
+    for node in cluster().followers() {
+        let f = db.connect_node(node).await;
+        assert_eq!(f.query_one(has, &[]).await.unwrap().get::<_, i64>(0), 0, "{}", node.name());
+    }
+    // The audit table written directly (depth 1) is replayed as it was sent.
+    c.batch_execute("INSERT INTO audit.log (tab, op) VALUES ('direct', 'NOTE')").await.unwrap();
     assert_converged(&db).await;
 }

@@ -103,15 +103,11 @@ pub(super) async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres
     for r in functions {
         let (name, schema, language, body): (String, String, String, Option<String>) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        let nature = routine::judge(&language, body.as_deref().unwrap_or(""));
+        let mut nature = routine::judge(&language, body.as_deref().unwrap_or(""));
+        nature.calls.retain(|c| *c != name);
         // Overloads share a name: the unqualified name gets the worst of them.
         for key in [name.clone(), format!("{schema}.{name}")] {
-            let e = snap.routines.entry(key).or_default();
-            e.writes |= nature.writes;
-            if e.nondeterministic.is_none() {
-                e.nondeterministic = nature.nondeterministic.clone();
-            }
-            e.calls.extend(nature.calls.iter().filter(|c| **c != name).cloned());
+            snap.routines.entry(key).or_default().absorb(&nature);
         }
     }
 
@@ -144,18 +140,17 @@ pub(super) async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres
             String,
             Option<String>,
         ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        if fschema == "pg_catalog" {
+        // chorus's own capture triggers (session::trigger_rows) are not the table's.
+        if fschema == "pg_catalog" || trigger.starts_with("_chorus_") {
             continue;
         }
         let mut nature = routine::judge(&language, body.as_deref().unwrap_or(""));
         let callees: Vec<(String, Nature)> =
             nature.calls.iter().filter_map(|c| snap.routines.get(c).map(|n| (c.clone(), n.clone()))).collect();
         routine::fold_callees(&mut nature, &callees);
-        let e = table_triggers.entry(format!("{schema}.{table}")).or_default();
-        e.writes |= nature.writes;
-        if e.nondeterministic.is_none() {
-            e.nondeterministic = nature.nondeterministic.map(|why| format!("its trigger {trigger} {why}"));
-        }
+        nature.nondeterministic = nature.nondeterministic.map(|why| format!("its trigger {trigger} {why}"));
+        nature.calls.clear();
+        table_triggers.entry(format!("{schema}.{table}")).or_default().absorb(&nature);
     }
 
     let facts = client
@@ -186,21 +181,38 @@ pub(super) async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres
         )
         .await?;
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut built = Vec::new();
+    // Plain tables by `schema.table`, and by name when one schema has it:
+    // where a trigger's inserts may go (session::trigger_rows).
+    let mut plain_tables: HashMap<String, Option<(String, String)>> = HashMap::new();
     for r in facts {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
         let plain: bool = r.get(3);
         let partitioned_plain: bool = r.get(5);
         let quiet_base: bool = r.get(6);
         let triggers = table_triggers.remove(&format!("{schema}.{table}")).unwrap_or_default();
-        let f = Arc::new(TableFacts {
+        let f = TableFacts {
             primary_key: r.get(2),
             plain,
             computed_defaults: r.get(4),
             capturable: plain || partitioned_plain,
             quiet_capturable: quiet_base && !triggers.writes,
+            trigger_rows: None,
             triggers,
-        });
+        };
         *names.entry(table.clone()).or_default() += 1;
+        if plain {
+            let named = Some((schema.clone(), table.clone()));
+            plain_tables.insert(format!("{schema}.{table}"), named.clone());
+            plain_tables.entry(table.clone()).and_modify(|e| *e = None).or_insert(named);
+        }
+        built.push((schema, table, quiet_base, f));
+    }
+    for (schema, table, quiet_base, mut f) in built {
+        if quiet_base && let Some(targets) = &f.triggers.inserts_into {
+            f.trigger_rows = targets.iter().map(|t| plain_tables.get(t).cloned().flatten()).collect();
+        }
+        let f = Arc::new(f);
         snap.tables.insert(format!("{schema}.{table}"), f.clone());
         snap.tables.insert(table, f);
     }

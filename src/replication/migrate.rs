@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "applied_at", sql: include_str!("../../migrations/postgres/0002_applied_at.sql") },
     Migration { version: 3, name: "capture", sql: include_str!("../../migrations/postgres/0003_capture.sql") },
     Migration { version: 4, name: "origin", sql: include_str!("../../migrations/postgres/0004_origin.sql") },
+    Migration {
+        version: 5,
+        name: "trigger_rows",
+        sql: include_str!("../../migrations/postgres/0005_trigger_rows.sql"),
+    },
 ];
 
 /// The advisory lock (per database) migrations run under: "chorusmg".

@@ -64,6 +64,9 @@ pub struct CaptureSpec {
     pub hide: bool,
     /// The text appended to the statement.
     pub clause: String,
+    /// Tables (schema, table) the table's triggers insert into: their rows
+    /// are captured too (trigger_rows.rs).
+    pub trigger_rows: Vec<(String, String)>,
 }
 
 /// How one logged write reaches the followers.
@@ -314,12 +317,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         // Triggers that change only their row ran on the leader: the captured
         // rows carry their effect, and followers apply them without triggers.
+        // Triggers that also insert elsewhere: those rows are captured too.
+        let mut trigger_rows = Vec::new();
         let quiet = match (facts.capturable, facts.quiet_capturable) {
             (true, _) => false,
             (false, true) => true,
+            (false, false) if facts.trigger_rows.is_some() => {
+                trigger_rows = facts.trigger_rows.clone().unwrap_or_default();
+                true
+            }
             (false, false) if facts.triggers.writes => {
                 return Err(refuse(format!(
-                    "{table} has a trigger that writes other rows, which its own rows do not carry"
+                    "{table} has a trigger that writes other rows, which its own rows do not carry, in a way chorus \
+                     cannot capture (it captures what triggers INSERT into tables that have no triggers of their \
+                     own)"
                 )));
             }
             (false, false) => {
@@ -347,6 +358,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             quiet,
             hide: !shape.returning,
             clause: shape.returning_clause(),
+            trigger_rows,
         }))
     }
 

@@ -27,6 +27,7 @@ pub mod settings;
 pub mod snapshots;
 pub mod statements;
 mod temps;
+pub mod trigger_rows;
 mod txnfacts;
 mod txnlog;
 pub mod writeplan;

@@ -237,7 +237,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// own steps need it, or a transaction chorus opened is still finishing
     /// (a client that got its error early may already pipeline the next request).
     pub(super) fn log_needs_idle(&self, plan: &WritePlan) -> bool {
-        plan.adds_steps() || (plan.logs && self.wtxn.as_ref().is_some_and(|t| t.resync)) || self.chorus_step_in_flight()
+        plan.adds_steps()
+            || (plan.logs && self.wtxn.as_ref().is_some_and(|t| t.resync || t.trigger_rows_pending))
+            || self.chorus_step_in_flight()
     }
 
     pub(super) fn chorus_step_in_flight(&self) -> bool {
@@ -253,6 +255,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         log: RequestLog,
     ) -> Result<(), SessionError> {
         let plan = log.plan;
+        // What the last captured write's triggers inserted goes into the log
+        // before anything of this request.
+        self.collect_trigger_rows(node).await?;
         if let Some(After::Database(d)) = &log.after
             && let Err(e) = self.before_database_statement(d).await
         {
@@ -273,6 +278,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         if plan.defer && self.wtxn.is_none() {
             self.wtxn = Some(WriteTxn::deferred(self.settings.script(false)));
+        }
+        let trigger_tables: Vec<(String, String)> = log
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Capture(spec, _) if !spec.trigger_rows.is_empty() => Some(spec.trigger_rows.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !trigger_tables.is_empty() {
+            let writes = log.items.iter().filter(|i| matches!(i, Item::Capture(..) | Item::Entry(..))).count();
+            if writes > 1 {
+                return self.refuse_request(super::logplan::refusal(super::writeplan::Refusal(
+                    "chorus cannot replicate a write whose triggers insert rows chorus captures together with other \
+                     writes in one request; send it on its own"
+                        .into(),
+                )))
+                .await;
+            }
+            if let Err(e) = self.prepare_trigger_rows(node, &trigger_tables).await {
+                return self.refuse_request(e).await;
+            }
         }
         if !log.items.is_empty() {
             let Some(t) = self.wtxn.as_mut() else {
@@ -309,6 +337,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if t.bytes() > MAX_TXN_LOG_BYTES {
                 t.poisoned = Some("a transaction whose log entry exceeds 512 MiB");
             }
+        }
+        if !trigger_tables.is_empty()
+            && let Some(t) = self.wtxn.as_mut()
+        {
+            t.trigger_rows_pending = true;
         }
         self.set_active(node);
         if plan.append_before
@@ -426,6 +459,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return Ok(());
         }
         self.copy_logged = false;
+        self.collect_trigger_rows(node).await?;
         self.queue_finish(node);
         let conn = self.conns[node].as_mut().expect("connected");
         let r = conn.flush().await;

@@ -156,11 +156,7 @@ fn absorb(facts: &mut TxnFacts, tables: &[String], functions: &[String], rows: &
         match kind.as_str() {
             "p" => {
                 let nature = routine::judge(&col(r, 2).unwrap_or_default(), &col(r, 3).unwrap_or_default());
-                let e = routines.entry(name).or_default();
-                e.writes |= nature.writes;
-                if e.nondeterministic.is_none() {
-                    e.nondeterministic = nature.nondeterministic;
-                }
+                routines.entry(name).or_default().absorb(&nature);
             }
             "c" => {
                 let b = building.entry(name).or_default();
@@ -179,13 +175,13 @@ fn absorb(facts: &mut TxnFacts, tables: &[String], functions: &[String], rows: &
             "k" => building.entry(name).or_default().primary_key.extend(col(r, 2)),
             "f" => building.entry(name).or_default().flags = Some((yes(col(r, 2)), yes(col(r, 3)), yes(col(r, 4)))),
             "g" => {
-                let nature = routine::judge(&col(r, 3).unwrap_or_default(), &col(r, 4).unwrap_or_default());
-                let t = &mut building.entry(name).or_default().triggers;
-                t.writes |= nature.writes;
-                if t.nondeterministic.is_none() {
-                    let trigger = col(r, 2).unwrap_or_default();
-                    t.nondeterministic = nature.nondeterministic.map(|why| format!("its trigger {trigger} {why}"));
+                let trigger = col(r, 2).unwrap_or_default();
+                if trigger.starts_with("_chorus_") {
+                    continue; // chorus's own (session::trigger_rows)
                 }
+                let mut nature = routine::judge(&col(r, 3).unwrap_or_default(), &col(r, 4).unwrap_or_default());
+                nature.nondeterministic = nature.nondeterministic.map(|why| format!("its trigger {trigger} {why}"));
+                building.entry(name).or_default().triggers.absorb(&nature);
             }
             _ => {}
         }
@@ -199,6 +195,9 @@ fn absorb(facts: &mut TxnFacts, tables: &[String], functions: &[String], rows: &
                 computed_defaults: b.computed,
                 capturable: plain || partitioned_plain,
                 quiet_capturable: quiet_base && !b.triggers.writes,
+                // Capturing trigger rows needs the catalog's view of their
+                // tables; after DDL in the transaction it is refused.
+                trigger_rows: None,
                 triggers: b.triggers,
             };
             Some(Arc::new(TxnTable { facts: Arc::new(facts), volatile_defaults: b.volatile }))

@@ -88,6 +88,9 @@ pub struct WriteTxn {
     /// A `ROLLBACK TO` undid statements that may have used sequence values:
     /// capture the sequences again before the next write.
     pub resync: bool,
+    /// A captured write's triggers may have inserted rows chorus has not read
+    /// back yet (trigger_rows.rs).
+    pub trigger_rows_pending: bool,
     bytes: usize,
     /// Only keyed writes so far, and no LSN: it is taken with the append.
     pub deferred: bool,
@@ -110,6 +113,7 @@ impl WriteTxn {
             poisoned: None,
             capture_epoch: None,
             resync: false,
+            trigger_rows_pending: false,
             bytes: 0,
             deferred: false,
             savepoints_before_lsn: 0,

@@ -25,6 +25,11 @@ pub struct Nature {
     /// It may change rows other than the one a trigger is given (DML,
     /// dynamic SQL, procedure calls).
     pub writes: bool,
+    /// When it writes and every write is a plain `INSERT INTO table` (no
+    /// `ON CONFLICT`; the audit trigger's kind): those tables, folded as
+    /// written (maybe schema-qualified). Chorus can capture what such
+    /// writes insert (`session::trigger_rows`). `None` otherwise.
+    pub inserts_into: Option<Vec<String>>,
     /// Functions the body calls by name (folded, maybe schema-qualified),
     /// as written: [`follow_calls`] folds their natures into this one.
     pub calls: Vec<String>,
@@ -36,6 +41,7 @@ pub fn judge(language: &str, body: &str) -> Nature {
         return Nature {
             nondeterministic: Some(format!("is written in {language}, which chorus cannot inspect")),
             writes: true,
+            inserts_into: None,
             calls: Vec::new(),
         };
     }
@@ -47,7 +53,105 @@ pub fn judge(language: &str, body: &str) -> Nature {
         Ok(p) if !p.is_identity() => Some("reads the transaction's clock (now(), CURRENT_TIMESTAMP ...)".into()),
         Ok(_) => None,
     };
-    Nature { nondeterministic, writes: has_word(body, WRITES), calls: calls(body) }
+    let writes = has_word(body, WRITES);
+    let inserts_into = if writes { plain_inserts(body) } else { None };
+    Nature { nondeterministic, writes, inserts_into, calls: calls(body) }
+}
+
+impl Nature {
+    /// Take in what `other` (a callee, another trigger of the same table,
+    /// an overload) does too: writing if either writes, nondeterministic
+    /// (with its reason) if this one is not yet, its calls.
+    pub fn absorb(&mut self, other: &Nature) {
+        self.inserts_into = match (self.writes, other.writes) {
+            (_, false) => self.inserts_into.take(),
+            (false, true) => other.inserts_into.clone(),
+            (true, true) => match (self.inserts_into.take(), &other.inserts_into) {
+                (Some(mut mine), Some(theirs)) => {
+                    for t in theirs {
+                        if !mine.contains(t) {
+                            mine.push(t.clone());
+                        }
+                    }
+                    Some(mine)
+                }
+                _ => None,
+            },
+        };
+        self.writes |= other.writes;
+        if self.nondeterministic.is_none() {
+            self.nondeterministic = other.nondeterministic.clone();
+        }
+        for c in &other.calls {
+            if !self.calls.contains(c) {
+                self.calls.push(c.clone());
+            }
+        }
+    }
+}
+
+/// The tables a body inserts into, if every write in it is a plain
+/// `INSERT INTO name` (one of [`WRITES`] other than such an INSERT, or an
+/// `ON CONFLICT`, makes it `None`).
+fn plain_inserts(body: &str) -> Option<Vec<String>> {
+    let words = words(body);
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let (w, quoted, qualified) = &words[i];
+        if *quoted || *qualified || !WRITES.contains(&w.as_str()) && w != "conflict" {
+            i += 1;
+            continue;
+        }
+        if w != "insert" || words.get(i + 1).is_none_or(|(n, q, _)| *q || n != "into") {
+            return None;
+        }
+        // The table: a name, maybe `schema.name`.
+        let (first, _, _) = words.get(i + 2)?;
+        let mut name = first.clone();
+        if let Some((second, _, true)) = words.get(i + 3) {
+            name = format!("{first}.{second}");
+            i += 1;
+        }
+        if !tables.contains(&name) {
+            tables.push(name);
+        }
+        i += 3;
+    }
+    Some(tables)
+}
+
+/// The words of a text outside strings and comments, in order: (the word,
+/// folded as PostgreSQL folds identifiers; quoted; right after a dot).
+fn words(text: &str) -> Vec<(String, bool, bool)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => i = skip_quoted(b, i + 1, b'\'', i > 0 && matches!(b[i - 1], b'e' | b'E')),
+            b'"' => {
+                let end = skip_quoted(b, i + 1, b'"', false);
+                let word = text[i + 1..end.saturating_sub(1).max(i + 1)].replace("\"\"", "\"");
+                out.push((word, true, i > 0 && b[i - 1] == b'.'));
+                i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => i = skip_dollar_quote(b, i),
+            c if is_ident_byte(c) && !c.is_ascii_digit() => {
+                let start = i;
+                while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
+                    i += 1;
+                }
+                out.push((text[start..i].to_lowercase(), false, start > 0 && b[start - 1] == b'.'));
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 /// Give every function in `natures` (by name) the nature of the functions
@@ -60,7 +164,7 @@ pub fn follow_calls(natures: &mut std::collections::HashMap<String, Nature>) {
         let mut seen = vec![name.as_str()];
         // Each callee with the chain of calls that reaches it.
         let mut stack: Vec<(&str, Vec<&str>)> = nature.calls.iter().rev().map(|c| (c.as_str(), vec![])).collect();
-        let (mut nondeterministic, mut writes) = (nature.nondeterministic.clone(), nature.writes);
+        let mut folded = Nature { calls: Vec::new(), ..nature.clone() };
         while let Some((callee, mut via)) = stack.pop() {
             if seen.contains(&callee) {
                 continue;
@@ -68,21 +172,18 @@ pub fn follow_calls(natures: &mut std::collections::HashMap<String, Nature>) {
             seen.push(callee);
             let Some(n) = natures.get(callee) else { continue };
             via.push(callee);
-            writes |= n.writes;
-            if nondeterministic.is_none()
-                && let Some(why) = &n.nondeterministic
-            {
-                let chain: String = via.iter().map(|f| format!("calls {f}(), which ")).collect();
-                nondeterministic = Some(format!("{chain}{why}"));
-            }
+            let chain: String = via.iter().map(|f| format!("calls {f}(), which ")).collect();
+            let why = n.nondeterministic.as_ref().map(|why| format!("{chain}{why}"));
+            folded.absorb(&Nature { nondeterministic: why, calls: Vec::new(), ..n.clone() });
             stack.extend(n.calls.iter().rev().map(|c| (c.as_str(), via.clone())));
         }
-        resolved.push((name.clone(), nondeterministic, writes));
+        resolved.push((name.clone(), folded));
     }
-    for (name, nondeterministic, writes) in resolved {
+    for (name, folded) in resolved {
         if let Some(n) = natures.get_mut(&name) {
-            n.nondeterministic = nondeterministic;
-            n.writes = writes;
+            n.nondeterministic = folded.nondeterministic;
+            n.writes = folded.writes;
+            n.inserts_into = folded.inserts_into;
         }
     }
 }
@@ -91,12 +192,8 @@ pub fn follow_calls(natures: &mut std::collections::HashMap<String, Nature>) {
 /// followed to the end (from a map [`follow_calls`] resolved).
 pub fn fold_callees(nature: &mut Nature, callees: &[(String, Nature)]) {
     for (callee, n) in callees {
-        nature.writes |= n.writes;
-        if nature.nondeterministic.is_none()
-            && let Some(why) = &n.nondeterministic
-        {
-            nature.nondeterministic = Some(format!("calls {callee}(), which {why}"));
-        }
+        let why = n.nondeterministic.as_ref().map(|why| format!("calls {callee}(), which {why}"));
+        nature.absorb(&Nature { nondeterministic: why, calls: Vec::new(), ..n.clone() });
     }
 }
 
@@ -285,7 +382,7 @@ mod tests {
         assert!(n.nondeterministic.is_some() && !n.writes, "{n:?}");
         let audit = "BEGIN IF TG_OP = 'UPDATE' THEN INSERT INTO audit VALUES (OLD.id, 'x'); END IF; RETURN NEW; END";
         let n = judge("plpgsql", audit);
-        assert_eq!(n, Nature { nondeterministic: None, writes: true, calls: vec![] });
+        assert_eq!(n, Nature { writes: true, inserts_into: Some(vec!["audit".into()]), ..Nature::default() });
         let check = "BEGIN -- update nothing\n IF NEW.v < 0 THEN RAISE EXCEPTION 'no delete'; END IF; RETURN NEW; END";
         assert_eq!(judge("plpgsql", check), Nature::default());
         let uuid = "BEGIN NEW.u := gen_random_uuid(); RETURN NEW; END";
@@ -297,6 +394,38 @@ mod tests {
         assert!(judge("plpgsql", log).nondeterministic.is_some());
         let c = judge("c", "moddatetime");
         assert!(c.nondeterministic.is_some() && c.writes);
+    }
+
+    #[test]
+    fn writes_that_are_only_inserts_name_their_tables() {
+        let inserts = |body: &str| judge("plpgsql", body).inserts_into;
+        let cases: &[(&str, Option<Vec<&str>>)] = &[
+            ("BEGIN RETURN NEW; END", None),
+            ("BEGIN INSERT INTO audit.log (a) VALUES (NEW.id); RETURN NEW; END", Some(vec!["audit.log"])),
+            (
+                "BEGIN IF TG_OP = 'DELETE' THEN INSERT INTO hist SELECT OLD.*; ELSE INSERT INTO \"Audit\".\"Log\" \
+                 VALUES (NEW.id, now()); INSERT INTO hist SELECT NEW.*; END IF; RETURN NULL; END",
+                Some(vec!["hist", "Audit.Log"]),
+            ),
+            ("BEGIN INSERT INTO counts VALUES (1) ON CONFLICT (k) DO UPDATE SET n = counts.n + 1; RETURN NULL; END", None),
+            ("BEGIN INSERT INTO log VALUES (1); UPDATE totals SET n = n + 1; RETURN NULL; END", None),
+            ("BEGIN EXECUTE 'INSERT INTO log VALUES (1)'; RETURN NULL; END", None),
+            ("BEGIN DELETE FROM log WHERE id = OLD.id; RETURN OLD; END", None),
+            // A column named like a keyword is not a statement.
+            ("BEGIN INSERT INTO log (id) VALUES (NEW.update); RETURN NEW; END", Some(vec!["log"])),
+        ];
+        for (body, want) in cases {
+            let want = want.as_ref().map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(inserts(body), want, "{body}");
+        }
+        // Folding: inserts-only stays so only while every part is.
+        let mut a = judge("plpgsql", "BEGIN INSERT INTO a VALUES (1); RETURN NEW; END");
+        a.absorb(&judge("plpgsql", "BEGIN NEW.x := 1; RETURN NEW; END"));
+        a.absorb(&judge("plpgsql", "BEGIN INSERT INTO b VALUES (now()); RETURN NEW; END"));
+        assert_eq!(a.inserts_into, Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(a.nondeterministic.is_some());
+        a.absorb(&judge("plpgsql", "BEGIN UPDATE c SET n = 1; RETURN NEW; END"));
+        assert_eq!((a.writes, a.inserts_into), (true, None));
     }
 
     #[test]

@@ -14,13 +14,19 @@
 #     the apply lag of exactly that run's transactions is computed from the
 #     statement log: follower's applied_at - leader's committed_at per LSN;
 #   - through pgpool-II in native replication mode (database `pool` on all
-#     three servers), then the three copies are compared.
+#     three servers), then the three copies are compared;
+#   - two calibration runs that say where the rest of the time goes on a
+#     machine where everything shares the CPUs: pgbouncer (session pooling)
+#     in front of the leader's `direct` (the cost of a proxy hop alone), and
+#     chorus with the leader as its only node (database `solo`: proxying and
+#     logging, no follower replaying on the same CPUs).
 # Prints TPS, the ratio to direct and the lag percentiles. Needs PostgreSQL
-# server binaries and pgpool2 (installed when run as root).
+# server binaries, pgpool2 and pgbouncer (installed when run as root).
 #
 # For experiments: BENCH_MODES="async" runs only those modes, BENCH_PGPOOL=0
-# skips pgpool-II, BENCH_REPLICATION='lsn_at_commit = false' adds lines to
-# chorus's [replication] section.
+# skips pgpool-II, BENCH_CALIBRATE=0 the calibration runs,
+# BENCH_REPLICATION='lsn_at_commit = false' adds lines to chorus's
+# [replication] section.
 set -euo pipefail
 DURATION=${1:-15}
 CLIENTS=8
@@ -28,7 +34,7 @@ THREADS=2
 SCALE=10
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
-ensure_packages postgresql postgresql-client pgpool2
+ensure_packages postgresql postgresql-client pgpool2 pgbouncer
 
 STARTED=$(date +%s)
 PGBIN=$(pg_bindir)
@@ -54,6 +60,7 @@ cleanup() {
   set +e
   trap - ERR
   if [ -n "${CHORUS_PID:-}" ]; then kill "$CHORUS_PID" 2>/dev/null; wait "$CHORUS_PID" 2>/dev/null; fi
+  if [ -n "${BOUNCER_PID:-}" ]; then kill "$BOUNCER_PID" 2>/dev/null; wait "$BOUNCER_PID" 2>/dev/null; fi
   stop_pgpool
   for n in "${NODES[@]}"; do
     [ -f "$WORK/$n/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$WORK/$n" -m fast stop >/dev/null 2>&1
@@ -78,7 +85,7 @@ rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
 
 declare -A PORT
 for n in "${NODES[@]}"; do PORT[$n]=$(free_port); done
-CHORUS_PORT=$(free_port); POOL_PORT=$(free_port); PCP_PORT=$(free_port)
+CHORUS_PORT=$(free_port); POOL_PORT=$(free_port); PCP_PORT=$(free_port); BOUNCER_PORT=$(free_port)
 
 q() { # node database sql -> unaligned, tuples only
   "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$1]}" -U postgres -d "$2" -c "$3"
@@ -120,8 +127,10 @@ RESULT_TPS[direct]=$TPS
 echo "== building chorus (release)"
 (cd "$ROOT" && cargo build --release --bin chorus -q)
 
-write_chorus_config() { # ack mode
-  cat > "$WORK/chorus.toml" <<TOML
+write_chorus_config() { # ack mode [followers: 0 for none]
+  local followers=${2:-2} n
+  {
+    cat <<TOML
 [listen]
 postgres = "127.0.0.1:$CHORUS_PORT"
 [replication]
@@ -130,28 +139,21 @@ ack_timeout = "5s"
 log_retention = "1h"
 databases = ["bench"]
 ${BENCH_REPLICATION:-}
-[[nodes]]
-name = "leader"
-role = "leader"
-host = "127.0.0.1"
-port = ${PORT[leader]}
-user = "postgres"
-[[nodes]]
-name = "follower1"
-role = "follower"
-host = "127.0.0.1"
-port = ${PORT[follower1]}
-user = "postgres"
-[[nodes]]
-name = "follower2"
-role = "follower"
-host = "127.0.0.1"
-port = ${PORT[follower2]}
-user = "postgres"
 [[users]]
 name = "bench"
 password = "bench"
 TOML
+    for n in "${NODES[@]:0:$((followers + 1))}"; do
+      cat <<TOML
+[[nodes]]
+name = "$n"
+role = "$([ "$n" = leader ] && echo leader || echo follower)"
+host = "127.0.0.1"
+port = ${PORT[$n]}
+user = "postgres"
+TOML
+    done
+  } > "$WORK/chorus.toml"
 }
 start_chorus() { # ack mode
   write_chorus_config "$1"
@@ -321,6 +323,51 @@ CONF
     echo "   pgpool-II copies: MISMATCH"; NOTE[pgpool]="${NOTE[pgpool]:+${NOTE[pgpool]}, }copies differ"
   fi
 }
+# ---------------------------------------------------------------- calibration
+if [ "${BENCH_CALIBRATE:-1}" != 0 ]; then
+  echo "== calibration: pgbouncer (session pooling) in front of the leader's database direct, no replication"
+  cat >"$WORK/pgbouncer.ini" <<INI
+[databases]
+direct = host=127.0.0.1 port=${PORT[leader]} dbname=direct user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = $WORK/pgbouncer.log
+INI
+  echo '"postgres" ""' >"$WORK/userlist.txt"
+  [ "$(id -u)" = 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+  as_pg pgbouncer -q "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+  BOUNCER_PID=$!
+  if wait_port "$BOUNCER_PORT"; then
+    checkpoint_all
+    tpcb pgbouncer "postgres://postgres@127.0.0.1:$BOUNCER_PORT/direct" || NOTE[pgbouncer]="pgbench failed"
+    RESULT_TPS[pgbouncer]=$TPS
+  else
+    NOTE[pgbouncer]="pgbouncer did not start, see $WORK/pgbouncer.out"
+  fi
+  kill "$BOUNCER_PID" 2>/dev/null; wait "$BOUNCER_PID" 2>/dev/null || true; BOUNCER_PID=
+
+  echo "== calibration: chorus with the leader as its only node (database solo: proxy and log, no followers)"
+  q leader postgres "CREATE DATABASE solo" >/dev/null
+  write_chorus_config async 0
+  sed -i 's/^databases = \["bench"\]/databases = ["solo"]/' "$WORK/chorus.toml"
+  NO_COLOR=1 RUST_LOG=warn "$CHORUS_BIN" run --config "$WORK/chorus.toml" >>"$WORK/chorus.log" 2>&1 &
+  CHORUS_PID=$!
+  wait_port "$CHORUS_PORT"
+  SOLO_URL="postgres://bench:bench@127.0.0.1:$CHORUS_PORT/solo"
+  "$PGBIN/pgbench" -i -s "$SCALE" -q "$SOLO_URL" >"$WORK/pgbench-init-solo.log" 2>&1
+  checkpoint_all
+  tpcb chorus-solo "$SOLO_URL" || NOTE[chorus-solo]="pgbench failed"
+  RESULT_TPS[chorus-solo]=$TPS
+  stop_chorus
+fi
+
 echo "== pgpool-II $(pgpool --version 2>&1 | awk '{print $3}') on $POOL_PORT: native replication over the three servers (database pool)"
 if [ "${BENCH_PGPOOL:-1}" = 0 ]; then
   NOTE[pgpool]="skipped: BENCH_PGPOOL=0"
@@ -344,6 +391,8 @@ row chorus-async "chorus ack=async"
 row chorus-semi-sync "chorus ack=semi-sync"
 row chorus-sync "chorus ack=sync"
 row pgpool "pgpool-II native_replication"
+row pgbouncer "pgbouncer, no replication"
+row chorus-solo "chorus, no followers"
 echo "(TPC-B, $CLIENTS clients, $THREADS threads, scale $SCALE, $DURATION s per run; $(nproc) CPUs, all servers and"
 echo " proxies on this one machine; figures from one run. Lag: follower applied_at - leader committed_at"
 echo " per transaction of that run, over both followers. Elapsed: $(($(date +%s) - STARTED)) s)"

@@ -280,6 +280,34 @@ pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Extended-protocol messages (no parameters, text results).
+pub mod frames {
+    use super::message;
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        message(b'P', &[cstr(name), cstr(sql), vec![0, 0]].concat())
+    }
+    pub fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+        message(b'B', &[cstr(portal), cstr(stmt), vec![0, 0, 0, 0, 0, 0]].concat())
+    }
+    pub fn describe_portal(name: &str) -> Vec<u8> {
+        message(b'D', &[vec![b'P'], cstr(name)].concat())
+    }
+    pub fn execute(portal: &str) -> Vec<u8> {
+        message(b'E', &[cstr(portal), vec![0, 0, 0, 0]].concat())
+    }
+    pub fn close_statement(name: &str) -> Vec<u8> {
+        message(b'C', &[vec![b'S'], cstr(name)].concat())
+    }
+    pub fn sync() -> Vec<u8> {
+        message(b'S', &[])
+    }
+}
+
 /// A simple Query message.
 pub fn query(sql: &str) -> Vec<u8> {
     let mut body = sql.as_bytes().to_vec();

@@ -582,39 +582,12 @@ async fn sighup_reloads_the_policies_of_a_running_chorus() {
     assert_converged(&db).await;
 }
 
-mod raw_frames {
-    use integration_tests::raw::message;
-    fn cstr(s: &str) -> Vec<u8> {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        v
-    }
-    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
-        message(b'P', &[cstr(name), cstr(sql), vec![0, 0]].concat())
-    }
-    pub fn bind(portal: &str, stmt: &str) -> Vec<u8> {
-        message(b'B', &[cstr(portal), cstr(stmt), vec![0, 0, 0, 0, 0, 0]].concat())
-    }
-    pub fn describe_portal(name: &str) -> Vec<u8> {
-        message(b'D', &[vec![b'P'], cstr(name)].concat())
-    }
-    pub fn execute(portal: &str) -> Vec<u8> {
-        message(b'E', &[cstr(portal), vec![0, 0, 0, 0]].concat())
-    }
-    pub fn close_statement(name: &str) -> Vec<u8> {
-        message(b'C', &[vec![b'S'], cstr(name)].concat())
-    }
-    pub fn sync() -> Vec<u8> {
-        message(b'S', &[])
-    }
-}
-
 /// Named chorus statements across batches, closed along with a server
 /// statement (as pgjdbc sends Closes), and a batch that mixes the two kinds.
 #[tokio::test(flavor = "multi_thread")]
 async fn chorus_statements_live_by_name_and_close_with_server_statements() {
     use integration_tests::raw::{RawConn, data_rows};
-    use raw_frames::*;
+    use integration_tests::raw::frames::*;
     let db = fresh_database().await;
     let chorus = start_chorus_with(cluster(), |c| {
         c.users.push(chorus::config::User {

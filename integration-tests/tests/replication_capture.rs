@@ -564,3 +564,113 @@ async fn rows_an_audit_trigger_inserts_are_captured_with_the_write() {
     c.batch_execute("INSERT INTO audit.log (tab, op) VALUES ('direct', 'NOTE')").await.unwrap();
     assert_converged(&db).await;
 }
+
+/// A transaction sent as one extended-protocol batch (pgx's batches and
+/// other pipelining clients do: BEGIN, the writes, COMMIT, one Sync) with a
+/// write chorus captures: chorus sends it without the COMMIT, commits after
+/// logging the captured rows, and answers the COMMIT's Bind, Describe and
+/// Execute itself, in their place. A COMMIT reused by name works the same;
+/// a batch that fails before its COMMIT is rolled back; a COMMIT with more
+/// after it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_write_and_its_commit_in_one_batch() {
+    use integration_tests::raw::frames::*;
+    use integration_tests::raw::{BackendMsg, RawConn, data_rows};
+    init_logging_from_env();
+    let db = fresh_database().await;
+    let chorus = start_chorus_with(cluster(), |c| {
+        c.users.push(chorus::config::User {
+            name: "raw_trust".into(),
+            password: None,
+            auth: chorus::config::AuthMethod::Trust,
+            mysql_auth: None,
+        })
+    });
+    let c = chorus.connect(db.name()).await;
+    c.batch_execute("CREATE TABLE u (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text UNIQUE)").await.unwrap();
+    let (mut raw, _) = RawConn::login_trust(chorus.addr(), "raw_trust", db.name()).await;
+    let tags = |msgs: &[BackendMsg]| msgs.iter().map(|m| m.tag as char).collect::<String>();
+    let status = |msgs: &[BackendMsg]| msgs.last().map(|m| m.body[0] as char);
+
+    let insert = |name: &str| format!("INSERT INTO u (name) VALUES ('{name}') RETURNING name");
+    let batch = [
+        parse("", "BEGIN"),
+        bind("", ""),
+        execute(""),
+        parse("", &insert("a")),
+        bind("", ""),
+        describe_portal(""),
+        execute(""),
+        parse("c", "COMMIT"),
+        bind("", "c"),
+        describe_portal(""),
+        execute(""),
+        sync(),
+    ];
+    raw.send(&batch.concat()).await.unwrap();
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "12C12TDC12nCZ", "{msgs:?}");
+    assert_eq!(status(&msgs), Some('I'));
+    assert_eq!(data_rows(&msgs), ["a"], "the client sees its own RETURNING only");
+
+    // The COMMIT by name, in a later batch.
+    let batch = [
+        parse("", "BEGIN"),
+        bind("", ""),
+        execute(""),
+        parse("", &insert("b")),
+        bind("", ""),
+        execute(""),
+        bind("", "c"),
+        execute(""),
+        sync(),
+    ];
+    raw.send(&batch.concat()).await.unwrap();
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "12C12DC2CZ", "{msgs:?}");
+    assert_eq!(status(&msgs), Some('I'));
+
+    // A write that fails: nothing after it ran, and the transaction is over.
+    let batch = [
+        parse("", "BEGIN"),
+        bind("", ""),
+        execute(""),
+        parse("", &insert("a")),
+        bind("", ""),
+        execute(""),
+        bind("", "c"),
+        execute(""),
+        sync(),
+    ];
+    raw.send(&batch.concat()).await.unwrap();
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "12C12EZ", "{msgs:?}");
+    assert_eq!(raw.simple_ok("SELECT 1").await.last().map(|m| m.body[0]), Some(b'I'));
+
+    // Statements after the COMMIT in the same batch: refused.
+    let batch = [
+        parse("", "BEGIN"),
+        bind("", ""),
+        execute(""),
+        parse("", &insert("z")),
+        bind("", ""),
+        execute(""),
+        bind("", "c"),
+        execute(""),
+        parse("", "SELECT 1"),
+        bind("", ""),
+        execute(""),
+        sync(),
+    ];
+    raw.send(&batch.concat()).await.unwrap();
+    let msgs = raw.until_ready().await;
+    assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
+    assert_eq!(msgs[0].error().code, "0A000");
+    raw.simple_ok("SELECT 1").await;
+
+    let leader = db.connect_leader().await;
+    let names: Vec<String> =
+        leader.query("SELECT name FROM u ORDER BY name", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_converged(&db).await;
+}

@@ -139,6 +139,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let placed = self.place_batch(&m, log.plan.logs).await;
         self.begin_with_lsn = false;
         let Some((node, needs, mut batch)) = placed? else { return Ok(()) };
+        if let Some(start) = log.commit_tail {
+            batch.truncate(start);
+        }
         self.chunk_placed(opens);
         if let Some(temps) = log.temps.take() {
             self.temps = temps;

@@ -42,6 +42,13 @@ pub(super) struct RequestLog {
     /// The client's COMMIT was left out of `query`: chorus commits, and
     /// answers for it with its command tag.
     pub commit_tag: bool,
+    /// In an extended batch, where the client's trailing COMMIT starts (its
+    /// Bind): chorus sends the batch without that Bind, Describe and
+    /// Execute, commits itself, and answers for them (`commit_replies`, then
+    /// the tag).
+    pub commit_tail: Option<usize>,
+    /// The replies chorus owes for the COMMIT's Bind and Describe.
+    pub commit_replies: Vec<Message>,
 }
 
 /// A batch's writes (Parse, Bind, classification, completion ordinal, may
@@ -74,6 +81,8 @@ impl RequestLog {
             temps: None,
             after: None,
             commit_tag: false,
+            commit_tail: None,
+            commit_replies: Vec::new(),
             parses: Vec::new(),
             slots: Vec::new(),
         }
@@ -711,8 +720,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let tag = (plan.defer && silent).then_some(ordinal);
             items.push(Item::Entry(Entry::Extended { sql, plan: time, types, tail }, tag));
         }
+        let (mut plan, mut commit_tail, mut commit_replies) = (plan, None, Vec::new());
         if plan.append_before && items.iter().any(|i| matches!(i, Item::Capture(..))) {
-            return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+            // The entry would be appended before the batch runs, but the
+            // captured rows come from running it. When the COMMIT ends the
+            // batch (pipelines do that: psycopg 3's, pgx's batches), chorus
+            // sends it without the COMMIT and commits itself after the rows,
+            // as for a simple query ending with its COMMIT.
+            let ends_with_commit = defer
+                && ops.last() == Some(&StmtOp::Commit)
+                && ops.iter().filter(|o| matches!(o, StmtOp::Commit | StmtOp::Rollback)).count() == 1;
+            let Some((start, replies)) = trailing_commit(batch).filter(|_| ends_with_commit) else {
+                return Err(refusal(writeplan::Refusal(CAPTURE_WITH_COMMIT.into())));
+            };
+            plan = plan.committed_by_chorus();
+            (commit_tail, commit_replies) = (Some(start), replies);
         }
         let after = after_request(&plan, &ops, &lone_text);
         Ok(RequestLog {
@@ -724,7 +746,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             slots,
             temps: Some(temps),
             after,
-            commit_tag: false,
+            commit_tag: commit_tail.is_some(),
+            commit_tail,
+            commit_replies,
         })
     }
 
@@ -876,6 +900,30 @@ fn prepared_body(text: &str) -> Option<&str> {
         }
     }
     None
+}
+
+/// Where a batch's last statement starts when it is an Execute of a portal
+/// bound (and maybe described) just before it: the index of its Bind, and
+/// the replies the Bind and Describe would get (BindComplete, NoData: the
+/// statement is a COMMIT, which returns no rows). The statement's Parse, if
+/// the batch has it, stays in the batch: the statement may be reused by name.
+fn trailing_commit(batch: &[Message]) -> Option<(usize, Vec<Message>)> {
+    let last = batch.len().checked_sub(1)?;
+    let portal = execute_head(batch.get(last).filter(|m| m.tag == b'E')?)?;
+    let mut start = last;
+    let described = start > 0 && batch[start - 1].tag == b'D' && target_head(&batch[start - 1]) == Some((b'P', portal));
+    if described {
+        start -= 1;
+    }
+    let bind = batch.get(start.checked_sub(1)?).filter(|m| m.tag == b'B')?;
+    if bind_head(bind).map(|(p, _)| p) != Some(portal) {
+        return None;
+    }
+    let mut replies = vec![Message::new(b'2', &[])];
+    if described {
+        replies.push(Message::new(b'n', &[]));
+    }
+    Some((start - 1, replies))
 }
 
 /// An Execute's row limit (0: all rows).

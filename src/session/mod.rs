@@ -195,6 +195,10 @@ pub struct Session<R, W> {
     /// The client's COMMIT was left out of its query (`RequestLog::commit_tag`):
     /// its CommandComplete goes before the held ReadyForQuery once chorus committed.
     owed_commit_tag: bool,
+    /// Replies owed for the client's COMMIT's Bind and Describe, left out of
+    /// an extended batch with it (`RequestLog::commit_tail`): they go to the
+    /// client once the rest of the batch has succeeded.
+    owed_commit_replies: Vec<Message>,
     /// An extended batch forwarded in chunks ended by chorus's own Syncs
     /// (openbatch.rs), until the client's Sync.
     chunked: Option<openbatch::Chunked>,
@@ -293,6 +297,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             held_ready: None,
             after: None,
             owed_commit_tag: false,
+            owed_commit_replies: Vec::new(),
             chunked: None,
             committing: None,
             unflushed: None,

@@ -122,6 +122,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 self.mark_sequences_dirty();
             }
             self.held_ready = Some(if done.failed { b'E' } else { status });
+            // The batch before the client's COMMIT went through: the replies
+            // to that COMMIT's Bind and Describe (chorus runs its commit).
+            for m in std::mem::take(&mut self.owed_commit_replies) {
+                if !done.failed {
+                    self.cout.put_slice(&m.frame);
+                }
+            }
             if let Some(after) = &done.after {
                 self.after = Some((after.clone(), !done.failed && status == b'I'));
             }

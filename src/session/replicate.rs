@@ -355,6 +355,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         inflight.hold_ready |= plan.database;
         inflight.after = log.after.clone();
         self.owed_commit_tag = log.commit_tag;
+        self.owed_commit_replies = log.commit_replies.clone();
         inflight.flush_after = plan.append_before;
         inflight.hide_begin_warning = plan.hide_begin_warning;
         // The finishing step waits for the command tags that decide what it

@@ -207,9 +207,11 @@ impl Default for Replication {
 }
 
 impl Replication {
-    /// True when `db` is replicated (listed, or the list is empty).
+    /// True when `db` is replicated (listed, or the list is empty). The
+    /// standard templates never are: chorus's schema in them would be
+    /// copied into every database created from them.
     pub fn covers(&self, db: &str) -> bool {
-        self.databases.is_empty() || self.databases.iter().any(|d| d == db)
+        (self.databases.is_empty() && !matches!(db, "template0" | "template1")) || self.databases.iter().any(|d| d == db)
     }
 }
 
@@ -538,6 +540,7 @@ mod tests {
         assert_eq!(cfg.replication.ack_timeout, Duration::from_secs(5));
         assert_eq!(cfg.replication.log_retention, Duration::from_secs(3600));
         assert!(cfg.replication.covers("anything"));
+        assert!(!cfg.replication.covers("template1") && !cfg.replication.covers("template0"));
 
         let toml = format!(
             "{MINIMAL}[replication]\nack = \"semi-sync\"\nack_timeout = \"250ms\"\nlog_retention = \"10m\"\n\

@@ -13,7 +13,7 @@ pub fn exports(sql: &str) -> bool {
 
 /// The id of `SET TRANSACTION SNAPSHOT 'id'`, if that is the statement.
 pub fn imported(sql: &str) -> Option<String> {
-    let mut words = sql.trim_start().splitn(4, |c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let mut words = sql.split_ascii_whitespace();
     let (set, txn) = (words.next()?, words.next()?);
     if !set.eq_ignore_ascii_case("set") || !txn.eq_ignore_ascii_case("transaction") {
         return None;
@@ -51,6 +51,9 @@ mod tests {
             ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", Some("00000003-0000001B-1")),
             ("set transaction  snapshot '00000003-0000001B-1';", Some("00000003-0000001B-1")),
             ("  SET\tTRANSACTION\nSNAPSHOT '0000000A-00000002-12' ", Some("0000000A-00000002-12")),
+            ("SET    TRANSACTION   SNAPSHOT   '0000000A-00000002-12'", Some("0000000A-00000002-12")),
+            ("SET TRANSACTION SNAPSHOT 'ü-1'", None),
+            ("SET TRANSACTION SNAPSHOTü '1-1'", None),
             ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", None),
             ("SET TRANSACTION SNAPSHOT 'not an id'", None),
             ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'; SELECT 1", None),

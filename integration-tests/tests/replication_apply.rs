@@ -317,3 +317,59 @@ async fn a_divergence_inside_a_group_names_its_lsn_and_keeps_what_came_before() 
     assert_eq!(position(&db.connect_node(good).await, "applied").await, lsn3);
     assert_no_chorus_panics();
 }
+
+/// Two chorus processes in front of the same servers. Alone, a chorus's
+/// sessions send no NOTIFY with their commits (they hand their LSNs to
+/// their own feed); once another chorus feeds the database, both send it
+/// again, so each learns of the other's commits at once. Both write, each
+/// session reading what the other wrote through a carried position, and the
+/// follower converges; when one goes, the other is alone again.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_chorus_processes_wake_each_other_and_converge() {
+    init_logging_from_env();
+    let cluster = private_cluster(1);
+    let a = start_chorus(&cluster);
+    a.connect("postgres").await.batch_execute("CREATE DATABASE multi").await.unwrap();
+    let ca = a.connect("multi").await;
+    ca.batch_execute("CREATE TABLE t (id int PRIMARY KEY, by text)").await.unwrap();
+    let alone = |c: &Chorus| c.context().replication.state().progress("multi").alone();
+    async fn until(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    until("the only chorus sees it is alone", || alone(&a)).await;
+    for i in 0..20 {
+        ca.execute("INSERT INTO t VALUES ($1, 'a')", &[&i]).await.unwrap();
+    }
+
+    let b = start_chorus(&cluster);
+    let cb = b.connect("multi").await;
+    until("both see the other", || !alone(&a) && !alone(&b)).await;
+    let (wa, wb) = tokio::join!(
+        async {
+            for i in 100..160 {
+                ca.execute("INSERT INTO t VALUES ($1, 'a')", &[&i]).await.unwrap();
+            }
+        },
+        async {
+            for i in 200..260 {
+                cb.execute("INSERT INTO t VALUES ($1, 'b')", &[&i]).await.unwrap();
+            }
+        }
+    );
+    let _ = (wa, wb);
+    // What one wrote, the other's session reads once it carries the position.
+    let pos: String = simple_value(&ca, "SHOW chorus.position").await.unwrap();
+    cb.batch_execute(&format!("SET chorus.position = '{pos}'")).await.unwrap();
+    let n: i64 = cb.query_one("SELECT count(*) FROM t WHERE by = 'a'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 80);
+    assert_converged(&b, "multi").await;
+
+    drop((cb, b));
+    until("the remaining chorus is alone again", || alone(&a)).await;
+    ca.execute("INSERT INTO t VALUES (999, 'a')", &[]).await.unwrap();
+    assert_converged(&a, "multi").await;
+}

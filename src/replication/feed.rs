@@ -282,6 +282,8 @@ pub async fn run(
                 let retry = (&mut backoff, &mut failures);
                 let r = serve(&client, &leader, &db, &feed, &state, &wake, retention, retry, &mut origin).await;
                 feed.client.send_replace(None);
+                // Unseen, other chorus feeds may come: sessions NOTIFY again.
+                state.progress(&db).set_alone(false);
                 match r {
                     Ok(()) => continue,
                     Err(e) => e,
@@ -334,6 +336,18 @@ async fn serve(
         .prepare("SELECT pg_catalog.pg_current_wal_flush_lsn() >= $1::text::pg_catalog.pg_lsn")
         .await
         .map_err(query_error(leader, db, "preparing"))?;
+    // Other chorus processes feeding this database: while there are none,
+    // this one's sessions send no NOTIFY (they hand their LSNs over in
+    // process; migrations/postgres/0006); once one appears they do again.
+    let others = client
+        .prepare(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() \
+             AND application_name = 'chorus-feed' AND pid <> pg_catalog.pg_backend_pid()",
+        )
+        .await
+        .map_err(query_error(leader, db, "preparing"))?;
+    let progress = state.progress(db);
+    let mut others_checked: Option<Instant> = None;
     let mut last_trim = Instant::now();
     loop {
         let row = client.query_one(&read_lsn, &[]).await.map_err(query_error(leader, db, "reading _chorus.lsn"))?;
@@ -357,6 +371,17 @@ async fn serve(
             }
         }
         state.set_leader_lsn(db, lsn);
+        if others_checked.is_none_or(|at| at.elapsed() >= POLL_EVERY) {
+            others_checked = Some(Instant::now());
+            let alone = match client.query_one(&others, &[]).await {
+                Ok(row) => row.get::<_, i64>(0) == 0,
+                Err(_) => false,
+            };
+            if alone != progress.alone() {
+                tracing::debug!(db, alone, "other chorus feeds on the leader changed");
+            }
+            progress.set_alone(alone);
+        }
         // Working: the next failure starts over with a short delay and a warning.
         backoff.reset();
         failures.reset();
@@ -375,7 +400,13 @@ async fn serve(
                 }
             }
         }
-        let _ = tokio::time::timeout(POLL_EVERY, wake.notified()).await;
+        let _ = tokio::time::timeout(POLL_EVERY, async {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = progress.feed_woken() => {}
+            }
+        })
+        .await;
     }
 }
 

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_rows",
         sql: include_str!("../../migrations/postgres/0005_trigger_rows.sql"),
     },
+    Migration {
+        version: 6,
+        name: "quiet_notify",
+        sql: include_str!("../../migrations/postgres/0006_quiet_notify.sql"),
+    },
 ];
 
 /// The advisory lock (per database) migrations run under: "chorusmg".

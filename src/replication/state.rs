@@ -62,6 +62,12 @@ pub struct DbProgress {
     /// Bumped on every change of `applied`: one thing for waiters to watch.
     changed: watch::Sender<u64>,
     divergences: parking_lot::Mutex<Vec<Divergence>>,
+    /// This chorus's feed is the only one listening on the leader: its
+    /// sessions' commits need not NOTIFY (migrations/postgres/0006).
+    alone: std::sync::atomic::AtomicBool,
+    /// Wakes this chorus's feed: a session committed an LSN whose flush it
+    /// did not confirm, so the feed must look at the leader itself.
+    feed_wake: tokio::sync::Notify,
 }
 
 impl DbProgress {
@@ -76,11 +82,32 @@ impl DbProgress {
             applying: (0..n).map(|_| AtomicI64::new(0)).collect(),
             changed: watch::channel(0).0,
             divergences: parking_lot::Mutex::new(Vec::new()),
+            alone: std::sync::atomic::AtomicBool::new(false),
+            feed_wake: tokio::sync::Notify::new(),
         }
     }
 
     fn count_at_least(&self, lsn: Lsn) -> usize {
         self.applied.iter().filter(|a| a.borrow().is_some_and(|v| v >= lsn)).count()
+    }
+
+    /// Is this chorus's feed the only one listening (see `alone`)?
+    pub fn alone(&self) -> bool {
+        self.alone.load(Ordering::Relaxed)
+    }
+
+    pub fn set_alone(&self, alone: bool) {
+        self.alone.store(alone, Ordering::Relaxed);
+    }
+
+    /// Have the feed read the leader's LSN now (see `feed_wake`).
+    pub fn wake_feed(&self) {
+        self.feed_wake.notify_one();
+    }
+
+    /// Resolves when [`Self::wake_feed`] was called.
+    pub async fn feed_woken(&self) {
+        self.feed_wake.notified().await
     }
 
     /// Wakes on every change of a follower's applied LSN.

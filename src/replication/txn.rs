@@ -87,8 +87,10 @@ fn guard_sql(first: Lsn, lsn: Lsn) -> String {
 }
 
 /// What brings the connection back to chorus's own state after the client's
-/// statements (which may have changed settings, the role or the session user).
-const RESET_SQL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+/// statements (which may have changed settings, the role or the session user);
+/// then the log copy after it wakes nobody (migrations/postgres/0006).
+const RESET_SQL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
+     SELECT pg_catalog.set_config('_chorus.notify', 'off', true)";
 
 /// The follower's copy of the group's log rows, in one statement (one
 /// trigger firing, one executor start): arrays of lsn, seq, kind, sql,

@@ -59,7 +59,9 @@ pub enum Own {
     CaptureSequences,
     Commit,
     Rollback,
-    /// The transaction's COMMIT does not wait for the WAL flush (see `WriteTxn::append_messages`).
+    /// The transaction's COMMIT does not wait for the WAL flush, and its log
+    /// entry wakes other chorus processes' feeds or not (`$1`: 'on'/'off';
+    /// see `WriteTxn::append_messages`, migrations/postgres/0006).
     AsyncCommit,
     /// A transaction of its own whose synchronous COMMIT flushes the WAL
     /// written before it (the flush step, see `Internal::Flush`).
@@ -77,7 +79,7 @@ impl Own {
             Own::CaptureSequences => "_chorus_seq",
             Own::Commit => "_chorus_commit",
             Own::Rollback => "_chorus_rollback",
-            Own::AsyncCommit => "_chorus_async_commit",
+            Own::AsyncCommit => "_chorus_commit_mode",
             Own::FlushWal => "_chorus_flush",
         }
     }
@@ -92,7 +94,10 @@ impl Own {
             Own::CaptureSequences => CAPTURE_SEQUENCES_SQL.as_str(),
             Own::Commit => "COMMIT",
             Own::Rollback => "ROLLBACK",
-            Own::AsyncCommit => "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+            Own::AsyncCommit => {
+                "SELECT pg_catalog.set_config('synchronous_commit', 'off', true), \
+                 pg_catalog.set_config('_chorus.notify', $1, true)"
+            }
             // A transaction that wrote WAL and has an xid waits at a
             // synchronous commit for the flush of its commit record, and so of
             // everything before it (one with an xid and no other WAL does
@@ -111,6 +116,7 @@ impl Own {
         match self {
             Own::Append => &[1007, 1002, 1009, 1009, 1001, 25],
             Own::AppendSequences => &[23],
+            Own::AsyncCommit => &[25],
             _ => &[],
         }
     }

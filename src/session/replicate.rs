@@ -119,7 +119,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let mut prep = self.prep(leader);
         let r = match self.wtxn.as_ref() {
-            Some(t) if t.capture_epoch.is_some() && t.bytes() > 0 => t.append_messages(true, &mut prep),
+            // Its commit is not handed to the feed: NOTIFY wakes it.
+            Some(t) if t.capture_epoch.is_some() && t.bytes() > 0 => t.append_messages(true, true, &mut prep),
             _ => WriteTxn::rollback_messages(&mut prep),
         };
         let conn = self.conns[leader].as_mut().expect("checked");
@@ -175,7 +176,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let messages = {
             let t = self.wtxn.as_mut().ok_or("no transaction")?;
             t.push(txnlog::Entry::Query { sql: sql.into(), plan });
-            t.append_messages(true, &mut prep)
+            // Its commit is not handed to the feed: NOTIFY wakes it.
+            t.append_messages(true, true, &mut prep)
         };
         let conn = self.conns[node].as_mut().expect("connected");
         let r = conn.exchange_oob(&messages).await;
@@ -406,7 +408,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             .with_hint("The transaction was rolled back; restructure it and retry."));
         }
         let mut prep = self.prep(node);
-        let messages = t.append_messages(commit, &mut prep);
+        // The session hands its commit's LSN to its own feed (note_flushed,
+        // or wake_feed); a NOTIFY is for other chorus processes' feeds.
+        let messages = t.append_messages(commit, !self.progress.alone(), &mut prep);
         self.queue_internal(node, messages, prep, Internal::Append { commit });
         Ok(())
     }
@@ -589,11 +593,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 // The WAL is flushed past the last commit: its LSN (and every
                 // earlier one) may go to the followers at once.
                 let waited = std::mem::take(&mut self.flush_waits);
-                if !failed
-                    && waited
-                    && let Some(lsn) = self.unflushed.take()
-                {
-                    self.progress.note_flushed(lsn);
+                if let Some(lsn) = self.unflushed.take() {
+                    if !failed && waited {
+                        self.progress.note_flushed(lsn);
+                    } else {
+                        // Committed, flush not confirmed here (the session
+                        // does not wait for flushes): the feed waits for it.
+                        self.progress.wake_feed();
+                    }
                 }
                 match self.committing.take() {
                     Some(super::Committing::Request(done, commit_status)) => {

@@ -267,7 +267,8 @@ impl WriteTxn {
     /// Messages that append this transaction's entry, then commit when
     /// `commit`. A deferred transaction takes its LSN first, in the same step
     /// (and, when every statement it logged changed nothing, logs nothing).
-    pub fn append_messages(&self, commit: bool, prep: &mut Prep) -> Vec<Message> {
+    /// `notify`: the entry wakes other chorus processes' feeds (NOTIFY).
+    pub fn append_messages(&self, commit: bool, notify: bool, prep: &mut Prep) -> Vec<Message> {
         let mut out = Vec::new();
         let take_lsn = self.deferred && self.lsn.is_none();
         if take_lsn && !self.has_entries() {
@@ -280,6 +281,15 @@ impl WriteTxn {
         if take_lsn {
             prep.run(&mut out, Own::TakeLsn);
         }
+        // The transaction holds the LSN row lock until it has committed:
+        // waiting for the WAL flush under it would make every writer's flush
+        // wait for the one before (no group commit). It commits without
+        // waiting; the client hears of its commit only after chorus's flush
+        // step (a synchronous commit of its own) has flushed the WAL, and the
+        // feed hands followers only flushed entries. Set before the append,
+        // whose trigger reads whether to NOTIFY.
+        let notify: &[u8] = if notify { b"on" } else { b"off" };
+        prep.run_with(&mut out, Own::AsyncCommit, &[notify.to_vec()]);
         let micros = self.micros.unwrap_or(0);
         let render = |plan: &TimePlan, sql: &'_ str| -> String {
             if take_lsn {
@@ -337,13 +347,6 @@ impl WriteTxn {
             // The sequences' state after everything above.
             prep.run_with(&mut out, Own::AppendSequences, &[(seq + 1).to_be_bytes().to_vec()]);
         }
-        // The transaction holds the LSN row lock until it has committed:
-        // waiting for the WAL flush under it would make every writer's flush
-        // wait for the one before (no group commit). It commits without
-        // waiting; the client hears of its commit only after chorus's flush
-        // step (a synchronous commit of its own) has flushed the WAL, and the
-        // feed hands followers only flushed entries.
-        prep.run(&mut out, Own::AsyncCommit);
         if commit {
             prep.run(&mut out, Own::Commit);
         }
@@ -575,12 +578,12 @@ mod tests {
         let mut t = WriteTxn::deferred("RESET ALL".into());
         let sql = "INSERT INTO h VALUES (1, now())";
         t.push(Entry::Query { sql: sql.into(), plan: plan_text(sql).unwrap() });
-        let m = t.append_messages(true, &mut Prep::on(0));
+        let m = t.append_messages(true, true, &mut Prep::on(0));
         let texts: Vec<String> = m.iter().map(|m| String::from_utf8_lossy(&m.frame).into_owned()).collect();
         assert!(texts[1].contains("UPDATE _chorus.lsn"), "takes the LSN first: {texts:?}");
         assert!(texts.iter().any(|t| t.contains(TIME_PLACEHOLDER)), "time written in by the server");
         t.drop_entry(0);
-        let m = t.append_messages(true, &mut Prep::on(0));
+        let m = t.append_messages(true, true, &mut Prep::on(0));
         assert!(!m.iter().any(|m| String::from_utf8_lossy(&m.frame).contains("_chorus.l")), "nothing to log");
     }
 }
